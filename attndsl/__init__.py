@@ -1,0 +1,1 @@
+"""attndsl: explain attention heads with programs."""

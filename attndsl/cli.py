@@ -1,0 +1,65 @@
+"""The ``attndsl`` command line.
+
+Each pipeline stage lives in its own module and contributes one subcommand
+through ``register(subparsers)``; the parser sets ``func`` to a callable that
+takes the parsed arguments and returns an exit code.  Bad input of any kind
+(`AttnError`, `UserError`) becomes a message on stderr and exit code 2 —
+never a traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from .errors import AttnError, UserError
+
+#: modules that contribute subcommands, in the order they appear in --help
+COMMAND_MODULES = (
+    "attndsl.commands.compile",
+    "attndsl.commands.run",
+    "attndsl.commands.extract",
+    "attndsl.commands.synthesize",
+    "attndsl.commands.score",
+    "attndsl.commands.replace",
+    "attndsl.commands.qa",
+    "attndsl.commands.explain",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="attndsl",
+        description="Explain transformer attention heads with small compiled programs.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as error:
+            if error.name != name:  # the module exists but a dependency is missing
+                raise
+            continue  # a stage not present in this build
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except AttnError as error:
+        print(error.render(), file=sys.stderr)
+        return 2
+    except UserError as error:
+        print(f"attndsl: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("attndsl: interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

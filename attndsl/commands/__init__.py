@@ -1,0 +1,1 @@
+"""Subcommands of the attndsl CLI, one module per pipeline stage."""

@@ -1,0 +1,272 @@
+"""The reference interpreter: the definition of what a program means.
+
+`evaluate(program, table)` returns the n×n attention matrix of a program on
+one token sequence, computed the obvious way with NumPy on the full grid of
+(q, k) pairs in float64:
+
+1. every factor is evaluated pointwise; every arithmetic result that is not
+   finite (overflow, division by zero, log of 0 …) becomes 0;
+2. a term is ``weight × factor₁ × factor₂ × …`` (left to right, same rule);
+3. the score is the sum of the terms in order (same rule), kept for k ≤ q;
+4. scores below 0 become 0; each row is divided by its sum;
+5. a row whose sum is 0 (or not finite) takes the program's fallback:
+   ``first`` → all mass on k = 0, ``self`` → on k = q, ``previous`` → on
+   k = q − 1 (k = 0 for q = 0), ``uniform`` → 1/(q+1) on every k ≤ q.
+
+A feature read outside the sequence (``tok(k-1)`` at k = 0) gives the
+padding value: "" for text, -1 for numbers, false for conditions; cross
+features with a position outside give false / 0.
+
+Every other evaluator (Numba kernels, emitted Python, torch) must equal this.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from . import ir
+from .features import TokenTable, charset_mask
+
+_PAD_STR = -1  # string id of the padding value "" when "" is not otherwise interned
+
+
+def _fin(x: np.ndarray) -> np.ndarray:
+    return np.where(np.isfinite(x), x, 0.0)
+
+
+class _Grid:
+    """Per-sequence evaluation context over the n×n (q, k) grid."""
+
+    def __init__(self, program: ir.Program, table: TokenTable):
+        self.table = table
+        self.n = n = len(table)
+        self.Q, self.K = np.meshgrid(np.arange(n), np.arange(n), indexing="ij")
+        self.strings: dict[str, int] = {ir.PAD_STRING: _PAD_STR}
+        if program.uses_syntax and not table.has_syntax:
+            raise ValueError(f"program '{program.name}' uses syntax features but the token table has none")
+
+    # -- positions and gathers
+    def index(self, at: ir.At) -> tuple[np.ndarray, np.ndarray]:
+        base = self.Q if at.var == "q" else self.K
+        idx = base + at.offset
+        valid = (idx >= 0) & (idx < self.n)
+        return np.clip(idx, 0, max(self.n - 1, 0)), valid
+
+    def intern(self, value: str) -> int:
+        return self.strings.setdefault(value, len(self.strings))
+
+    def string_column(self, name: str) -> np.ndarray:
+        t = self.table
+        values = {"tok": t.tok, "lower": t.lower, "upos": t.upos, "dep": t.dep}[name]
+        return np.array([self.intern(v) for v in values], dtype=np.int64)
+
+    def number_column(self, name: str) -> np.ndarray:
+        t = self.table
+        match name:
+            case "id":
+                return t.token_id.astype(np.float64)
+            case "pos":
+                return np.arange(self.n, dtype=np.float64)
+            case "len":
+                return t.length.astype(np.float64)
+            case "word" | "sent" | "word_pos" | "sent_pos" | "head":
+                return getattr(t, name).astype(np.float64)
+        raise AssertionError(name)
+
+    def bool_column(self, name: str) -> np.ndarray:
+        if name == "seq_start":
+            return np.arange(self.n) == 0
+        return getattr(self.table, name).astype(bool)
+
+    def gather(self, column: np.ndarray, at: ir.At, pad):
+        if self.n == 0:
+            return np.zeros((0, 0), dtype=column.dtype)
+        idx, valid = self.index(at)
+        return np.where(valid, column[idx], pad)
+
+    # -- numbers
+    def num(self, node: ir.Num) -> np.ndarray:
+        match node:
+            case ir.Const(value=v):
+                return np.full((self.n, self.n), float(v))
+            case ir.Dist():
+                return (self.Q - self.K).astype(np.float64)
+            case ir.Position(var=var):
+                return (self.Q if var == "q" else self.K).astype(np.float64)
+            case ir.NumFeature(name=name, at=at):
+                return self.gather(self.number_column(name), at, ir.PAD_NUMBER).astype(np.float64)
+            case ir.Similarity(a=a, b=b):
+                masks = [charset_mask(s) for s in self.table.lower]
+                ia, va = self.index(a)
+                ib, vb = self.index(b)
+                out = np.zeros((self.n, self.n))
+                for q in range(self.n):
+                    for k in range(self.n):
+                        if va[q, k] and vb[q, k]:
+                            ma, mb = masks[ia[q, k]], masks[ib[q, k]]
+                            union = ma | mb
+                            out[q, k] = bin(ma & mb).count("1") / bin(union).count("1") if union else 0.0
+                return out
+            case ir.Arith(op=op, left=left, right=right):
+                x, y = self.num(left), self.num(right)
+                with np.errstate(all="ignore"):
+                    match op:
+                        case "+":
+                            r = x + y
+                        case "-":
+                            r = x - y
+                        case "*":
+                            r = x * y
+                        case "/":
+                            r = x / y
+                return _fin(r)
+            case ir.Negate(operand=operand):
+                return _fin(-self.num(operand))
+            case ir.Func(name=name, args=args):
+                values = [self.num(a) for a in args]
+                with np.errstate(all="ignore"):
+                    match name:
+                        case "exp":
+                            r = np.exp(values[0])
+                        case "log":
+                            r = np.log(values[0])
+                        case "sqrt":
+                            r = np.sqrt(values[0])
+                        case "abs":
+                            r = np.abs(values[0])
+                        case "pow":
+                            r = np.power(values[0], values[1])
+                        case "min":
+                            r = np.minimum(values[0], values[1])
+                        case "max":
+                            r = np.maximum(values[0], values[1])
+                return _fin(r)
+            case ir.Indicator(condition=c):
+                return self.cond(c).astype(np.float64)
+        raise AssertionError(f"unhandled number node {node!r}")
+
+    # -- strings (as interned integer ids)
+    def text(self, node: ir.Str) -> np.ndarray:
+        match node:
+            case ir.StrLit(value=v):
+                return np.full((self.n, self.n), self.intern(v), dtype=np.int64)
+            case ir.StrFeature(name=name, at=at):
+                return self.gather(self.string_column(name), at, _PAD_STR)
+        raise AssertionError(f"unhandled text node {node!r}")
+
+    # -- conditions
+    def cond(self, node: ir.Bool) -> np.ndarray:
+        match node:
+            case ir.BoolConst(value=v):
+                return np.full((self.n, self.n), bool(v))
+            case ir.BoolFeature(name=name, at=at):
+                return self.gather(self.bool_column(name), at, False).astype(bool)
+            case ir.Same(name=name, a=a, b=b):
+                column = {
+                    "same_tok": lambda: self.table.token_id,
+                    "same_lower": lambda: self.string_column("lower"),
+                    "same_word": lambda: self.table.word,
+                    "same_sent": lambda: self.table.sent,
+                }[name]()
+                ia, va = self.index(a)
+                ib, vb = self.index(b)
+                if self.n == 0:
+                    return np.zeros((0, 0), dtype=bool)
+                return va & vb & (column[ia] == column[ib])
+            case ir.NumCompare(op=op, left=left, right=right):
+                x, y = self.num(left), self.num(right)
+                return {"==": x == y, "!=": x != y, "<": x < y, "<=": x <= y, ">": x > y, ">=": x >= y}[op]
+            case ir.StrEquals(left=left, right=right, negated=negated):
+                eq = self.text(left) == self.text(right)
+                return ~eq if negated else eq
+            case ir.BoolEquals(left=left, right=right, negated=negated):
+                eq = self.cond(left) == self.cond(right)
+                return ~eq if negated else eq
+            case ir.NumIn(operand=operand, values=values, negated=negated):
+                x = self.num(operand)
+                hit = np.isin(x, np.array(values, dtype=np.float64)) if values else np.zeros(x.shape, dtype=bool)
+                return ~hit if negated else hit
+            case ir.StrIn(operand=operand, values=values, negated=negated):
+                x = self.text(operand)
+                ids = np.array([self.intern(v) for v in values], dtype=np.int64)
+                hit = np.isin(x, ids) if len(ids) else np.zeros(x.shape, dtype=bool)
+                return ~hit if negated else hit
+            case ir.AndB(left=left, right=right):
+                return self.cond(left) & self.cond(right)
+            case ir.OrB(left=left, right=right):
+                return self.cond(left) | self.cond(right)
+            case ir.NotB(operand=operand):
+                return ~self.cond(operand)
+        raise AssertionError(f"unhandled condition node {node!r}")
+
+    # -- selections
+    def select(self, node: ir.Select) -> np.ndarray:
+        causal = self.K <= self.Q
+        hits = self.cond(node.condition) & causal
+        out = np.zeros((self.n, self.n))
+        for q in range(self.n):
+            keys = np.flatnonzero(hits[q])
+            if len(keys) == 0:
+                continue
+            match node.kind:
+                case "nearest":
+                    out[q, keys[-1]] = 1.0
+                case "first":
+                    out[q, keys[0]] = 1.0
+                case "spread":
+                    out[q, keys] = 1.0 / len(keys)
+        return out
+
+    def factor(self, node: ir.Factor) -> np.ndarray:
+        if isinstance(node, ir.Select):
+            return self.select(node)
+        return self.num(node)
+
+
+def scores(program: ir.Program, table: TokenTable) -> np.ndarray:
+    """Unnormalised scores (after the sum, before clipping), zero above the diagonal."""
+    grid = _Grid(program, table)
+    n = grid.n
+    total = np.zeros((n, n))
+    with np.errstate(all="ignore"):
+        for term in program.terms:
+            value = np.full((n, n), float(term.weight))
+            for factor in term.factors:
+                value = _fin(value * grid.factor(factor))
+            total = _fin(total + value)
+    return np.where(grid.K <= grid.Q, total, 0.0)
+
+
+def normalise(total: np.ndarray, fallback: str) -> np.ndarray:
+    """Clip, row-normalise and apply the fallback to empty rows."""
+    n = total.shape[0]
+    clipped = np.maximum(total, 0.0)
+    sums = clipped.sum(axis=1)
+    out = np.zeros((n, n))
+    for q in range(n):
+        s = sums[q]
+        if s > 0 and np.isfinite(s):
+            out[q, : q + 1] = clipped[q, : q + 1] / s
+        else:
+            match fallback:
+                case "first":
+                    out[q, 0] = 1.0
+                case "self":
+                    out[q, q] = 1.0
+                case "previous":
+                    out[q, max(q - 1, 0)] = 1.0
+                case "uniform":
+                    out[q, : q + 1] = 1.0 / (q + 1)
+                case _:
+                    raise AssertionError(fallback)
+    return out
+
+
+def evaluate(program: ir.Program, table: TokenTable) -> np.ndarray:
+    """The program's n×n causal, row-stochastic attention matrix (float64)."""
+    return normalise(scores(program, table), program.fallback)
+
+
+def empty_rows(program: ir.Program, table: TokenTable) -> np.ndarray:
+    """Which rows fell back (their clipped score sum was 0 or not finite)."""
+    total = np.maximum(scores(program, table), 0.0).sum(axis=1)
+    return ~((total > 0) & np.isfinite(total))

@@ -1,0 +1,274 @@
+"""Source text → syntax tree (`attndsl.ast`), with errors as `AttnError`.
+
+The grammar is `grammar/attn.lark` (shipped in the wheel as
+``attndsl.grammar``).  LALR with Lark's contextual lexer: fast, deterministic,
+and its error states name the tokens that were expected, which become the
+``expected:`` line of each diagnostic.
+"""
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from importlib import resources
+
+from lark import Lark, Token, Transformer, v_args
+from lark.exceptions import LarkError, UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken, VisitError
+
+from . import ast
+from .errors import AttnError, Diagnostic, source_line
+
+GRAMMAR_PACKAGE = "attndsl.grammar"
+GRAMMAR_FILE = "attn.lark"
+
+# Friendly names for the grammar's terminals in "expected:" lines.
+_TERMINAL_NAMES = {
+    "NAME": "a name",
+    "NUMBER": "a number",
+    "STRING": "a string",
+    "SIGN": "'+' or '-'",
+    "PRODUCT_OP": "'*' or '/'",
+    "COMPARE": "a comparison (== != < <= > >=)",
+    "LBRACE": "'{'",
+    "RBRACE": "'}'",
+    "LPAR": "'('",
+    "RPAR": "')'",
+    "LSQB": "'['",
+    "RSQB": "']'",
+    "COMMA": "','",
+    "STAR": "'*'",
+    "MINUS": "'-'",
+    "PROGRAM": "'program'",
+    "USES": "'uses'",
+    "SYNTAX": "'syntax'",
+    "FALLBACK": "'fallback'",
+    "OR": "'or'",
+    "AND": "'and'",
+    "NOT": "'not'",
+    "IN": "'in'",
+    "$END": "end of file",
+}
+
+
+def grammar_text() -> str:
+    """The grammar, as shipped; also quoted whole in LLM prompts."""
+    return resources.files(GRAMMAR_PACKAGE).joinpath(GRAMMAR_FILE).read_text(encoding="utf-8")
+
+
+@lru_cache(maxsize=1)
+def _lark() -> Lark:
+    return Lark(grammar_text(), parser="lalr", lexer="contextual", propagate_positions=True, maybe_placeholders=True)
+
+
+def _span(meta_or_token) -> ast.Span:
+    line = getattr(meta_or_token, "line", None)
+    column = getattr(meta_or_token, "column", None)
+    if line is None:
+        return ast.Span()
+    return ast.Span(line, column)
+
+
+class _Invalid(Exception):
+    """A token the grammar accepts but whose text cannot be decoded (bad escape)."""
+
+    def __init__(self, token: Token, message: str, expected: str):
+        self.token, self.message, self.expected = token, message, expected
+
+
+def _decode_string(token: Token) -> str:
+    try:
+        value = json.loads(str(token))
+    except ValueError:
+        raise _Invalid(token, f"invalid string literal {token}", 'a JSON-style string such as "." or "\\n"') from None
+    return value
+
+
+@v_args(meta=True)
+class _Build(Transformer):
+    def start(self, meta, programs):
+        return tuple(programs)
+
+    def program(self, meta, children):
+        name_token, *rest = children
+        uses_syntax = False
+        fallback, fallback_span = "first", ast.Span()
+        terms: tuple = ()
+        for child in rest:
+            if child == "uses_syntax":
+                uses_syntax = True
+            elif isinstance(child, tuple) and child and child[0] == "fallback":
+                fallback, fallback_span = child[1], child[2]
+            elif isinstance(child, list):
+                terms = tuple(child)
+        return ast.Program(str(name_token), terms, fallback, uses_syntax, _span(name_token), fallback_span)
+
+    def uses_syntax(self, meta, children):
+        return "uses_syntax"
+
+    def fallback(self, meta, children):
+        (token,) = children
+        return ("fallback", str(token), _span(token))
+
+    def body(self, meta, children):
+        terms = [children[0]]
+        for sign, term in zip(children[1::2], children[2::2]):
+            terms.append(_signed(term, str(sign)))
+        return terms
+
+    def first_term(self, meta, children):
+        if len(children) == 2:
+            sign, term = children
+            return _signed(term, str(sign) if sign is not None else "+")
+        return children[0]
+
+    def weighted_term(self, meta, children):
+        number, *factors = children
+        return ast.Term(float(number), tuple(factors), _span(meta))
+
+    def unit_term(self, meta, children):
+        return ast.Term(1.0, tuple(children), _span(meta))
+
+    def name(self, meta, children):
+        (token,) = children
+        return ast.Name(str(token), _span(token))
+
+    def call(self, meta, children):
+        name_token, *args = children
+        args = tuple(a for a in args if a is not None)
+        return ast.Call(str(name_token), args, _span(name_token))
+
+    def indicator(self, meta, children):
+        return ast.Indicator(children[0], _span(meta))
+
+    def number(self, meta, children):
+        return ast.Number(float(children[0]), _span(children[0]))
+
+    def negative_number(self, meta, children):
+        return ast.Number(-float(children[0]), _span(meta))
+
+    def string(self, meta, children):
+        return ast.String(_decode_string(children[0]), _span(children[0]))
+
+    def neg(self, meta, children):
+        (operand,) = children
+        if isinstance(operand, ast.Number):  # "-0.5" is one literal
+            return ast.Number(-operand.value, _span(meta))
+        return ast.Neg(operand, _span(meta))
+
+    def binary(self, meta, children):
+        left, op, right = children
+        return ast.Binary(str(op), left, right, _span(op))
+
+    def compare(self, meta, children):
+        left, op, right = children
+        return ast.Compare(str(op), left, right, _span(op))
+
+    def in_set(self, meta, children):
+        operand, items = children
+        return ast.InSet(operand, items, False, _span(meta))
+
+    def not_in_set(self, meta, children):
+        operand, items = children
+        return ast.InSet(operand, items, True, _span(meta))
+
+    def set(self, meta, children):
+        return tuple(c for c in children if c is not None)
+
+    def or_expr(self, meta, children):
+        return _fold(ast.Or, children)
+
+    def and_expr(self, meta, children):
+        return _fold(ast.And, children)
+
+    def not_(self, meta, children):
+        return ast.Not(children[0], _span(meta))
+
+
+def _fold(node, children):
+    result = children[0]
+    for right in children[1:]:
+        result = node(result, right, getattr(result, "span", ast.Span()))
+    return result
+
+
+def _signed(term: ast.Term, sign: str) -> ast.Term:
+    return ast.Term(-term.weight if sign == "-" else term.weight, term.factors, term.span)
+
+
+def _expected(names) -> str:
+    pretty = sorted({_TERMINAL_NAMES.get(n, f"'{n.lower()}'" if n.isupper() else n) for n in names})
+    return ", ".join(pretty)
+
+
+def _describe(token: Token) -> str:
+    if token.type == "$END":
+        return "end of file"
+    return f"{token.type.lower() if token.type in ('NAME', 'NUMBER', 'STRING') else 'token'} {str(token)!r}"
+
+
+def _syntax_diagnostic(error: UnexpectedInput, source: str, path: str) -> Diagnostic:
+    line = getattr(error, "line", None) or 1
+    column = getattr(error, "column", None) or 1
+    if isinstance(error, UnexpectedCharacters):
+        char = source[error.pos_in_stream] if error.pos_in_stream < len(source) else ""
+        message = f"unexpected character {char!r}"
+        expected = _expected(error.allowed or ())
+    elif isinstance(error, UnexpectedEOF):
+        lines = source.splitlines() or [""]
+        line, column = len(lines), len(lines[-1]) + 1
+        message = "unexpected end of file"
+        expected = _expected(error.expected)
+    elif isinstance(error, UnexpectedToken):
+        if error.token.type == "$END":
+            lines = source.splitlines() or [""]
+            line, column = len(lines), len(lines[-1]) + 1
+        message = f"unexpected {_describe(error.token)}"
+        expected = _expected(error.accepts or error.expected)
+    else:  # pragma: no cover - Lark's other UnexpectedInput subclasses
+        message, expected = "syntax error", ""
+    if line < 1:
+        line = 1
+    return Diagnostic(path, line, column, message, expected, source_line(source, line))
+
+
+def parse(source: str, path: str = "<string>") -> ast.Module:
+    """Parse program source.  Raises `AttnError` (and nothing else) on bad input."""
+    if not isinstance(source, str):
+        raise AttnError([Diagnostic(path, 1, 1, "program source must be text")])
+    try:
+        tree = _lark().parse(source)
+        programs = _Build().transform(tree)
+    except UnexpectedInput as error:
+        raise AttnError([_syntax_diagnostic(error, source, path)]) from None
+    except VisitError as error:
+        inner = error.orig_exc
+        if isinstance(inner, _Invalid):
+            tok = inner.token
+            raise AttnError(
+                [Diagnostic(path, tok.line, tok.column, inner.message, inner.expected, source_line(source, tok.line))]
+            ) from None
+        raise AttnError([Diagnostic(path, 1, 1, f"could not read program: {inner}")]) from None
+    except (LarkError, RecursionError) as error:
+        raise AttnError([Diagnostic(path, 1, 1, f"could not read program: {type(error).__name__}")]) from None
+    return ast.Module(tuple(programs), path)
+
+
+def parse_file(path: str) -> ast.Module:
+    from pathlib import Path
+
+    try:
+        raw = Path(path).read_bytes()
+    except OSError as error:
+        raise AttnError([Diagnostic(str(path), 1, 1, f"cannot read file: {error.strerror or error}")]) from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise AttnError([Diagnostic(str(path), 1, 1, f"file is not UTF-8 text (byte {error.start})")]) from None
+    return parse(text, str(path))
+
+
+def parse_program(source: str, path: str = "<string>") -> ast.Program:
+    """Parse source holding exactly one program."""
+    module = parse(source, path)
+    if len(module.programs) != 1:
+        raise AttnError([Diagnostic(path, 1, 1, f"expected exactly one program, found {len(module.programs)}")])
+    return module.programs[0]

@@ -1,0 +1,1 @@
+"""Numba kernels that evaluate attention programs over ragged token batches."""

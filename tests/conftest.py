@@ -1,0 +1,18 @@
+"""Shared test configuration.
+
+Hypothesis runs with a fixed seed (derandomize) so CI is deterministic; set
+HYPOTHESIS_PROFILE=dev for random exploration on a workstation.
+"""
+import os
+
+from hypothesis import HealthCheck, settings
+
+settings.register_profile(
+    "ci",
+    derandomize=True,
+    deadline=None,
+    print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+settings.register_profile("dev", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
