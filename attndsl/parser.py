@@ -26,7 +26,8 @@ _TERMINAL_NAMES = {
     "NUMBER": "a number",
     "STRING": "a string",
     "SIGN": "'+' or '-'",
-    "PRODUCT_OP": "'*' or '/'",
+    "_STAR": "'*'",
+    "_SLASH": "'/'",
     "COMPARE": "a comparison (== != < <= > >=)",
     "LBRACE": "'{'",
     "RBRACE": "'}'",
@@ -158,6 +159,14 @@ class _Build(Transformer):
         left, op, right = children
         return ast.Binary(str(op), left, right, _span(op))
 
+    def multiply(self, meta, children):
+        left, right = children
+        return ast.Binary("*", left, right, _span(meta))
+
+    def divide(self, meta, children):
+        left, right = children
+        return ast.Binary("/", left, right, _span(meta))
+
     def compare(self, meta, children):
         left, op, right = children
         return ast.Compare(str(op), left, right, _span(op))
@@ -223,6 +232,8 @@ def _syntax_diagnostic(error: UnexpectedInput, source: str, path: str) -> Diagno
             line, column = len(lines), len(lines[-1]) + 1
         message = f"unexpected {_describe(error.token)}"
         expected = _expected(error.accepts or error.expected)
+        if error.token.type == "NUMBER" and "LSQB" in (error.accepts or error.expected):
+            message += " (a number can only come first in a term, as its weight: write 0.5 * d, not d * 0.5)"
     else:  # pragma: no cover - Lark's other UnexpectedInput subclasses
         message, expected = "syntax error", ""
     if line < 1:

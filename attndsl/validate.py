@@ -86,7 +86,7 @@ class _Checker:
                 hint = "a condition, e.g. k == q - 1 or punct(k)"
             elif kind == STR:
                 hint = f"a {want}; compare text with == or in {{...}}"
-            where = "a factor" if as_factor else "here"
+            where = "as a factor" if as_factor else "here"
             self.fail(_span_of(node), f"expected a {want} {where}, got {_article(kind)}", hint)
         return value
 
@@ -224,8 +224,8 @@ class _Checker:
             if isinstance(item, ast.Number) and not math.isfinite(item.value):
                 self.error(item.span, f"number {item.value} is not finite", "a finite number")
         if item_kinds - {kind}:
-            self.fail(_span_of(node.operand), f"set of {' and '.join(sorted(k + 's' for k in item_kinds))} "
-                      f"cannot hold {_article(kind)}", f"a set of {kind}s")
+            self.fail(_span_of(node.operand), f"a set compared with {_article(kind)} must hold only {kind}s",
+                      f"a set of {kind}s")
         if kind == NUM:
             return ir.NumIn(operand, tuple(i.value for i in node.items), node.negated)
         return ir.StrIn(operand, tuple(i.value for i in node.items), node.negated)

@@ -4,6 +4,10 @@ Hypothesis runs with a fixed seed (derandomize) so CI is deterministic; set
 HYPOTHESIS_PROFILE=dev for random exploration on a workstation.
 """
 import os
+import sys
+
+# Test helpers import each other both as `tests.x` and as plain `x`.
+sys.path.insert(0, os.path.dirname(__file__))
 
 from hypothesis import HealthCheck, settings
 

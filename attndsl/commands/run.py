@@ -1,0 +1,61 @@
+"""``attndsl run FILE.attn --text "…"``: show a program's attention on a text.
+
+Without ``--model`` the text is split into words and punctuation (one token
+each); with ``--model`` it is tokenised by that model's tokenizer, as the
+heads see it.  Each program's matrix is printed as a labelled heatmap.
+"""
+from __future__ import annotations
+
+import re
+
+from ..errors import UserError
+from ..features import TokenTable, table_from_spans
+from ..heatmap import render_heatmap
+from ..interpreter import evaluate
+from .compile import compile_checked
+
+_WORDS = re.compile(r"\s*(?:\w+(?:['’]\w+)*|[^\w\s])|\s+", re.UNICODE)
+
+
+def word_table(text: str) -> TokenTable:
+    """One token per word or punctuation mark; a token's span includes the spaces before it."""
+    spans = [(m.start(), m.end()) for m in _WORDS.finditer(text)]
+    vocab: dict[str, int] = {}
+    ids = [vocab.setdefault(text[s:e].strip(), len(vocab)) for s, e in spans]
+    return table_from_spans(text, ids, spans)
+
+
+def model_table(model: str, text: str) -> TokenTable:
+    from ..tokens import token_table
+
+    try:
+        from ..models import load_tokenizer
+    except ImportError as error:  # pragma: no cover - models stage not installed
+        raise UserError(f"--model needs the models stage: {error}") from None
+    return token_table(load_tokenizer(model), text)
+
+
+def register(sub) -> None:
+    p = sub.add_parser("run", help="show a program's attention matrix for a text")
+    p.add_argument("file", help="a .attn source file")
+    p.add_argument("--text", required=True, help="the text to attend over")
+    p.add_argument("--program", help="only this program of the file")
+    p.add_argument("--model", help="tokenise with this model's tokenizer (alias, hub id, directory or .gguf)")
+    p.add_argument("--max-tokens", type=int, default=48, help="show at most this many tokens")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    _, programs = compile_checked(args.file)
+    if args.program:
+        programs = [p for p in programs if p.name == args.program]
+        if not programs:
+            raise UserError(f"no program named '{args.program}' in {args.file}")
+    if not args.text:
+        raise UserError("--text is empty")
+    table = model_table(args.model, args.text) if args.model else word_table(args.text)
+    for program in programs:
+        matrix = evaluate(program, table)
+        print(render_heatmap(matrix, list(table.tok), title=f"program {program.name}  ({len(table)} tokens)", max_tokens=args.max_tokens))
+        print()
+    return 0
