@@ -8,6 +8,8 @@ nodes, for the printer/parser round trip.
 """
 from __future__ import annotations
 
+from functools import lru_cache
+
 from hypothesis import strategies as st
 
 from attndsl import ast, ir
@@ -27,6 +29,7 @@ numbers = st.one_of(
 weights = st.one_of(st.sampled_from([1.0, 0.5, 2.0, -1.0, -0.25, 0.0]), st.floats(-10, 10, allow_nan=False))
 
 
+@lru_cache(maxsize=None)
 def positions():
     var = st.sampled_from(["q", "k"]).map(ast.Name)
     offset = st.builds(
@@ -46,6 +49,7 @@ def _cross(names):
     return st.builds(lambda name, a, b: ast.Call(name, (a, b)), st.sampled_from(names), positions(), positions())
 
 
+@lru_cache(maxsize=None)
 def texts(syntax: bool):
     names = list(ir.STRING_FEATURES) + (list(ir.SYNTAX_STRING_FEATURES) if syntax else [])
     literal = st.one_of(st.sampled_from(STRINGS).map(ast.String), st.sampled_from(UPOS + DEPS).map(ast.String))
@@ -56,6 +60,7 @@ def _not_number(node):
     return not isinstance(node, ast.Number)
 
 
+@lru_cache(maxsize=None)
 def nums(syntax: bool, depth: int = 3):
     names = list(ir.NUMBER_FEATURES) + (list(ir.SYNTAX_NUMBER_FEATURES) if syntax else [])
     leaves = st.one_of(
@@ -77,6 +82,7 @@ def nums(syntax: bool, depth: int = 3):
     )
 
 
+@lru_cache(maxsize=None)
 def conds(syntax: bool, depth: int = 3):
     leaves = st.one_of(
         st.sampled_from(["true", "false"]).map(ast.Name),
@@ -101,11 +107,13 @@ def conds(syntax: bool, depth: int = 3):
     )
 
 
+@lru_cache(maxsize=None)
 def factors(syntax: bool, depth: int = 2):
     selection = st.builds(lambda kind, c: ast.Call(kind, (c,)), st.sampled_from(ir.SELECTIONS), conds(syntax, depth))
     return st.one_of(nums(syntax, depth), st.builds(ast.Indicator, conds(syntax, depth)), selection)
 
 
+@lru_cache(maxsize=None)
 def _bad_exprs():
     """Ill-typed or unknown constructs (still printable)."""
     return st.one_of(

@@ -22,7 +22,7 @@ def lower(program: ast.Program):
     return lowered[0]
 
 
-@settings(max_examples=600)
+@settings(max_examples=500)
 @given(modules(valid=False))
 def test_print_parse_round_trip(module):
     text = format_module(module)
@@ -37,7 +37,7 @@ def test_generated_programs_validate(program):
     lower(program)
 
 
-@settings(max_examples=600)
+@settings(max_examples=500)
 @given(programs(valid=True), token_tables())
 def test_interpreter_output_is_causal_row_stochastic_and_finite(program, table):
     program_ir = lower(program)
@@ -67,7 +67,7 @@ def test_emitted_python_equals_interpreter(program, table):
     np.testing.assert_allclose(function(table.records()), evaluate(program_ir, table), rtol=0, atol=1e-9)
 
 
-@settings(max_examples=200)
+@settings(max_examples=100)
 @given(programs(valid=True, max_terms=2))
 def test_empty_sequence_gives_empty_matrix(program):
     from attndsl.features import table_from_spans
