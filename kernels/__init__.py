@@ -1,1 +1,191 @@
-"""Numba kernels that evaluate attention programs over ragged token batches."""
+"""Numba kernels that evaluate attention programs over ragged token batches.
+
+Strategy (why compiling a new program is cheap): programs are lowered to a
+compact stack bytecode (`encoding`) and run by ONE precompiled, disk-cached
+Numba evaluator (`evaluator`), so a fresh program costs microseconds of
+encoding instead of seconds of JIT.  Work is done at *term* level: identical
+`ir.Term`s (frozen, hashable) are evaluated once per batch and a program is a
+weighted combination of term outputs — which also makes weight fitting cheap:
+
+    values = evaluate_terms(terms, batch)          # TermValues, [T, entries]
+    attn = combine(weights, values, "first")        # [entries], normalised
+
+All values live on the batch's causal entries (``batch.tri_offsets``, see
+`attndsl.batch`).  Results equal `attndsl.interpreter.evaluate` (float64;
+same order of operations; non-finite → 0 after every operation).
+
+Outputs: dense over entries (`evaluate_programs`), CSR rows per program
+(`evaluate_sparse` / `to_csr`), or per-sequence n×n blocks (`dense_blocks`).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from attndsl import ir
+from attndsl.batch import TokenBatch
+
+from . import evaluator
+from .encoding import FALLBACK_CODES, EncodedTerms, ProgramTable, encode_terms, program_table
+
+__all__ = [
+    "EncodedTerms",
+    "ProgramTable",
+    "SparseRows",
+    "TermValues",
+    "combine",
+    "dense_blocks",
+    "encode_terms",
+    "evaluate_programs",
+    "evaluate_sparse",
+    "evaluate_terms",
+    "program_table",
+    "to_csr",
+    "warmup",
+]
+
+
+@dataclass(frozen=True, eq=False)
+class TermValues:
+    """Each term's value (weight included) on every causal entry of a batch."""
+
+    terms: tuple[ir.Term, ...]
+    values: np.ndarray  # float64[T, batch.n_entries]
+    batch: TokenBatch
+
+
+@dataclass(frozen=True, eq=False)
+class SparseRows:
+    """One program's attention over a batch as CSR rows.
+
+    Row r is token r of the batch (sequence s owns rows ``offsets[s] ..
+    offsets[s+1]-1``); ``keys`` are positions within the sequence.
+    """
+
+    name: str
+    row_ptr: np.ndarray  # int64[N+1]
+    keys: np.ndarray  # int32[nnz]
+    weights: np.ndarray  # float32 or float64 [nnz]
+    offsets: np.ndarray  # int64[S+1] token offsets of the batch
+
+    def dense(self, s: int) -> np.ndarray:
+        """Sequence s as an n×n matrix."""
+        a, b = int(self.offsets[s]), int(self.offsets[s + 1])
+        out = np.zeros((b - a, b - a), dtype=self.weights.dtype)
+        for q in range(b - a):
+            lo, hi = self.row_ptr[a + q], self.row_ptr[a + q + 1]
+            out[q, self.keys[lo:hi]] = self.weights[lo:hi]
+        return out
+
+
+def _batch_args(batch: TokenBatch):
+    return batch.text_ids, batch.numbers, batch.flags, batch.same_keys, batch.charset
+
+
+def evaluate_terms(terms: Sequence[ir.Term], batch: TokenBatch) -> TermValues:
+    """Evaluate each term (weight × factors, interpreter order) on every causal entry."""
+    terms = tuple(terms)
+    enc = encode_terms(terms, batch)
+    out = np.zeros((len(terms), batch.n_entries), dtype=np.float64)
+    if terms and batch.n_entries:
+        evaluator.evaluate_terms_kernel(enc.code, enc.term_ptr, enc.pool, enc.depth, batch.lengths, batch.offsets,
+                                        batch.tri_offsets, *_batch_args(batch), out)
+    return TermValues(terms, out, batch)
+
+
+def combine(weights, term_values: TermValues, fallback: str | Sequence[str] = "first") -> np.ndarray:
+    """Programs as weighted sums of term outputs, clipped, row-normalised, with fallback.
+
+    ``weights``: float[T] (one program → float64[entries]) or float[P, T]
+    (→ float64[P, entries]); ``fallback``: one name or one per program.
+    Terms are summed in index order; a weight of 0 skips the term, a weight
+    of 1 adds the term's value unchanged (so a program's own terms with
+    weight 1 reproduce the interpreter exactly).  Terms evaluated with unit
+    weight and combined with fitted weights equal the program
+    ``Σ w_i * factors_i`` up to float rounding (the interpreter multiplies the
+    weight first; the two differ only where an intermediate product overflows).
+    """
+    w = np.asarray(weights, dtype=np.float64)
+    single = w.ndim == 1
+    w = np.atleast_2d(w)
+    n_programs, n_terms = w.shape
+    if n_terms != len(term_values.terms):
+        raise ValueError(f"weights have {n_terms} columns but there are {len(term_values.terms)} terms")
+    fallbacks = [fallback] * n_programs if isinstance(fallback, str) else list(fallback)
+    if len(fallbacks) != n_programs:
+        raise ValueError("give one fallback or one per program")
+    unknown = [f for f in fallbacks if f not in FALLBACK_CODES]
+    if unknown:
+        raise ValueError(f"unknown fallback {unknown[0]!r}; expected one of {', '.join(FALLBACK_CODES)}")
+    batch = term_values.batch
+    prog_ptr = np.arange(0, (n_programs + 1) * n_terms, n_terms, dtype=np.int64)
+    term_idx = np.tile(np.arange(n_terms, dtype=np.int64), n_programs)
+    codes = np.array([FALLBACK_CODES[f] for f in fallbacks], dtype=np.int64)
+    out = np.zeros((n_programs, batch.n_entries), dtype=np.float64)
+    if batch.n_entries:
+        values = term_values.values if n_terms else np.zeros((0, batch.n_entries))
+        evaluator.combine_kernel(values, prog_ptr, term_idx, np.ascontiguousarray(w.ravel()), codes,
+                                 batch.lengths, batch.tri_offsets, out)
+    return out[0] if single else out
+
+
+def evaluate_programs(programs: Sequence[ir.Program], batch: TokenBatch) -> np.ndarray:
+    """float64[P, entries]: every program's attention on every causal entry of the batch."""
+    table = program_table(programs, batch)
+    enc = encode_terms(table.terms, batch)
+    out = np.zeros((len(programs), batch.n_entries), dtype=np.float64)
+    if programs and batch.n_entries:
+        evaluator.evaluate_programs_kernel(enc.code, enc.term_ptr, enc.pool, enc.depth, table.prog_ptr, table.term_idx,
+                                           table.coef, table.fallback, batch.lengths, batch.offsets, batch.tri_offsets,
+                                           *_batch_args(batch), out)
+    return out
+
+
+def to_csr(values: np.ndarray, batch: TokenBatch, name: str = "", dtype=np.float64) -> SparseRows:
+    """CSR rows of one program's values over the batch's causal entries (zeros dropped)."""
+    seq, q, k = batch.entry_index()
+    nonzero = np.flatnonzero(values)
+    rows = batch.offsets[seq[nonzero]] + q[nonzero]
+    row_ptr = np.zeros(batch.n_tokens + 1, dtype=np.int64)
+    np.cumsum(np.bincount(rows, minlength=batch.n_tokens), out=row_ptr[1:])
+    return SparseRows(name, row_ptr, k[nonzero].astype(np.int32), values[nonzero].astype(dtype), batch.offsets)
+
+
+def evaluate_sparse(programs: Sequence[ir.Program], batch: TokenBatch, dtype=np.float64) -> list[SparseRows]:
+    """Each program's attention over the batch as CSR rows (`SparseRows`)."""
+    dense = evaluate_programs(programs, batch)
+    return [to_csr(dense[p], batch, program.name, dtype) for p, program in enumerate(programs)]
+
+
+def dense_blocks(values: np.ndarray, batch: TokenBatch) -> list[np.ndarray]:
+    """One program's values over causal entries → one n×n matrix per sequence."""
+    out = []
+    for s, n in enumerate(batch.lengths):
+        n = int(n)
+        block = np.zeros((n, n), dtype=values.dtype)
+        lo = batch.tri_offsets[s]
+        block[np.tril_indices(n)] = values[lo:lo + n * (n + 1) // 2]
+        out.append(block)
+    return out
+
+
+def warmup() -> float:
+    """Compile (or load from Numba's disk cache) every kernel; returns seconds taken."""
+    import time
+
+    from attndsl.features import table_from_words
+
+    start = time.perf_counter()
+    batch = TokenBatch.from_tables([table_from_words(["a", "b"])])
+    term = ir.Term(1.0, (ir.Indicator(ir.NumCompare("==", ir.Position("k"), ir.Const(0.0))),))
+    program = ir.Program("warmup", (term,))
+    values = evaluate_terms([term], batch)
+    combine([1.0], values)
+    evaluate_programs([program], batch)
+    from attndsl.scoring import DenseAttention, score
+
+    source = DenseAttention([np.tril(np.ones((1, 1, 2, 2), dtype=np.float32)) / np.array([1, 2])[:, None]])
+    score([program], source, batch)
+    return time.perf_counter() - start

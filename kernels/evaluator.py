@@ -1,0 +1,506 @@
+"""The one precompiled Numba evaluator for encoded programs (see encoding.py).
+
+Every kernel here is compiled once per machine and cached on disk
+(``cache=True``): a new program is only new *data* (bytecode), so scoring
+thousands of fresh candidates pays no JIT cost after the first call.
+
+Compilation flags, and why:
+
+- ``fastmath=False``: the semantics turn every non-finite intermediate into
+  0 (``np.isfinite`` after each operation) and compare floats exactly;
+  fast-math lets LLVM assume no NaN/inf and delete exactly those checks, which
+  would make the kernels disagree with the reference interpreter.
+- ``error_model="numpy"``: division by zero gives inf/NaN (then 0) like NumPy
+  instead of raising ``ZeroDivisionError`` as Python semantics would.
+
+Work is parallel over sequences (``prange``); each sequence is evaluated on
+vectors over its causal entries (q, k ≤ q), laid out as in
+`attndsl.batch.causal_layout`.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+_FLAGS = dict(cache=True, fastmath=False, error_model="numpy", nogil=True)
+
+# opcodes (keep in sync with encoding.py)
+OP_CONST, OP_DIST, OP_POS, OP_NUMF, OP_STRF, OP_BOOLF, OP_SAME, OP_SIM = range(8)
+OP_ADD, OP_SUB, OP_MUL, OP_DIV, OP_NEG = range(8, 13)
+OP_EXP, OP_LOG, OP_SQRT, OP_ABS, OP_POW, OP_MIN, OP_MAX = range(13, 20)
+OP_EQ, OP_NE, OP_LT, OP_LE, OP_GT, OP_GE = range(20, 26)
+OP_IN, OP_AND, OP_OR, OP_NOT, OP_SELECT = range(26, 31)
+
+
+@njit(inline="always", **_FLAGS)
+def _fin(x):
+    return x if np.isfinite(x) else 0.0
+
+
+@njit(inline="always", **_FLAGS)
+def _popcount(x):
+    x = np.uint64(x)
+    x = x - ((x >> np.uint64(1)) & np.uint64(0x5555555555555555))
+    x = (x & np.uint64(0x3333333333333333)) + ((x >> np.uint64(2)) & np.uint64(0x3333333333333333))
+    x = (x + (x >> np.uint64(4))) & np.uint64(0x0F0F0F0F0F0F0F0F)
+    return (x * np.uint64(0x0101010101010101)) >> np.uint64(56)
+
+
+#: causal entries evaluated together (whole rows; a longer row is one tile):
+#: small enough that the stack vectors stay in L1/L2
+TILE = 1024
+
+
+@njit(**_FLAGS)
+def next_tile(n, q0):
+    """End row q1 of the tile starting at row q0: rows q0..q1-1 hold at most TILE entries (≥ 1 row)."""
+    q1 = q0 + 1
+    entries = q0 + 1
+    while q1 < n and entries + q1 + 1 <= TILE:
+        entries += q1 + 1
+        q1 += 1
+    return q1
+
+
+@njit(**_FLAGS)
+def fill_positions(q0, q1, qv, kv):
+    """q and k of each causal entry of rows q0..q1-1, in layout order."""
+    e = 0
+    for q in range(q0, q1):
+        for k in range(q + 1):
+            qv[e] = q
+            kv[e] = k
+            e += 1
+    return e
+
+
+@njit(**_FLAGS)
+def run_term(code, start, stop, pool, base, n, q0, q1, m, qv, kv,
+             text_ids, numbers, flags, same_keys, charset, stack, out):
+    """Evaluate instructions ``code[start:stop]`` over the m causal entries of rows
+    q0..q1-1 of one sequence (tokens ``base .. base+n-1``) into ``out[:m]``."""
+    sp = 0
+    for pc in range(start, stop):
+        op = code[pc, 0]
+        a1 = code[pc, 1]
+        if op == OP_CONST:
+            top = stack[sp]
+            v = pool[a1]
+            for e in range(m):
+                top[e] = v
+            sp += 1
+        elif op == OP_DIST:
+            top = stack[sp]
+            for e in range(m):
+                top[e] = qv[e] - kv[e]
+            sp += 1
+        elif op == OP_POS:
+            top = stack[sp]
+            src = qv if a1 == 0 else kv
+            for e in range(m):
+                top[e] = src[e]
+            sp += 1
+        elif op == OP_NUMF or op == OP_STRF or op == OP_BOOLF:
+            top = stack[sp]
+            src = kv if code[pc, 2] == 1 else qv
+            off = code[pc, 3]
+            if op == OP_NUMF:
+                col = numbers[a1]
+                for e in range(m):
+                    i = src[e] + off
+                    top[e] = col[base + i] if (i >= 0 and i < n) else -1.0
+            elif op == OP_STRF:
+                tcol = text_ids[a1]
+                for e in range(m):
+                    i = src[e] + off
+                    top[e] = tcol[base + i] if (i >= 0 and i < n) else -1.0
+            else:
+                fcol = flags[a1]
+                for e in range(m):
+                    i = src[e] + off
+                    top[e] = 1.0 if (i >= 0 and i < n and fcol[base + i] != 0) else 0.0
+            sp += 1
+        elif op == OP_SAME or op == OP_SIM:
+            top = stack[sp]
+            srca = kv if code[pc, 2] == 1 else qv
+            offa = code[pc, 3]
+            srcb = kv if code[pc, 4] == 1 else qv
+            offb = code[pc, 5]
+            if op == OP_SAME:
+                scol = same_keys[a1]
+                for e in range(m):
+                    i = srca[e] + offa
+                    j = srcb[e] + offb
+                    ok = i >= 0 and i < n and j >= 0 and j < n
+                    top[e] = 1.0 if (ok and scol[base + i] == scol[base + j]) else 0.0
+            else:
+                for e in range(m):
+                    i = srca[e] + offa
+                    j = srcb[e] + offb
+                    r = 0.0
+                    if i >= 0 and i < n and j >= 0 and j < n:
+                        ma = charset[base + i]
+                        mb = charset[base + j]
+                        union = _popcount(ma | mb)
+                        if union != 0:
+                            r = _popcount(ma & mb) / union
+                    top[e] = r
+            sp += 1
+        elif op <= OP_DIV or (op >= OP_POW and op <= OP_MAX) or (op >= OP_EQ and op <= OP_GE) or op == OP_AND or op == OP_OR:
+            x = stack[sp - 2]
+            y = stack[sp - 1]
+            if op == OP_ADD:
+                for e in range(m):
+                    x[e] = _fin(x[e] + y[e])
+            elif op == OP_SUB:
+                for e in range(m):
+                    x[e] = _fin(x[e] - y[e])
+            elif op == OP_MUL:
+                for e in range(m):
+                    x[e] = _fin(x[e] * y[e])
+            elif op == OP_DIV:
+                for e in range(m):
+                    x[e] = _fin(x[e] / y[e])
+            elif op == OP_POW:
+                for e in range(m):
+                    x[e] = _fin(np.power(x[e], y[e]))
+            elif op == OP_MIN:
+                for e in range(m):
+                    x[e] = _fin(min(x[e], y[e]))
+            elif op == OP_MAX:
+                for e in range(m):
+                    x[e] = _fin(max(x[e], y[e]))
+            elif op == OP_EQ:
+                for e in range(m):
+                    x[e] = 1.0 if x[e] == y[e] else 0.0
+            elif op == OP_NE:
+                for e in range(m):
+                    x[e] = 1.0 if x[e] != y[e] else 0.0
+            elif op == OP_LT:
+                for e in range(m):
+                    x[e] = 1.0 if x[e] < y[e] else 0.0
+            elif op == OP_LE:
+                for e in range(m):
+                    x[e] = 1.0 if x[e] <= y[e] else 0.0
+            elif op == OP_GT:
+                for e in range(m):
+                    x[e] = 1.0 if x[e] > y[e] else 0.0
+            elif op == OP_GE:
+                for e in range(m):
+                    x[e] = 1.0 if x[e] >= y[e] else 0.0
+            elif op == OP_AND:
+                for e in range(m):
+                    x[e] = 1.0 if (x[e] != 0.0 and y[e] != 0.0) else 0.0
+            else:  # OP_OR
+                for e in range(m):
+                    x[e] = 1.0 if (x[e] != 0.0 or y[e] != 0.0) else 0.0
+            sp -= 1
+        elif op == OP_IN:
+            x = stack[sp - 1]
+            for e in range(m):
+                v = x[e]
+                hit = 0.0
+                for j in range(a1, a1 + code[pc, 2]):
+                    if pool[j] == v:
+                        hit = 1.0
+                        break
+                x[e] = hit
+        elif op == OP_SELECT:
+            x = stack[sp - 1]
+            first_entry = q0 * (q0 + 1) // 2
+            for q in range(q0, q1):
+                r0 = q * (q + 1) // 2 - first_entry
+                if a1 == 2:  # spread
+                    count = 0
+                    for k in range(q + 1):
+                        if x[r0 + k] != 0.0:
+                            count += 1
+                    w = 1.0 / count if count > 0 else 0.0
+                    for k in range(q + 1):
+                        x[r0 + k] = w if x[r0 + k] != 0.0 else 0.0
+                else:
+                    found = -1
+                    if a1 == 0:  # nearest: largest k
+                        for k in range(q, -1, -1):
+                            if x[r0 + k] != 0.0:
+                                found = k
+                                break
+                    else:  # first: smallest k
+                        for k in range(q + 1):
+                            if x[r0 + k] != 0.0:
+                                found = k
+                                break
+                    for k in range(q + 1):
+                        x[r0 + k] = 0.0
+                    if found >= 0:
+                        x[r0 + found] = 1.0
+        else:  # unary numeric: NEG EXP LOG SQRT ABS NOT
+            x = stack[sp - 1]
+            if op == OP_NEG:
+                for e in range(m):
+                    x[e] = _fin(-x[e])
+            elif op == OP_EXP:
+                for e in range(m):
+                    x[e] = _fin(np.exp(x[e]))
+            elif op == OP_LOG:
+                for e in range(m):
+                    x[e] = _fin(np.log(x[e]))
+            elif op == OP_SQRT:
+                for e in range(m):
+                    x[e] = _fin(np.sqrt(x[e]))
+            elif op == OP_ABS:
+                for e in range(m):
+                    x[e] = _fin(abs(x[e]))
+            else:  # OP_NOT
+                for e in range(m):
+                    x[e] = 1.0 if x[e] == 0.0 else 0.0
+    for e in range(m):
+        out[e] = stack[0, e]
+
+
+@njit(**_FLAGS)
+def combine_row_block(q0, q1, m, values, weights_idx, weights, lo, hi, fallback, total, out):
+    """One program on rows q0..q1-1: out[:m] = normalise(Σ_j weights[j]·values[idx[j]])."""
+    for e in range(m):
+        total[e] = 0.0
+    for j in range(lo, hi):
+        w = weights[j]
+        if w == 0.0:
+            continue
+        v = values[weights_idx[j]]
+        if w == 1.0:
+            for e in range(m):
+                total[e] = _fin(total[e] + v[e])
+        else:
+            for e in range(m):
+                total[e] = _fin(total[e] + _fin(w * v[e]))
+    normalise(q0, q1, total, fallback, out)
+
+
+@njit(**_FLAGS)
+def normalise(q0, q1, total, fallback, out):
+    """Clip below 0, divide each row by its sum, fallback on empty rows (interpreter step 4-5)."""
+    first_entry = q0 * (q0 + 1) // 2
+    for q in range(q0, q1):
+        r0 = q * (q + 1) // 2 - first_entry
+        s = 0.0
+        for k in range(q + 1):
+            v = total[r0 + k]
+            if v > 0.0:
+                s += v
+        if s > 0.0 and np.isfinite(s):
+            for k in range(q + 1):
+                v = total[r0 + k]
+                out[r0 + k] = v / s if v > 0.0 else 0.0
+        else:
+            for k in range(q + 1):
+                out[r0 + k] = 0.0
+            if fallback == 0:
+                out[r0] = 1.0
+            elif fallback == 1:
+                out[r0 + q] = 1.0
+            elif fallback == 2:
+                out[r0 + max(q - 1, 0)] = 1.0
+            else:
+                for k in range(q + 1):
+                    out[r0 + k] = 1.0 / (q + 1)
+
+
+# ---------------------------------------------------------------- batch kernels
+
+
+@njit(**_FLAGS)
+def eval_terms_tile(code, term_ptr, pool, base, n, q0, q1, m, qv, kv,
+                    text_ids, numbers, flags, same_keys, charset, stack, values):
+    for t in range(len(term_ptr) - 1):
+        run_term(code, term_ptr[t], term_ptr[t + 1], pool, base, n, q0, q1, m, qv, kv,
+                 text_ids, numbers, flags, same_keys, charset, stack, values[t])
+
+
+@njit(parallel=True, **_FLAGS)
+def evaluate_terms_kernel(code, term_ptr, pool, depth, lengths, offsets, tri_offsets,
+                          text_ids, numbers, flags, same_keys, charset, out):
+    """out[t, entries of s] = term t on sequence s, for every term and sequence."""
+    n_terms = len(term_ptr) - 1
+    for s in prange(len(lengths)):
+        n = lengths[s]
+        if n == 0:
+            continue
+        size = max(TILE, n)
+        qv = np.empty(size, dtype=np.int64)
+        kv = np.empty(size, dtype=np.int64)
+        stack = np.empty((depth, size))
+        values = np.empty((n_terms, size))
+        q0 = 0
+        while q0 < n:
+            q1 = next_tile(n, q0)
+            m = fill_positions(q0, q1, qv, kv)
+            eval_terms_tile(code, term_ptr, pool, offsets[s], n, q0, q1, m, qv, kv,
+                            text_ids, numbers, flags, same_keys, charset, stack, values)
+            lo = tri_offsets[s] + q0 * (q0 + 1) // 2
+            for t in range(n_terms):
+                for e in range(m):
+                    out[t, lo + e] = values[t, e]
+            q0 = q1
+
+
+@njit(parallel=True, **_FLAGS)
+def combine_kernel(term_values, prog_ptr, term_idx, coef, fallback, lengths, tri_offsets, out):
+    """out[p] = normalised weighted sum of term values (programs as ProgramTable arrays)."""
+    n_programs = len(prog_ptr) - 1
+    n_terms = term_values.shape[0]
+    for s in prange(len(lengths)):
+        n = lengths[s]
+        if n == 0:
+            continue
+        size = max(TILE, n)
+        values = np.empty((n_terms, size))
+        total = np.empty(size)
+        ahat = np.empty(size)
+        q0 = 0
+        while q0 < n:
+            q1 = next_tile(n, q0)
+            lo = tri_offsets[s] + q0 * (q0 + 1) // 2
+            m = (q1 * (q1 + 1) - q0 * (q0 + 1)) // 2
+            for t in range(n_terms):
+                for e in range(m):
+                    values[t, e] = term_values[t, lo + e]
+            for p in range(n_programs):
+                combine_row_block(q0, q1, m, values, term_idx, coef, prog_ptr[p], prog_ptr[p + 1], fallback[p],
+                                  total, ahat)
+                for e in range(m):
+                    out[p, lo + e] = ahat[e]
+            q0 = q1
+
+
+@njit(parallel=True, **_FLAGS)
+def evaluate_programs_kernel(code, term_ptr, pool, depth, prog_ptr, term_idx, coef, fallback,
+                             lengths, offsets, tri_offsets, text_ids, numbers, flags, same_keys, charset, out):
+    """out[p, entries] = program p's attention over every causal entry (terms shared)."""
+    n_terms = len(term_ptr) - 1
+    n_programs = len(prog_ptr) - 1
+    for s in prange(len(lengths)):
+        n = lengths[s]
+        if n == 0:
+            continue
+        size = max(TILE, n)
+        qv = np.empty(size, dtype=np.int64)
+        kv = np.empty(size, dtype=np.int64)
+        stack = np.empty((depth, size))
+        values = np.empty((n_terms, size))
+        total = np.empty(size)
+        ahat = np.empty(size)
+        q0 = 0
+        while q0 < n:
+            q1 = next_tile(n, q0)
+            m = fill_positions(q0, q1, qv, kv)
+            eval_terms_tile(code, term_ptr, pool, offsets[s], n, q0, q1, m, qv, kv,
+                            text_ids, numbers, flags, same_keys, charset, stack, values)
+            lo = tri_offsets[s] + q0 * (q0 + 1) // 2
+            for p in range(n_programs):
+                combine_row_block(q0, q1, m, values, term_idx, coef, prog_ptr[p], prog_ptr[p + 1], fallback[p],
+                                  total, ahat)
+                for e in range(m):
+                    out[p, lo + e] = ahat[e]
+            q0 = q1
+
+
+@njit(**_FLAGS)
+def accumulate_min(q0, q1, ahat, block, a_lo, acc_k1, acc_k0):
+    """Rows q0..q1-1 (Â over their entries, A rows from ``block[a_lo ..]``):
+    acc_k0[h] += Σ_q min(A[q,0,h], Â[q,0]); acc_k1[h] += Σ_{k≥1} min(A[q,k,h], Â[q,k]).
+    Returns Σ_q Â[q,0]."""
+    n_heads = block.shape[1]
+    e = 0
+    z = 0.0
+    for q in range(q0, q1):
+        w = ahat[e]
+        z += w
+        if w != 0.0:
+            row = block[a_lo + e]
+            for h in range(n_heads):
+                a = np.float64(row[h])
+                acc_k0[h] += a if a < w else w
+        e += 1
+        for k in range(1, q + 1):
+            w = ahat[e]
+            if w != 0.0:
+                row = block[a_lo + e]
+                for h in range(n_heads):
+                    a = np.float64(row[h])
+                    acc_k1[h] += a if a < w else w
+            e += 1
+    return z
+
+
+@njit(**_FLAGS)
+def attention_k1(n, block, a_lo, out):
+    """out[h] = Σ over entries with k ≥ 1 of A (one sequence starting at block row a_lo)."""
+    n_heads = block.shape[1]
+    e = a_lo
+    for q in range(n):
+        e += 1
+        for k in range(1, q + 1):
+            row = block[e]
+            for h in range(n_heads):
+                out[h] += row[h]
+            e += 1
+
+
+@njit(parallel=True, **_FLAGS)
+def score_kernel(seqs, a_offsets, block,
+                 code, term_ptr, pool, depth, prog_ptr, term_idx, coef, fallback,
+                 lengths, offsets, text_ids, numbers, flags, same_keys, charset,
+                 min_k1, min_k0, hat_k0, attn_k1):
+    """Fused evaluate + soft-IoU numerators for sequences ``seqs`` of the batch.
+
+    ``block`` holds the heads' attention of those sequences in causal layout
+    (rows ``a_offsets[i] ..``; heads minor).  Per sequence i, program p, head h:
+    ``min_k1[i,p,h]`` / ``min_k0[i,p,h]``: Σ min(A, Â) over keys k ≥ 1 / k = 0;
+    ``hat_k0[i,p]``: Σ_q Â[q,0]; ``attn_k1[i,h]``: Σ_{k≥1} A.  Only Â's non-zero
+    entries touch the attention rows; the loop over heads is contiguous.
+    """
+    n_terms = len(term_ptr) - 1
+    n_programs = len(prog_ptr) - 1
+    for i in prange(len(seqs)):
+        s = seqs[i]
+        n = lengths[s]
+        if n == 0:
+            continue
+        size = max(TILE, n)
+        qv = np.empty(size, dtype=np.int64)
+        kv = np.empty(size, dtype=np.int64)
+        stack = np.empty((depth, size))
+        values = np.empty((n_terms, size))
+        total = np.empty(size)
+        ahat = np.empty(size)
+        attention_k1(n, block, a_offsets[i], attn_k1[i])
+        q0 = 0
+        while q0 < n:
+            q1 = next_tile(n, q0)
+            m = fill_positions(q0, q1, qv, kv)
+            eval_terms_tile(code, term_ptr, pool, offsets[s], n, q0, q1, m, qv, kv,
+                            text_ids, numbers, flags, same_keys, charset, stack, values)
+            a_lo = a_offsets[i] + q0 * (q0 + 1) // 2
+            for p in range(n_programs):
+                combine_row_block(q0, q1, m, values, term_idx, coef, prog_ptr[p], prog_ptr[p + 1], fallback[p],
+                                  total, ahat)
+                hat_k0[i, p] += accumulate_min(q0, q1, ahat, block, a_lo, min_k1[i, p], min_k0[i, p])
+            q0 = q1
+
+
+@njit(parallel=True, **_FLAGS)
+def score_values_kernel(seqs, a_offsets, block, ahat_all, tri_offsets, lengths, min_k1, min_k0, hat_k0, attn_k1):
+    """Soft-IoU numerators for precomputed program outputs ``ahat_all[p, entries]``
+    (e.g. from `combine` with fitted weights); same outputs as `score_kernel`."""
+    n_programs = ahat_all.shape[0]
+    for i in prange(len(seqs)):
+        s = seqs[i]
+        n = lengths[s]
+        if n == 0:
+            continue
+        m = n * (n + 1) // 2
+        lo = tri_offsets[s]
+        attention_k1(n, block, a_offsets[i], attn_k1[i])
+        for p in range(n_programs):
+            hat_k0[i, p] = accumulate_min(0, n, ahat_all[p, lo:lo + m], block, a_offsets[i], min_k1[i, p], min_k0[i, p])
