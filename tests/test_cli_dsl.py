@@ -50,3 +50,13 @@ def test_run_prints_labelled_heatmap(capsys):
 def test_run_unknown_program_is_a_clear_error(capsys):
     assert main(["run", str(COPYING), "--program", "nope", "--text", "hi"]) == 2
     assert "no program named 'nope'" in capsys.readouterr().err
+
+
+def test_run_with_a_model_tokenizer(tmp_path, capsys):
+    from tests.tiny import save_tiny
+
+    model_dir = save_tiny("llama", tmp_path / "tiny-llama")
+    assert main(["run", str(COPYING), "--program", "duplicate", "--model", str(model_dir), "--text", "the cat the cat"]) == 0
+    out = capsys.readouterr().out
+    rows = [line for line in out.splitlines() if "│" in line]
+    assert rows and "program duplicate" in out

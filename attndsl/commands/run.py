@@ -26,13 +26,11 @@ def word_table(text: str) -> TokenTable:
 
 
 def model_table(model: str, text: str) -> TokenTable:
+    """Tokenise as the model does (BOS included where the model adds one)."""
+    from ..models import load_model
     from ..tokens import token_table
 
-    try:
-        from ..models import load_tokenizer
-    except ImportError as error:  # pragma: no cover - models stage not installed
-        raise UserError(f"--model needs the models stage: {error}") from None
-    return token_table(load_tokenizer(model), text)
+    return token_table(load_model(model).tokenizer, text)
 
 
 def register(sub) -> None:
