@@ -24,6 +24,7 @@ COMMAND_MODULES = (
     "attndsl.commands.replace",
     "attndsl.commands.qa",
     "attndsl.commands.explain",
+    "attndsl.commands.report",
 )
 
 

@@ -1,0 +1,67 @@
+"""``attndsl synthesize RUN``: write programs for every head and build the library.
+
+With an LLM endpoint (``--llm-*`` flags or ``OPENAI_BASE_URL`` /
+``ATTNDSL_LLM_MODEL``) heads are explained by the LLM writer; without one, or
+with ``--search enumerative``, by the offline enumerative search (both when
+both are asked for).  Resumable: rerun the same command to finish the heads an
+interrupted run had not done.
+"""
+from __future__ import annotations
+
+import argparse
+
+
+def register(subparsers) -> None:
+    from ..llm import add_arguments
+    from ..search import SearchSettings
+
+    defaults = SearchSettings()
+    parser = subparsers.add_parser(
+        "synthesize",
+        help="write programs for the heads of a run and build the pooled library (resumable)",
+        description=__doc__.split("\n\n", 1)[1],
+    )
+    parser.add_argument("run_dir", metavar="RUN", help="run directory made by `attndsl extract`")
+    parser.add_argument("--search", choices=("enumerative",), default=None,
+                        help="use the offline enumerative search (the default when no LLM endpoint is configured)")
+    parser.add_argument("--heads", metavar="L.H,...", default=None,
+                        help="only these heads, e.g. 3.4,5.0 or 7.* (default: every head)")
+    parser.add_argument("--max-terms", type=int, default=defaults.max_terms, metavar="N",
+                        help=f"most terms per searched program (default {defaults.max_terms})")
+    parser.add_argument("--min-gain", type=float, default=defaults.min_gain, metavar="IOU",
+                        help=f"stop adding terms below this IoU gain (default {defaults.min_gain})")
+    parser.add_argument("--screen-sequences", type=int, default=defaults.screen_sequences, metavar="N",
+                        help=f"synthesis sequences the search screens terms on (default {defaults.screen_sequences})")
+    parser.add_argument("--library-cap", type=int, default=1000, metavar="N", help="most programs in the library")
+    parser.add_argument("--seed", type=int, default=defaults.seed, help="search seed (default 0)")
+    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    add_arguments(parser)
+    parser.set_defaults(func=run)
+
+
+def llm_requested(args: argparse.Namespace) -> bool:
+    from ..llm import LLMConfig
+
+    return bool(args.llm_url or args.llm_model or args.llm_api_key) or LLMConfig.endpoint_configured()
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..errors import UserError
+    from ..llm import config_from_args
+    from ..search import SearchSettings
+    from ..synthesize import synthesize
+
+    if args.max_terms < 1:
+        raise UserError("--max-terms must be at least 1")
+    if args.screen_sequences < 1:
+        raise UserError("--screen-sequences must be at least 1")
+    llm_config = config_from_args(args) if llm_requested(args) else None
+    use_search = True if (args.search == "enumerative" or llm_config is None) else False
+    settings = SearchSettings(max_terms=args.max_terms, min_gain=args.min_gain,
+                              screen_sequences=args.screen_sequences, seed=args.seed)
+    report = synthesize(args.run_dir, heads=args.heads, search=settings, llm_config=llm_config,
+                        use_search=use_search, cap=args.library_cap, progress=not args.no_progress)
+    for line in report.lines():
+        print(line)
+    print(f"library: {args.run_dir}/library/library.attn; per head: {args.run_dir}/library/best.csv")
+    return 0

@@ -1,0 +1,305 @@
+"""The synthesis stage: head summaries → program writers → pooled library → scores.
+
+``synthesize(run_dir, ...)`` writes programs for the heads of a run whose
+attention store is finished (`attndsl extract`):
+
+- with an LLM endpoint (`attndsl.llm.LLMConfig`), every head's summary
+  (`attndsl.summary`) goes to the LLM writer, whose valid programs are scored
+  on synthesis sequences;
+- with the enumerative search (`attndsl.search`, the default when no endpoint
+  is configured, or asked for explicitly) every head gets a greedy program;
+  both writers may run in one synthesis, and their candidates are pooled.
+
+Each head's candidates are saved as soon as the head is done
+(``synthesis/heads/L{layer}_H{head}.json`` and ``programs/L{layer}_H{head}.attn``),
+so an interrupted synthesis resumes with the heads it had not finished.  The
+settings that decide results are recorded in the run manifest; rerunning with
+other settings is refused (`attndsl.rundir.open_run`).
+
+Then every finished head's candidates are pooled into the library
+(`attndsl.library`): de-duplicated by behaviour, capped, each head's best
+chosen on synthesis sequences over the whole library and scored on held-out
+sequences.  `score_library` does the last part for any ``.attn`` file.
+"""
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from .errors import UserError
+from .library import HeadChoice, LibraryProgram, build_library, choose_best, read_library, summary_lines, write_library
+from .rundir import Run, atomic_write_json, atomic_write_text, open_run, read_json
+from .search import SearchResult, SearchSettings, search_heads
+from .store import Store, open_store
+
+STAGE = "synthesize"
+HEADS_DIR = ("synthesis", "heads")
+PROGRAMS_DIR = "programs"
+LIBRARY_DIR = "library"
+#: synthesis sequences the LLM summaries and scores use (the search uses its own subsample)
+LLM_SEQUENCES = 64
+
+
+@dataclass(frozen=True)
+class SynthesisReport:
+    """What a synthesis did: per-head choices, library size, timing."""
+
+    choices: tuple[HeadChoice, ...]
+    library_size: int
+    n_candidates: int
+    heads_written: int  # heads written by this call (others were resumed)
+    heads_done: int  # heads with candidates in the run
+    seconds: float
+
+    def lines(self) -> list[str]:
+        head = (f"wrote programs for {self.heads_written} heads ({self.heads_done} done in the run), "
+                f"{self.n_candidates} candidates, {self.seconds:.0f} s")
+        return [head] + summary_lines(self.choices, self.library_size)
+
+
+# ------------------------------------------------------------------ heads
+
+
+def parse_heads(spec: str | None, n_layers: int, n_heads: int) -> list[tuple[int, int]]:
+    """``"3.4,5.0"`` (layer.head), ``"7.*"`` (a whole layer) or None (every head)."""
+    if spec is None or not spec.strip():
+        return [(layer, head) for layer in range(n_layers) for head in range(n_heads)]
+    out = []
+    for part in spec.split(","):
+        part = part.strip()
+        match = re.fullmatch(r"(\d+)\.(\d+|\*)", part)
+        if not match:
+            raise UserError(f"bad head '{part}' in --heads: write LAYER.HEAD (e.g. 3.4) or LAYER.* ")
+        layer = int(match.group(1))
+        heads = range(n_heads) if match.group(2) == "*" else [int(match.group(2))]
+        for head in heads:
+            if not (0 <= layer < n_layers and 0 <= head < n_heads):
+                raise UserError(f"head {layer}.{head} does not exist: the model has {n_layers} layers "
+                                f"of {n_heads} heads (0-based)")
+            if (layer, head) not in out:
+                out.append((layer, head))
+    return out
+
+
+def head_stem(layer: int, head: int) -> str:
+    return f"L{layer}_H{head}"
+
+
+def _head_file(run: Run, layer: int, head: int) -> Path:
+    return run.file(*HEADS_DIR, head_stem(layer, head) + ".json")
+
+
+def finished_heads(run: Run) -> dict[tuple[int, int], list[LibraryProgram]]:
+    """Candidates of every head whose synthesis finished (from the per-head files)."""
+    directory = run.file(*HEADS_DIR)
+    out = {}
+    if not directory.is_dir():
+        return out
+    for path in sorted(directory.glob("L*_H*.json")):
+        data = read_json(path)
+        key = (int(data["layer"]), int(data["head"]))
+        out[key] = [LibraryProgram(c["name"], c["source"], c["origin"], key[0], key[1], c.get("synthesis_iou"))
+                    for c in data.get("candidates", [])]
+    return out
+
+
+def _save_head(run: Run, layer: int, head: int, candidates: Sequence[LibraryProgram], extra: dict) -> None:
+    """Per-head results: the .attn file first, then the JSON that marks the head done."""
+    text = "".join(f"# {c.origin}, synthesis IoU {c.synthesis_iou:.4f}\n{c.source.strip()}\n\n"
+                   if c.synthesis_iou is not None else f"# {c.origin}\n{c.source.strip()}\n\n" for c in candidates)
+    atomic_write_text(run.file(PROGRAMS_DIR, head_stem(layer, head) + ".attn"), text or "# no candidates\n")
+    atomic_write_json(_head_file(run, layer, head), {
+        "layer": layer, "head": head,
+        "candidates": [{"name": c.name, "source": c.source, "origin": c.origin, "synthesis_iou": c.synthesis_iou}
+                       for c in candidates],
+        **extra,
+    })
+
+
+# ------------------------------------------------------------------ writers
+
+
+def _search_candidates(result: SearchResult) -> list[LibraryProgram]:
+    """The final program and the simplest structured step (sink + one term) of the greedy path."""
+    from .prompts import rename_program
+
+    out = [LibraryProgram(result.name, result.source, "search", result.layer, result.head, result.fit_iou)]
+    if len(result.path) >= 2 and result.path[1] != result.source:
+        name = f"{result.name}_step2"
+        out.append(LibraryProgram(name, rename_program(result.path[1], name), "search", result.layer, result.head,
+                                  result.path_iou[1]))
+    return out
+
+
+def _run_search(run: Run, store: Store, heads, settings: SearchSettings, tables, synth, progress: bool) -> None:
+    def save(result: SearchResult) -> None:
+        previous = _previous_candidates(run, result.layer, result.head, exclude="search")
+        _save_head(run, result.layer, result.head, previous + _search_candidates(result),
+                   {"search": {"path": list(result.path), "path_iou": list(result.path_iou),
+                               "seconds": result.seconds}})
+
+    search_heads(store, tables, synth, heads, settings, on_result=save, progress=progress)
+
+
+def _previous_candidates(run: Run, layer: int, head: int, exclude: str) -> list[LibraryProgram]:
+    path = _head_file(run, layer, head)
+    if not path.exists():
+        return []
+    data = read_json(path)
+    return [LibraryProgram(c["name"], c["source"], c["origin"], layer, head, c.get("synthesis_iou"))
+            for c in data.get("candidates", []) if c["origin"] != exclude]
+
+
+def _run_llm(run: Run, store: Store, heads, config, tables, synth, progress: bool) -> None:
+    from .batch import TokenBatch
+    from .llm import sequence_fits, write_heads
+    from .scoring import score
+    from .summary import summarize_head
+
+    chosen = list(range(min(LLM_SEQUENCES, len(synth))))
+    ex_tables = [tables[i] for i in chosen]
+    ex_indices = [synth[i] for i in chosen]
+    batch = TokenBatch.from_tables(ex_tables)
+    dense = {i: store.dense(int(i)) for i in ex_indices}
+
+    def examples(layer: int, head: int):
+        return [(t, dense[i][layer, head]) for t, i in zip(ex_tables, ex_indices)]
+
+    def score_fn(programs, layer, head):
+        result = score(programs, store, batch, ex_indices)
+        return [float(x) for x in result.iou[:, layer, head]]
+
+    def detail_fn(program, layer, head):
+        return sequence_fits(program, examples(layer, head)[:16])
+
+    group = max(1, config.concurrency * 2)
+    for start in range(0, len(heads), group):
+        part = heads[start:start + group]
+        summaries = [summarize_head(examples(layer, head), layer, head) for layer, head in part]
+        results = write_heads(summaries, config, score_fn, run.path, detail_fn, progress=progress)
+        for result in results:
+            candidates = [LibraryProgram(c.name, c.source, "llm", c.layer, c.head, c.synthesis_iou)
+                          for c in result.candidates]
+            previous = _previous_candidates(run, result.layer, result.head, exclude="llm")
+            _save_head(run, result.layer, result.head, previous + candidates,
+                       {"llm": {"requests": result.n_requests, "failed": result.n_failed_requests,
+                                "reason": result.reason}})
+
+
+# ------------------------------------------------------------------ the stage
+
+
+def stage_settings(search: SearchSettings | None, llm_config, cap: int) -> dict:
+    """What decides results (recorded in the manifest; ``--heads`` is not part of it)."""
+    settings: dict = {"writers": [], "library_cap": cap}
+    if llm_config is not None:
+        settings["writers"].append("llm")
+        settings["llm"] = {k: llm_config.public()[k] for k in
+                           ("model", "base_url", "temperature", "max_tokens", "seed", "repair_rounds",
+                            "refine_rounds", "n_programs", "syntax_available")}
+    if search is not None:
+        settings["writers"].append("search")
+        settings["search"] = search.as_dict()
+    return settings
+
+
+def synthesize(
+    run_dir: str | Path,
+    heads: str | Sequence[tuple[int, int]] | None = None,
+    search: SearchSettings | None = None,
+    llm_config=None,
+    use_search: bool | None = None,
+    cap: int = 1000,
+    top_k: int = 4,
+    progress: bool = True,
+) -> SynthesisReport:
+    """Write programs for ``heads`` (default all), then build and score the library.
+
+    The enumerative search runs when ``use_search`` is True, or when it is
+    None and no ``llm_config`` is given.  Resumable; see the module docstring.
+    """
+    started = time.perf_counter()
+    store = open_store(run_dir)
+    run = Run(Path(run_dir))
+    if not run.is_complete("extract"):
+        raise UserError(f"{run_dir}: the attention store is not finished; rerun `attndsl extract` first")
+    if use_search is None:
+        use_search = llm_config is None
+    if not use_search and llm_config is None:
+        raise UserError("nothing writes programs: configure an LLM endpoint or use the enumerative search")
+    search = (search or SearchSettings()) if use_search else None
+    run = open_run(run_dir, STAGE, stage_settings(search, llm_config, cap), create=False)
+    if isinstance(heads, str) or heads is None:
+        heads = parse_heads(heads, store.n_layers, store.n_heads)
+    synth, held = store.synthesis_indices, store.heldout_indices
+    if not synth or not held:
+        raise UserError(f"{run_dir}: need both synthesis and held-out sequences "
+                        f"(have {len(synth)} and {len(held)}); extract more sequences")
+    tables = store.tables(synth)
+    done = finished_heads(run)
+    todo = [h for h in heads if h not in done]
+    if todo and llm_config is not None:
+        _run_llm(run, store, todo, llm_config, tables, synth, progress)
+    if todo and search is not None:
+        _run_search(run, store, todo, search, tables, synth, progress)
+    done = finished_heads(run)
+    candidates = [c for key in sorted(done) for c in done[key]]
+    if not candidates:
+        raise UserError("no head has candidate programs (see llm/heads.json for why)")
+    seed = search.seed if search is not None else 0
+    library = build_library(candidates, store, tables, synth, cap=cap, seed=seed, progress=progress)
+    choices = choose_best(library, store, tables, synth, store.tables(held), held, top_k=top_k, progress=progress)
+    write_library(run.file(LIBRARY_DIR), library.programs, choices)
+    report = SynthesisReport(tuple(choices), len(library.programs), len(candidates), len(todo), len(done),
+                             time.perf_counter() - started)
+    held_iou = [c.heldout_iou for c in choices]
+    run.mark_complete(STAGE, {
+        "heads_done": len(done), "library_size": len(library.programs), "n_candidates": len(candidates),
+        "mean_heldout_iou": float(np.mean(held_iou)),
+        "mean_heldout_iou_no_sink": float(np.mean([c.heldout_iou_no_sink for c in choices])),
+        "n_heldout_sequences": choices[0].n_heldout_sequences, "n_heldout_tokens": choices[0].n_heldout_tokens,
+        "seconds_last_call": report.seconds,
+    })
+    return report
+
+
+def score_library(
+    run_dir: str | Path,
+    library_path: str | Path | None = None,
+    top_k: int = 4,
+    progress: bool = True,
+) -> tuple[list[HeadChoice], Path, int]:
+    """Score a library (default: the run's) against every head of the run.
+
+    Returns the choices, the best.csv written, and the number of distinct
+    programs.  The run's own library writes ``library/best.csv``; another
+    file writes ``scores/<file stem>.best.csv`` and leaves the library alone.
+    """
+    store = open_store(run_dir)
+    run = Run(Path(run_dir))
+    own = run.file(LIBRARY_DIR, "library.attn")
+    path = Path(library_path) if library_path else own
+    if not path.exists():
+        if library_path is None:
+            raise UserError(f"{run_dir} has no library yet; run `attndsl synthesize {run_dir}` or pass --library")
+        raise UserError(f"{path} does not exist")
+    programs = read_library(path)
+    synth, held = store.synthesis_indices, store.heldout_indices
+    if not synth or not held:
+        raise UserError(f"{run_dir}: need both synthesis and held-out sequences")
+    tables = store.tables(synth)
+    library = build_library(programs, store, tables, synth, cap=max(len(programs), 1), progress=progress)
+    choices = choose_best(library, store, tables, synth, store.tables(held), held, top_k=top_k, progress=progress)
+    if path.resolve() == own.resolve():
+        out = run.file(LIBRARY_DIR, "best.csv")
+    else:
+        out = run.file("scores", f"{path.stem}.best.csv")
+    from .library import best_csv
+
+    atomic_write_text(out, best_csv(choices))
+    return choices, out, len(library.programs)

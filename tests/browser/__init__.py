@@ -1,0 +1,1 @@
+"""Tests that open the HTML report in headless Chromium."""

@@ -1,0 +1,242 @@
+"""The HTML report, built from a hand-made run directory.
+
+`make_fake_run` writes what the pipeline stages leave in a run: a real
+attention store (tiny random Llama on the built-in corpus, via `extract`), a
+library of standard-library programs, a ``best.csv`` whose scores are the
+real held-out IoU of each head's program (so numbers in the page can be
+checked), and a replacement CSV in `attndsl.evaluate`'s format.  The browser
+test uses the same fixture.
+"""
+from __future__ import annotations
+
+import base64
+import json
+import math
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from attndsl.errors import UserError
+
+FAKE_PROGRAMS = """\
+program sink {
+    1 * [k == 0]
+}
+
+program previous {
+    fallback self
+    1 * [k == q - 1]
+}
+
+program current {
+    1 * [k == q]
+}
+
+program uniform {
+    1
+}
+
+program unused_local {
+    1 * [d <= 4] * exp(-0.7 * d)
+}
+"""
+ASSIGNED = ("sink", "previous", "current", "uniform")
+
+
+def make_fake_run(path: Path, n_sequences: int = 10, kind: str = "llama", with_replacement: bool = True) -> Path:
+    """A run directory with a store, a library, best.csv and (optionally) a replacement CSV."""
+    from attndsl.evaluate import Row, write_csv
+    from attndsl.extract import extract
+    from attndsl.report import BEST_COLUMNS
+    from attndsl.rundir import atomic_write_json, atomic_write_text, open_run
+    from attndsl.scoring import iou_dense, iou_dense_ignore_sink
+    from attndsl.interpreter import evaluate
+    from attndsl.validate import compile_source
+    from tests.tiny import tiny_loaded
+
+    store = extract(path, model=tiny_loaded(kind), corpus="builtin", max_sequences=n_sequences, progress=False)
+    programs = {p.name: p for p in compile_source(FAKE_PROGRAMS)}
+    library = path / "library"
+    atomic_write_text(library / "library.attn", FAKE_PROGRAMS)
+    atomic_write_json(library / "library.json", {"programs": [{"name": n} for n in programs]})
+    open_run(path, "synthesize", {"search": "fake", "heads": None})
+    heldout, synthesis = store.heldout_indices, store.synthesis_indices
+    dense = {i: store.dense(i) for i in range(store.n_sequences)}
+    tables = dict(zip(range(store.n_sequences), store.tables(range(store.n_sequences))))
+    rows = []
+    for layer in range(store.n_layers):
+        for head in range(store.n_heads):
+            name = ASSIGNED[(layer * store.n_heads + head) % len(ASSIGNED)]
+
+            def mean(indices, metric):
+                return float(np.mean([metric(dense[i][layer, head], evaluate(programs[name], tables[i])) for i in indices]))
+
+            rows.append(
+                [layer, head, name, mean(synthesis, iou_dense), mean(heldout, iou_dense), mean(heldout, iou_dense_ignore_sink),
+                 len(heldout), sum(store.lengths[i] for i in heldout)]
+            )
+    text = ",".join(BEST_COLUMNS) + "\n" + "".join(",".join(str(v) for v in row) + "\n" for row in rows)
+    atomic_write_text(library / "best.csv", text)
+    if with_replacement:
+        n_total = store.n_layers * store.n_heads
+        points = []
+        for fraction, programs_ppl, uniform_ppl in ((0.25, 410.0, 470.0), (0.5, 430.0, 520.0)):
+            points.append(
+                Row("ranked", fraction, round(fraction * n_total), round(fraction * n_total), 400.0, programs_ppl, uniform_ppl,
+                    100 * (programs_ppl / 400 - 1), 100 * (uniform_ppl / 400 - 1), 0.5, len(heldout), 123, "L0H0")
+            )
+        write_csv(path / "replace" / "perplexity.csv", points)
+    return path
+
+
+@pytest.fixture(scope="module")
+def fake_run(tmp_path_factory) -> Path:
+    return make_fake_run(tmp_path_factory.mktemp("report") / "run")
+
+
+def page_data(html_text: str) -> dict:
+    """The JSON the page inlines."""
+    match = re.search(r'<script id="report-data" type="application/json">(.*?)</script>', html_text, re.S)
+    assert match, "the page has no inline data"
+    return json.loads(match.group(1).replace("<\\/", "</"))
+
+
+def test_report_is_self_contained_and_holds_every_section(fake_run):
+    from attndsl.report import build_report
+
+    path = build_report(fake_run)
+    assert path == fake_run / "report.html"
+    text = path.read_text(encoding="utf-8")
+    # nothing fetched from anywhere: no external scripts, styles, images or fonts
+    assert not re.search(r'(src|href)\s*=\s*"(https?:)?//', text)
+    assert "@import" not in text and "url(http" not in text
+    assert "/*@" not in text  # every template marker replaced
+    for section in ("heads-section", "library-section", "perplexity-section", "layers-section", "settings-section"):
+        assert f'id="{section}"' in text
+    assert len(text) < 1_000_000
+
+
+def test_report_data_matches_the_run(fake_run):
+    from attndsl.report import build_report, read_best
+    from attndsl.store import open_store
+
+    data = page_data(build_report(fake_run).read_text(encoding="utf-8"))
+    store = open_store(fake_run)
+    best = read_best(fake_run / "library" / "best.csv")
+    assert (data["n_layers"], data["n_heads"]) == (store.n_layers, store.n_heads)
+    assert len(data["heads"]) == store.n_layers * store.n_heads
+    row = next(h for h in data["heads"] if (h["layer"], h["head"]) == (1, 2))
+    expected = next(b for b in best if (b.layer, b.head) == (1, 2))
+    assert row["heldout_iou"] == pytest.approx(expected.heldout_iou, abs=1e-4)
+    assert row["n_sequences"] == len(store.heldout_indices)
+    assert data["programs"][row["program"]]["name"] == expected.program_name
+    # library: four programs are someone's best, each for 3 of the 12 heads; five in the pool
+    assert sorted(p["name"] for p in data["programs"]) == sorted(ASSIGNED)
+    assert all(p["n_heads"] == 3 for p in data["programs"])
+    assert data["library_size"] == 5
+    assert "program previous" in next(p for p in data["programs"] if p["name"] == "previous")["source"]
+    # perplexity rows and settings
+    assert [p["fraction"] for p in data["perplexity"]] == [0.25, 0.5]
+    assert data["perplexity"][0]["ppl_model"] == 400.0
+    assert data["settings"]["extract"]["model"] == "tiny-llama"
+    assert data["counts"]["heldout_sequences"] == [len(store.heldout_indices)]
+    assert data["notes"] == []
+
+
+def test_heatmaps_hold_the_real_and_the_program_attention(fake_run):
+    from attndsl.report import build_report, choose_examples, decode_weights
+    from attndsl.store import open_store
+
+    data = page_data(build_report(fake_run, examples=2, max_tokens=12).read_text(encoding="utf-8"))
+    store = open_store(fake_run)
+    chosen = choose_examples(store, 2)
+    assert [e["seq"] for e in data["examples"]] == chosen
+    assert all(store.split[i] == "heldout" for i in chosen)
+    assert [e["shown"] for e in data["examples"]] == [12, 12]
+    blob = np.frombuffer(base64.b64decode(data["heatmaps"]), dtype=np.uint8)
+    tri = 12 * 13 // 2
+    assert blob.size == len(data["heads"]) * 2 * 2 * tri
+    head_row = next(i for i, h in enumerate(data["heads"]) if (h["layer"], h["head"]) == (0, 1))  # program "previous"
+    block = blob[head_row * 4 * tri:(head_row + 1) * 4 * tri]
+    real = decode_weights(block[:tri])
+    program = decode_weights(block[tri:2 * tri])
+    rows, cols = np.tril_indices(12)
+    truth = store.dense(chosen[0])[0, 1, :12, :12][rows, cols]
+    assert np.allclose(real, truth, atol=0.01)
+    # previous-token program: one-hot on k = q - 1 (k = q on the first row)
+    expected = np.where(cols == np.maximum(rows - 1, 0), 1.0, 0.0)
+    assert np.array_equal(program, expected)
+    tokens = store.tables([chosen[0]])[0].tok[:12]
+    assert data["examples"][0]["tokens"] == list(tokens)
+    assert 0 <= data["example_iou"][head_row][0] <= 1
+
+
+def test_report_of_an_unfinished_run_says_what_is_missing(tmp_path, fake_run):
+    import shutil
+
+    from attndsl.report import build_report
+
+    run = tmp_path / "partial"
+    shutil.copytree(fake_run, run, ignore=shutil.ignore_patterns("library", "replace", "report.html"))
+    data = page_data(build_report(run).read_text(encoding="utf-8"))
+    assert data["heads"] == [] and data["perplexity"] == [] and data["heatmaps"] == ""
+    assert any("attndsl synthesize" in n for n in data["notes"])
+    assert any("attndsl replace" in n for n in data["notes"])
+
+
+def test_missing_run_and_bad_best_csv_are_user_errors(tmp_path, fake_run):
+    import shutil
+
+    from attndsl.report import build_report
+
+    with pytest.raises(UserError, match="not an attndsl run"):
+        build_report(tmp_path / "nowhere")
+    run = tmp_path / "bad"
+    shutil.copytree(fake_run, run)
+    (run / "library" / "best.csv").write_text("layer,head\n0,0\n", encoding="utf-8")
+    with pytest.raises(UserError, match="lacks the columns"):
+        build_report(run)
+
+
+def test_colour_map_matches_the_page_and_has_no_nan(fake_run):
+    from attndsl.report import COLOUR_STOPS, MISSING_COLOUR, iou_colour
+
+    assert iou_colour(0.0) == COLOUR_STOPS[0]
+    assert iou_colour(1.0) == COLOUR_STOPS[-1]
+    assert iou_colour(float("nan")) == MISSING_COLOUR
+    middle = iou_colour(0.5)
+    assert all(min(a, b) <= m <= max(a, b) for a, b, m in zip(COLOUR_STOPS[4], COLOUR_STOPS[5], middle))
+    from attndsl.report import build_report
+
+    match = re.search(r'<script id="report-data" type="application/json">(.*?)</script>',
+                      build_report(fake_run).read_text(encoding="utf-8"), re.S)
+
+    def reject(constant):
+        raise AssertionError(f"the page data holds {constant}, which JSON.parse rejects")
+
+    json.loads(match.group(1), parse_constant=reject)
+
+
+def test_report_size_stays_bounded_for_270_heads():
+    """270 heads x 3 examples x 40 tokens fits in a few MB (the encoding's size, computed)."""
+    from attndsl.report import DEFAULT_EXAMPLES, DEFAULT_MAX_TOKENS
+
+    tri = DEFAULT_MAX_TOKENS * (DEFAULT_MAX_TOKENS + 1) // 2
+    raw = 270 * DEFAULT_EXAMPLES * 2 * tri
+    assert math.ceil(raw / 3) * 4 < 2_000_000
+
+
+def test_report_command_rebuilds_the_report(fake_run, tmp_path, capsys):
+    from attndsl.commands import report as report_command
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    sub = parser.add_subparsers()
+    report_command.register(sub)
+    out = tmp_path / "elsewhere.html"
+    args = parser.parse_args(["report", str(fake_run), "--out", str(out), "--examples", "1"])
+    assert args.func(args) == 0
+    assert out.exists() and len(page_data(out.read_text(encoding="utf-8"))["examples"]) == 1
+    assert str(out) in capsys.readouterr().out
