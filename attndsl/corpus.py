@@ -162,10 +162,15 @@ def make_sequences(
     heldout_fraction: float = 0.5,
     seed: int = 0,
     add_bos: bool | None = None,
+    max_sentences: int | None = None,
 ) -> list[TextSequence]:
-    """Pack each story's sentences into sequences of at most ``max_tokens`` tokens."""
+    """Pack each story's sentences into sequences of at most ``max_tokens`` tokens
+    and, if given, at most ``max_sentences`` sentences (1 = one sentence per
+    sequence, the protocol of the paper's reported numbers)."""
     if max_tokens < 2:
         raise UserError("--max-tokens must be at least 2")
+    if max_sentences is not None and max_sentences < 1:
+        raise UserError("--max-sentences must be at least 1")
     if not 0.0 <= heldout_fraction <= 1.0:
         raise UserError("the held-out fraction must be between 0 and 1")
     sequences: list[TextSequence] = []
@@ -190,7 +195,7 @@ def make_sequences(
                 i += 1
                 continue
             j = i + 1
-            while j < len(spans):
+            while j < len(spans) and (max_sentences is None or j - i < max_sentences):
                 candidate = _encode(tokenizer, document[start : spans[j][1]], add_bos)
                 if len(candidate[0]) > max_tokens:
                     break

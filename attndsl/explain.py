@@ -109,6 +109,7 @@ class ExplainOptions:
     text_field: str = "text"
     max_sequences: int | None = DEFAULT_MAX_SEQUENCES
     max_tokens: int = DEFAULT_MAX_TOKENS
+    max_sentences: int | None = None
     heldout_fraction: float = 0.5
     seed: int = 0
     heads: str | None = None  # spec as `parse_heads` returns it
@@ -139,6 +140,7 @@ class ExplainOptions:
             "text_field": self.text_field,
             "max_sequences": self.max_sequences,
             "max_tokens": self.max_tokens,
+            "max_sentences": self.max_sentences,
             "heldout_fraction": self.heldout_fraction,
             "seed": self.seed,
             "heads": self.heads,
@@ -323,6 +325,7 @@ def run_extract(ctx: Context) -> None:
         corpus=o.corpus,
         max_sequences=o.max_sequences,
         max_tokens=o.max_tokens,
+        max_sentences=o.max_sentences,
         batch_size=o.batch_size,
         heldout_fraction=o.heldout_fraction,
         seed=o.seed,
@@ -424,6 +427,7 @@ def _check_extract_settings(run: Run, options: ExplainOptions) -> None:
         "text_field": options.text_field,
         "max_sequences": options.max_sequences,
         "max_tokens": options.max_tokens,
+        "max_sentences": options.max_sentences,
         "heldout_fraction": options.heldout_fraction,
         "seed": options.seed,
     }
@@ -487,6 +491,7 @@ def explain(
     *,
     max_sequences: int | None = DEFAULT_MAX_SEQUENCES,
     max_tokens: int = DEFAULT_MAX_TOKENS,
+    max_sentences: int | None = None,
     heldout_fraction: float = 0.5,
     seed: int = 0,
     heads: str | Sequence[tuple[int, int]] | None = None,
@@ -520,6 +525,7 @@ def explain(
         text_field=text_field,
         max_sequences=max_sequences,
         max_tokens=max_tokens,
+        max_sentences=max_sentences,
         heldout_fraction=heldout_fraction,
         seed=seed,
         heads=parse_heads(heads),

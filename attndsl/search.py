@@ -32,8 +32,8 @@ synthesis sequences (the normative metric, not a surrogate of it):
    on a seeded subsample of the synthesis sequences; the final weights are
    refined on all of them.
 3. **Printing**: weights are rounded to three significant digits, terms are
-   written by decreasing share of the row mass (the first is the program's
-   main term), and the program is written as canonical ``.attn`` source, compiled back with the
+   written by decreasing mean share of the row mass they get on the
+   synthesis sequences (the first is the program's main term), and the program is written as canonical ``.attn`` source, compiled back with the
    validator (so every result round-trips through the parser), and its IoU
    is whatever that compiled program scores.
 
@@ -661,6 +661,17 @@ class _HeadFit:
             v = v * self.gates[comp.gate]
         return v
 
+    def mass_shares(self) -> list[float]:
+        """Mean over rows of the share of the row's (clipped) mass each component contributes."""
+        d = self.d
+        total = np.add.reduceat(np.clip(self.score, 0, None), d.row_start)
+        active = total > 0
+        out = []
+        for comp, w in zip(self.comps, self.weights):
+            part = np.add.reduceat(w * self.value(comp), d.row_start)
+            out.append(float(np.mean(part[active] / total[active])) if active.any() else 0.0)
+        return out
+
     def _rebase(self) -> float:
         _base(self.A, self.score, self.d.row_start, self.d.row_len, self.d.row_seq, self.n_seq,
               self.base_rows, self.base_seq)
@@ -771,10 +782,17 @@ def _round_sig(x: float, digits: int = 3) -> float:
 
 
 def program_source(name: str, data: SearchData, comps: Sequence[Component], weights: Sequence[float],
-                   gate_names: Sequence[str] | None = None, check: bool = True) -> str:
-    """Canonical ``.attn`` source of a weighted list of components (largest weight first)."""
+                   gate_names: Sequence[str] | None = None, check: bool = True,
+                   shares: Sequence[float] | None = None) -> str:
+    """Canonical ``.attn`` source of a weighted list of components.
+
+    Terms are written by decreasing ``shares`` (the mean share of a row's
+    mass each term gets, `_HeadFit.mass_shares`), else by decreasing weight,
+    so the first term is the program's main term.
+    """
     total = float(sum(weights)) or 1.0
-    order = sorted(range(len(comps)), key=lambda i: -weights[i])
+    rank = shares if shares is not None else weights
+    order = sorted(range(len(comps)), key=lambda i: -rank[i])
     lines = []
     for i in order:
         comp = comps[i]
@@ -817,25 +835,25 @@ def search_head(
     fit.comps, fit.weights = [Component(_sink_index(screen_data))], [1.0]
     fit._rebuild()
     path = [program_source(f"{name}_step1", screen_data, fit.comps, fit.weights, fit.gate_names,
-                           check=False)]
+                           check=False, shares=fit.mass_shares())]
     path_iou = [fit.objective]
     for step in range(settings.max_terms - 1):
         if not fit.step():
             break
         fit.refine()
         path.append(program_source(f"{name}_step{len(path) + 1}", screen_data, fit.comps, fit.weights,
-                                   fit.gate_names, check=False))
+                                   fit.gate_names, check=False, shares=fit.mass_shares()))
         path_iou.append(fit.objective)
     comps, weights, objective = fit.comps, fit.weights, fit.objective
-    data, gate_names = screen_data, fit.gate_names
+    data, gate_names, shares = screen_data, fit.gate_names, fit.mass_shares()
     if full_data is not None and full_attention is not None:
         final = _HeadFit(full_data, full_attention, settings, gates)
         final.comps, final.weights = list(comps), list(weights)
         final._rebuild()
         final.refine(rounds=1)
         comps, weights, objective = final.comps, final.weights, final.objective
-        data, gate_names = full_data, final.gate_names
-    source = program_source(name, data, comps, weights, gate_names)
+        data, gate_names, shares = full_data, final.gate_names, final.mass_shares()
+    source = program_source(name, data, comps, weights, gate_names, shares=shares)
     return SearchResult(layer, head, name, source, float(objective), tuple(path), tuple(path_iou),
                         time.perf_counter() - start)
 

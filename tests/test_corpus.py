@@ -119,3 +119,14 @@ def test_split_is_deterministic_by_text_and_seed():
 def test_max_sequences_stops_early():
     sequences = make_sequences(load_corpus("builtin"), bpe_tokenizer(), max_sequences=7)
     assert len(sequences) == 7
+
+
+def test_max_sentences_limits_sentences_per_sequence():
+    from attndsl.corpus import sentence_spans
+
+    corpus = load_corpus("builtin")
+    single = make_sequences(corpus, bpe_tokenizer(), max_tokens=64, max_sentences=1, max_sequences=40)
+    packed = make_sequences(corpus, bpe_tokenizer(), max_tokens=64, max_sequences=40)
+    assert all(len(sentence_spans(s.text)) == 1 for s in single)
+    assert any(len(sentence_spans(s.text)) > 1 for s in packed)
+    assert sum(len(s.table) for s in single) < sum(len(s.table) for s in packed)

@@ -89,11 +89,10 @@ def test_search_recovers_previous_token_plus_sink(synthetic):
 def test_search_recovers_nearest_punctuation(synthetic):
     _, _, results = synthetic
     program = compile_program(results[1].source)
-    main = program.terms[0]
-    expected = compile_program("program p { 1 * nearest(punct(k) and k < q) }").terms[0]
-    # the main term selects the most recent punctuation (written with or without k < q)
-    assert any(isinstance(f, type(expected.factors[0])) and f.kind == "nearest" for f in main.factors)
-    assert "punct(k)" in results[1].source.splitlines()[1]
+    expected = compile_program("program p { 1 * nearest(punct(k) and k < q) }").terms[0].factors
+    sink = compile_program("program p { 1 * [k == 0] }").terms[0].factors
+    # rows with no punctuation before them are all sink, so the sink may well be the main term here
+    assert {t.factors for t in program.terms[:2]} == {expected, sink}
     assert results[1].fit_iou > 0.8
 
 

@@ -36,6 +36,8 @@ def register(subparsers) -> None:
         help=f"sequences taken from the corpus, split into synthesis and held-out (default {DEFAULT_MAX_SEQUENCES}; 0 = all)",
     )
     parser.add_argument("--max-tokens", type=int, default=DEFAULT_MAX_TOKENS, help=f"tokens per sequence (default {DEFAULT_MAX_TOKENS})")
+    parser.add_argument("--max-sentences", type=int, default=None, metavar="N",
+                        help="at most N sentences per sequence (1 = one sentence each, the paper's protocol)")
     parser.add_argument("--heldout-fraction", type=float, default=0.5, help="share of sequences held out (default 0.5)")
     parser.add_argument("--seed", type=int, default=0, help="salt of the split hash")
     parser.add_argument("--heads", default=None, metavar="L.H,...", help="only these heads (default: all)")
@@ -72,6 +74,7 @@ def run(args: argparse.Namespace) -> int:
         out=args.out or _default_out(args.model),
         max_sequences=args.max_sequences or None,
         max_tokens=args.max_tokens,
+        max_sentences=args.max_sentences,
         heldout_fraction=args.heldout_fraction,
         seed=args.seed,
         heads=args.heads,

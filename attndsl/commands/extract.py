@@ -20,6 +20,8 @@ def register(subparsers) -> None:
     parser.add_argument("--out", required=True, metavar="RUN", help="run directory (created if missing)")
     parser.add_argument("--max-sequences", type=int, default=None, metavar="N")
     parser.add_argument("--max-tokens", type=int, default=64, help="tokens per sequence, BOS included (default 64)")
+    parser.add_argument("--max-sentences", type=int, default=None, metavar="N",
+                        help="at most N sentences per sequence (1 = one sentence each, the paper's protocol)")
     parser.add_argument("--heldout-fraction", type=float, default=0.5, help="share of sequences held out (default 0.5)")
     parser.add_argument("--seed", type=int, default=0, help="salt of the split hash")
     parser.add_argument("--batch-size", type=int, default=8)
@@ -39,6 +41,7 @@ def run(args: argparse.Namespace) -> int:
         corpus=args.corpus,
         max_sequences=args.max_sequences,
         max_tokens=args.max_tokens,
+        max_sentences=args.max_sentences,
         batch_size=args.batch_size,
         device=args.device,
         dtype=args.dtype,
