@@ -263,11 +263,31 @@ def best_csv(choices: Sequence[HeadChoice]) -> str:
 
 
 def read_best_csv(path: str | Path) -> list[HeadChoice]:
-    with open(path, newline="", encoding="utf-8") as handle:
-        rows = list(csv.DictReader(handle))
-    return [HeadChoice(int(r["layer"]), int(r["head"]), r["program_name"], float(r["synthesis_iou"]),
-                       float(r["heldout_iou"]), float(r["heldout_iou_no_sink"]), int(r["n_heldout_sequences"]),
-                       int(r["n_heldout_tokens"])) for r in rows]
+    """The per-head table ``best.csv`` (`UserError` naming the file and line if malformed)."""
+    path = Path(path)
+    try:
+        with open(path, newline="", encoding="utf-8") as handle:
+            reader = csv.DictReader(handle)
+            missing = [c for c in BEST_COLUMNS if c not in (reader.fieldnames or [])]
+            if missing:
+                raise UserError(f"{path} lacks the columns {', '.join(missing)}")
+            rows = []
+            for number, r in enumerate(reader, start=2):
+                try:
+                    rows.append(HeadChoice(
+                        int(r["layer"]), int(r["head"]), r["program_name"], _float(r["synthesis_iou"]),
+                        _float(r["heldout_iou"]), _float(r["heldout_iou_no_sink"]),
+                        int(float(r["n_heldout_sequences"])), int(float(r["n_heldout_tokens"])),
+                    ))
+                except (TypeError, ValueError) as error:
+                    raise UserError(f"{path}, line {number}: {error}") from error
+    except FileNotFoundError as error:
+        raise UserError(f"{path} is missing") from error
+    return rows
+
+
+def _float(text: str | None) -> float:
+    return float(text) if text not in ("", None) else float("nan")
 
 
 def write_library(directory: str | Path, programs: Sequence[LibraryProgram], choices: Sequence[HeadChoice] | None,

@@ -54,6 +54,9 @@ from typing import Any, Sequence
 import numpy as np
 
 from .errors import UserError
+from .library import BEST_COLUMNS
+from .library import HeadChoice as HeadResult  # one row of best.csv
+from .library import read_best_csv as read_best
 from .rundir import MANIFEST, atomic_write_text, read_json
 
 REPORT_NAME = "report.html"
@@ -62,16 +65,6 @@ LIBRARY_DIR = "library"
 BEST_CSV = "best.csv"
 LIBRARY_ATTN = "library.attn"
 LIBRARY_JSON = "library.json"
-BEST_COLUMNS = (
-    "layer",
-    "head",
-    "program_name",
-    "synthesis_iou",
-    "heldout_iou",
-    "heldout_iou_no_sink",
-    "n_heldout_sequences",
-    "n_heldout_tokens",
-)
 DEFAULT_EXAMPLES = 3
 DEFAULT_MAX_TOKENS = 40
 
@@ -107,52 +100,7 @@ def iou_colour(value: float) -> tuple[int, int, int]:
 # ----------------------------------------------------------------- inputs
 
 
-@dataclass(frozen=True)
-class HeadResult:
-    """One row of ``best.csv``: a head, its best program and its scores."""
-
-    layer: int
-    head: int
-    program_name: str
-    synthesis_iou: float
-    heldout_iou: float
-    heldout_iou_no_sink: float
-    n_heldout_sequences: int
-    n_heldout_tokens: int
-
-
-def read_best(path: str | Path) -> list[HeadResult]:
-    """The per-head table written by ``attndsl score`` (UserError if malformed)."""
-    path = Path(path)
-    try:
-        with open(path, newline="", encoding="utf-8") as handle:
-            reader = csv.DictReader(handle)
-            missing = [c for c in BEST_COLUMNS if c not in (reader.fieldnames or [])]
-            if missing:
-                raise UserError(f"{path} lacks the columns {', '.join(missing)}")
-            rows = []
-            for number, record in enumerate(reader, start=2):
-                try:
-                    rows.append(
-                        HeadResult(
-                            layer=int(record["layer"]),
-                            head=int(record["head"]),
-                            program_name=record["program_name"],
-                            synthesis_iou=_float(record["synthesis_iou"]),
-                            heldout_iou=_float(record["heldout_iou"]),
-                            heldout_iou_no_sink=_float(record["heldout_iou_no_sink"]),
-                            n_heldout_sequences=int(float(record["n_heldout_sequences"])),
-                            n_heldout_tokens=int(float(record["n_heldout_tokens"])),
-                        )
-                    )
-                except (TypeError, ValueError) as error:
-                    raise UserError(f"{path}, line {number}: {error}") from error
-    except FileNotFoundError as error:
-        raise UserError(f"{path} is missing") from error
-    return rows
-
-
-def _float(text: str) -> float:
+def _float(text: str | None) -> float:
     return float(text) if text not in ("", None) else float("nan")
 
 
