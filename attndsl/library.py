@@ -196,6 +196,11 @@ def _subsample(n: int, size: int, seed: int) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).choice(n, size=size, replace=False))
 
 
+#: scores equal to this many decimals count as a tie, broken by library order, so
+#: float noise from parallel summation cannot flip a head's choice between runs
+_TIE_DECIMALS = 9
+
+
 def choose_best(
     library: Library,
     source,
@@ -212,7 +217,7 @@ def choose_best(
     shortlist: dict[tuple[int, int], set[int]] = {}
     for layer in range(n_layers):
         for head in range(n_heads):
-            col = library.screen_iou[:, layer, head]
+            col = np.round(library.screen_iou[:, layer, head], _TIE_DECIMALS)
             top = set(np.argsort(-col, kind="stable")[:top_k].tolist())
             top |= {i for i, p in enumerate(library.programs) if p.layer == layer and p.head == head}
             shortlist[(layer, head)] = top
@@ -222,7 +227,7 @@ def choose_best(
     row_of = {p: r for r, p in enumerate(needed)}
     best: dict[tuple[int, int], tuple[int, float]] = {}
     for (layer, head), cands in shortlist.items():
-        scored = sorted(((full[row_of[i], layer, head], -i) for i in cands), reverse=True)
+        scored = sorted(((round(float(full[row_of[i], layer, head]), _TIE_DECIMALS), -i) for i in cands), reverse=True)
         value, neg = scored[0]
         best[(layer, head)] = (-neg, float(value))
     winners = sorted({i for i, _ in best.values()})
