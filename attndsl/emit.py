@@ -90,6 +90,12 @@ def _pos(at: ir.At) -> str:
     return f"{at.var} {'+' if at.offset > 0 else '-'} {abs(at.offset)}"
 
 
+def _membership(operand: str, items: list[str], negated: bool) -> str:
+    """``(x in (a, b))`` with a one-element tuple written ``(a,)``."""
+    inside = ", ".join(items) + ("," if len(items) == 1 else "")
+    return f"({operand} {'not in' if negated else 'in'} ({inside}))"
+
+
 class _Emitter:
     def __init__(self) -> None:
         self.selections: list[tuple[str, ir.Select]] = []
@@ -145,11 +151,9 @@ class _Emitter:
             case ir.BoolEquals(left=left, right=right, negated=negated):
                 return f"({self.cond(left)} {'!=' if negated else '=='} {self.cond(right)})"
             case ir.NumIn(operand=operand, values=values, negated=negated):
-                items = ", ".join(repr(float(v)) for v in values)
-                return f"({self.num(operand)} {'not in' if negated else 'in'} ({items}{',' if len(values) == 1 else ''}))"
+                return _membership(self.num(operand), [repr(float(v)) for v in values], negated)
             case ir.StrIn(operand=operand, values=values, negated=negated):
-                items = ", ".join(format_string(v) for v in values)
-                return f"({self.text(operand)} {'not in' if negated else 'in'} ({items}{',' if len(values) == 1 else ''}))"
+                return _membership(self.text(operand), [format_string(v) for v in values], negated)
             case ir.AndB(left=left, right=right):
                 return f"({self.cond(left)} and {self.cond(right)})"
             case ir.OrB(left=left, right=right):

@@ -263,7 +263,8 @@ def parse(source: str, path: str = "<string>") -> ast.Module:
     return ast.Module(tuple(programs), path)
 
 
-def parse_file(path: str) -> ast.Module:
+def read_source(path: str) -> str:
+    """A program file's text; unreadable or non-UTF-8 files are `AttnError`s."""
     from pathlib import Path
 
     try:
@@ -271,10 +272,13 @@ def parse_file(path: str) -> ast.Module:
     except OSError as error:
         raise AttnError([Diagnostic(str(path), 1, 1, f"cannot read file: {error.strerror or error}")]) from None
     try:
-        text = raw.decode("utf-8")
+        return raw.decode("utf-8")
     except UnicodeDecodeError as error:
         raise AttnError([Diagnostic(str(path), 1, 1, f"file is not UTF-8 text (byte {error.start})")]) from None
-    return parse(text, str(path))
+
+
+def parse_file(path: str) -> ast.Module:
+    return parse(read_source(path), str(path))
 
 
 def parse_program(source: str, path: str = "<string>") -> ast.Program:

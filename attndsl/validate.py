@@ -285,12 +285,10 @@ def compile_source(source: str, path: str = "<string>") -> list[ir.Program]:
 
 
 def compile_file(path: str) -> list[ir.Program]:
-    from pathlib import Path
+    from .parser import parse, read_source
 
-    from .parser import parse_file
-
-    module = parse_file(path)
-    source = Path(path).read_text(encoding="utf-8")
+    source = read_source(path)
+    module = parse(source, str(path))
     programs, problems = check(module, source)
     if problems:
         raise AttnError(problems)

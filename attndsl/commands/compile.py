@@ -11,8 +11,8 @@ import pprint
 
 from .. import ir
 from ..emit import emit_module
-from ..errors import AttnError, Diagnostic
-from ..parser import parse_file
+from ..errors import AttnError, Diagnostic, source_line
+from ..parser import parse, read_source
 from ..printer import format_module
 from ..validate import check
 
@@ -30,21 +30,19 @@ def syntax_provider_available() -> bool:
 
 def compile_checked(path: str):
     """Parse, validate and check provider needs; raise `AttnError` with all problems."""
-    module = parse_file(path)
-    with open(path, encoding="utf-8") as handle:
-        source = handle.read()
+    source = read_source(path)
+    module = parse(source, path)
     programs, problems = check(module, source)
     if not module.programs:
         problems.append(Diagnostic(path, 1, 1, "no programs in this file", "program NAME { terms }"))
     if not syntax_provider_available():
         for program in module.programs:
             if program.uses_syntax:
-                lines = source.splitlines()
                 problems.append(Diagnostic(
                     path, program.span.line, program.span.column,
                     f"program '{program.name}' uses syntax features, but no syntax provider is installed",
                     "pip install 'attndsl[syntax]' && python -m spacy download en_core_web_sm",
-                    lines[program.span.line - 1] if program.span.line <= len(lines) else "",
+                    source_line(source, program.span.line),
                 ))
     if problems:
         raise AttnError(sorted(problems, key=lambda d: (d.line, d.column)))
