@@ -449,6 +449,36 @@ _register()
 
 # --------------------------------------------------------------- the handle
 
+#: Keyword names under which a causal LM's forward receives its KV cache.
+#: transformers 5.x renamed ``past_key_values`` to ``cache`` (and dropped
+#: ``cache_position``: positions now follow from the cache's length), so a
+#: hook that only read ``past_key_values`` saw every decoding step as a fresh
+#: sequence.  Both names are part of the public forward signatures of the
+#: releases pyproject admits.
+CACHE_KWARGS = ("cache", "past_key_values")
+
+
+def cached_length(kwargs: Mapping[str, object]) -> int:
+    """How many positions the KV cache passed to a forward call already holds (0: none).
+
+    Reads the cache through its public API (``Cache.get_seq_length()``), under
+    either keyword name (`CACHE_KWARGS`); a legacy tuple cache
+    (``((key, value), ...)`` of ``[batch, heads, positions, dim]`` tensors)
+    is read off its first key tensor.
+    """
+    for name in CACHE_KWARGS:
+        past = kwargs.get(name)
+        if past is None:
+            continue
+        if hasattr(past, "get_seq_length"):
+            return int(past.get_seq_length())
+        if isinstance(past, (tuple, list)) and past and isinstance(past[0], (tuple, list)) and past[0]:
+            first = past[0][0]
+            if isinstance(first, torch.Tensor):
+                return int(first.shape[-2])
+    return 0
+
+
 
 def _attention_modules(model) -> dict[int, torch.nn.Module]:
     """layer index → self-attention module (modules carrying ``layer_idx`` and projections)."""
@@ -575,8 +605,7 @@ class SurrogateHandle:
         if input_ids is None:
             raise UserError("surrogate heads need input_ids (the features are computed from the tokens)")
         mask = kwargs.get("attention_mask")
-        past = kwargs.get("past_key_values")
-        past_len = int(past.get_seq_length()) if past is not None and hasattr(past, "get_seq_length") else 0
+        past_len = cached_length(kwargs)
         batch, q_len = input_ids.shape
         if past_len == 0:
             ids = input_ids

@@ -251,3 +251,17 @@ def test_kernel_pattern_fn_equals_interpreter():
     got = torch.as_tensor(surrogate.kernel_patterns(programs, tables)).double().numpy()
     np.testing.assert_allclose(got, want, atol=1e-6)
     assert surrogate.default_pattern_fn() is surrogate.kernel_patterns
+
+
+def test_cached_length_reads_either_cache_keyword():
+    """transformers ≥ 5.24 passes the KV cache as ``cache``; earlier releases as ``past_key_values``."""
+    from transformers import DynamicCache
+
+    cache = DynamicCache()
+    key = torch.zeros(1, 2, 7, 4)
+    cache.update(key, key.clone(), 0)
+    assert surrogate.cached_length({"cache": cache}) == 7
+    assert surrogate.cached_length({"past_key_values": cache}) == 7
+    assert surrogate.cached_length({"past_key_values": ((key, key),)}) == 7
+    assert surrogate.cached_length({"cache": None, "input_ids": key}) == 0
+    assert surrogate.cached_length({}) == 0
