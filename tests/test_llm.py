@@ -15,17 +15,18 @@ from attndsl import ir
 from attndsl.errors import AttnError, UserError
 from attndsl.features import table_from_words
 from attndsl.interpreter import evaluate
+from attndsl.scoring import iou_dense as soft_iou
 from attndsl.llm import (
     JsonlLog,
     LLMConfig,
     read_jsonl,
     request_hash,
     sequence_fits,
-    soft_iou,
+
     write_heads,
     write_programs,
 )
-from attndsl.prompts import WORKED_EXAMPLES, dsl_reference, split_answer
+from attndsl.prompts import EXAMPLES, dsl_card, split_answer
 from attndsl.summary import summarize_head
 from attndsl.validate import compile_program, compile_source
 from tests.fake_llm_server import GOOD_PROGRAM, FakeLLMServer, Garbage, Reply, Slow, Status
