@@ -131,10 +131,10 @@ class Trim:
 
 #: loosest first; requests use the first level that fits the budget
 TRIM_LEVELS: tuple[Trim, ...] = (
-    Trim(None, 3, True, 2, 48),
-    Trim(3000, 3, True, 2, 40),
-    Trim(2200, 3, True, 2, 32),
-    Trim(1600, 2, True, 1, 32),
+    Trim(None, 3, True, 1, 32),
+    Trim(3000, 3, True, 1, 32),
+    Trim(2200, 3, True, 1, 32),
+    Trim(1600, 2, True, 1, 24),
     Trim(1200, 2, True, 1, 24),
     Trim(900, 1, True, 1, 16),
     Trim(700, 1, False, 1, 16),
@@ -355,11 +355,11 @@ class BrokenProgram:
     rewrite: str | None = None
 
 
-def answer_programs(answer: str, limit_chars: int = 1200) -> str:
-    """What of an answer goes back into a repair conversation: its programs, fenced; else its start."""
-    sources = split_answer(answer)
+def answer_programs(answer: str, limit_chars: int = 1200, max_programs: int = 8) -> str:
+    """What of an answer goes back into a repair conversation: its distinct programs, fenced; else its start."""
+    sources = list(dict.fromkeys(s.strip() for s in split_answer(answer)))[:max_programs]
     if sources:
-        return "\n".join(f"```attn\n{s.strip()}\n```" for s in sources)
+        return "\n".join(f"```attn\n{s}\n```" for s in sources)
     text = answer.strip()
     return text if len(text) <= limit_chars else text[:limit_chars] + " …"
 
