@@ -202,7 +202,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="a tighter prompt budget (default: context minus answer tokens)")
     group.add_argument("--llm-tokenizer", metavar="NAME", default=None,
                        help="Hugging Face tokenizer (offline) that counts prompt tokens "
-                            "(default: a conservative 2 characters per token)")
+                            "(default: a conservative 1.8 characters per token)")
     group.add_argument("--llm-concurrency", type=int, default=4, metavar="N", help="heads in flight at once")
     group.add_argument("--llm-timeout", type=float, default=120.0, metavar="SECONDS", help="per request")
     group.add_argument("--llm-retries", type=int, default=4, metavar="N", help="retries per request")

@@ -21,10 +21,12 @@ Prompts are built for small models (a 1.5B code model with an 8k context):
 Tokens are counted with a tokenizer when one is given (`TokenCounter`, any
 Hugging Face tokenizer available offline), else estimated conservatively as
 ``ceil(chars / CHARS_PER_TOKEN)`` plus `MESSAGE_OVERHEAD_TOKENS` per message.
-``CHARS_PER_TOKEN = 2.0`` is below what SmolLM2's tokenizer measures on these
-prompts (2.1 characters per token on head summaries, the densest part; 2.8 on
-a whole first prompt), and larger-vocabulary tokenizers (Qwen2.5's) use fewer
-tokens for the same text, so the estimate over-counts.
+``CHARS_PER_TOKEN = 1.8`` is below what SmolLM2's 49k-token tokenizer
+measures on these prompts (first prompts for heads on TinyStories text: 2.4
+characters per token on whole messages, the lowest message 2.3; head
+summaries alone, the densest part, 1.9–2.1), and larger-vocabulary
+tokenizers such as Qwen2.5's use fewer tokens for the same text, so the
+estimate over-counts.
 
 Three kinds of request, all OpenAI chat messages:
 
@@ -58,7 +60,7 @@ REFERENCE_PACKAGE = "attndsl"
 REFERENCE_PATH = "data/dsl_reference.md"
 
 #: conservative characters per token for the estimate (see the module docstring)
-CHARS_PER_TOKEN = 2.0
+CHARS_PER_TOKEN = 1.8
 #: chat-template tokens per message (role markers, separators), for the estimate
 MESSAGE_OVERHEAD_TOKENS = 8
 

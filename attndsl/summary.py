@@ -95,18 +95,18 @@ class HeadSummary:
 
 #: statistic name → the sentence that explains it in the text
 _STAT_LINES = {
-    "mass_first": "mean mass on key 0 (first token, the sink)",
-    "mass_self": "mean mass on the current token (k = q)",
-    "mass_previous": "mean mass on the previous token (k = q-1)",
-    "mean_distance": "mean attention distance q-k",
-    "mean_distance_no_first": "mean distance q-k ignoring key 0",
-    "entropy": "mean row entropy (nats)",
-    "entropy_normalised": "mean row entropy / log(q+1) (1 = uniform)",
-    "punct_share": "share of non-sink mass on punctuation keys",
-    "punct_base_rate": "share of keys that are punctuation (base rate)",
-    "mass_same_token": "mass on earlier copies of the query token, when one exists",
-    "mass_induction": "mass on keys right after an earlier copy of the query token (tok(k-1) == tok(q)), when one exists",
-    "mass_same_word": "mass on earlier tokens of the query's own word",
+    "mass_first": "mass on key 0 (the sink)",
+    "mass_self": "mass on k = q (itself)",
+    "mass_previous": "mass on k = q-1 (previous token)",
+    "mean_distance": "mean distance d = q-k",
+    "mean_distance_no_first": "mean d ignoring key 0",
+    "entropy": "row entropy (nats)",
+    "entropy_normalised": "entropy / log(q+1) (1 = uniform)",
+    "punct_share": "non-sink mass on punctuation keys",
+    "punct_base_rate": "keys that are punctuation (base rate)",
+    "mass_same_token": "mass on earlier copies of the query token (rows that have one)",
+    "mass_induction": "mass where tok(k-1) == tok(q), induction (rows that have one)",
+    "mass_same_word": "mass on earlier tokens of the query's word",
     "mass_same_sentence": "mass on keys in the query's sentence",
 }
 
@@ -128,8 +128,8 @@ def summarize_head(
     layer: int,
     head: int,
     top_fraction: float = 0.025,
-    max_pairs: int = 40,
-    max_chars: int = 3000,
+    max_pairs: int = 24,
+    max_chars: int = 2200,
     n_top_keys: int = 8,
 ) -> HeadSummary:
     """Summarise one head from its attention on synthesis sequences.
@@ -437,7 +437,7 @@ def _render(summary: HeadSummary, shown: Sequence[int] | None = None, n_keys: in
         f"Layer {summary.layer}, head {summary.head}: attention on {summary.n_sequences} sequences, "
         f"{summary.n_tokens} tokens ({summary.n_rows} query rows, q >= 1).",
         "",
-        "Statistics (means over query rows):",
+        "Statistics (means over query rows q >= 1):",
     ]
     for name, label in _STAT_LINES.items():
         value = s.get(name, float("nan"))

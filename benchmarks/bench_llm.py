@@ -21,6 +21,12 @@ the same heads, then reports:
   pooled library (LLM + search; each head's best is chosen on synthesis
   sequences over the whole library) — and whether pooling moved the mean.
 
+``python -m benchmarks llm --prompt-sizes`` needs no endpoint: it measures
+the prompts themselves with SmolLM2's tokenizer (`prompt_sizes`) — the
+characters per token of summaries and whole messages (what the writer's
+estimate must stay below) and the estimated and real sizes of first and
+refinement prompts for five synthetic heads on TinyStories sentences.
+
 Without ``--run`` a run is extracted first into ``--out`` (the embedded
 SmolLM2 on the TinyStories sample, sentences packed to 64 tokens).  The
 harness (`python -m benchmarks` with no name) skips this module: it needs an
@@ -238,6 +244,50 @@ def format_report(report: dict) -> str:
     return "\n".join(lines)
 
 
+#: the synthetic heads `prompt_sizes` summarises (attention made by these programs on real text)
+PROMPT_HEADS = ("0.5 * [k == 0] + 0.5 * exp(-0.3 * d)", "1 * nearest(punct(k))",
+                "0.6 * [k == q] + 0.4 * spread(alpha(k))",
+                "0.8 * nearest(tok(k - 1) == tok(q) and k < q) + 0.2 * [k == 0]", "fallback self\n 1 * [k == q - 1]")
+
+
+def prompt_sizes(n_sequences: int = 64) -> dict:
+    """Characters per token and prompt sizes, with SmolLM2's tokenizer (see the module docstring)."""
+    import re
+
+    from attndsl.features import table_from_words
+    from attndsl.interpreter import evaluate
+    from attndsl.llm import sequence_fits
+    from attndsl.prompts import program_prompt, refinement_prompt
+    from attndsl.summary import summarize_head
+    from attndsl.validate import compile_program
+
+    from .common import _cached_tokenizer, load_stories
+
+    tok = _cached_tokenizer()
+    stories = load_stories(n_sequences)
+    if tok is None or not stories:
+        raise RuntimeError("needs the embedded SmolLM2 tokenizer and the TinyStories sample (ATTNDSL_TINYSTORIES)")
+
+    def count(text: str) -> int:
+        return len(tok(text)["input_ids"])
+
+    tables = [table_from_words(re.findall(r"\w+(?:'\w+)*|[^\w\s]", s)[:64]) for s in stories]
+    sink = "program s { 1 * [k == 0] }"
+    summary_ratio, message_ratio, first, refine = [], [], [], []
+    for body in PROMPT_HEADS:
+        program = compile_program("program h { " + body + " }")
+        examples = [(t, evaluate(program, t)) for t in tables]
+        summary = summarize_head(examples, 3, 1)
+        summary_ratio.append(len(summary.text) / count(summary.text))
+        fits = sorted(sequence_fits(compile_program(sink), examples[:16]), key=lambda f: f.iou)
+        for prompt, bucket in ((program_prompt(summary, 4), first),
+                               (refinement_prompt(summary, sink, 0.3, fits[-1:], fits[:1], 4), refine)):
+            message_ratio += [len(m["content"]) / count(m["content"]) for m in prompt.messages]
+            bucket.append({"estimate": prompt.tokens, "smollm2": sum(count(m["content"]) for m in prompt.messages)})
+    return {"summary_chars_per_token": summary_ratio, "message_chars_per_token_min": min(message_ratio),
+            "first_prompts": first, "refinement_prompts": refine, "n_sequences": len(tables)}
+
+
 def _default_run(out: Path, max_sequences: int) -> Path:
     from attndsl.extract import extract
 
@@ -268,7 +318,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=900.0, help="per request, seconds (CPU servers are slow)")
     parser.add_argument("--concurrency", type=int, default=1, help="heads in flight (a local server serves one)")
     parser.add_argument("--json", metavar="PATH", help="also write the report as JSON")
+    parser.add_argument("--prompt-sizes", action="store_true",
+                        help="only measure prompt sizes with SmolLM2's tokenizer (no endpoint needed)")
     args = parser.parse_args(argv)
+    if args.prompt_sizes:
+        sizes = prompt_sizes()
+        print(json.dumps(sizes, indent=1))
+        return 0
     try:
         if args.heads < 1:
             raise UserError("--heads must be at least 1")

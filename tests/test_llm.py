@@ -7,6 +7,7 @@ sequences whose "real" attention is a previous-token head.
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -469,7 +470,7 @@ def test_token_counter_uses_a_local_tokenizer(tmp_path):
     counter = TokenCounter.load(str(tmp_path / "tok"))
     text = "Once upon a time, there was a little dog."
     assert counter.text(text) == len(tok(text, add_special_tokens=False)["input_ids"]) > 0
-    assert TokenCounter().text(text) == -(-len(text) // 2)  # the documented estimate: 2 characters per token
+    assert TokenCounter().text(text) == math.ceil(len(text) / 1.8)  # the documented estimate
     with pytest.raises(UserError, match="tokenizer"):
         TokenCounter.load(str(tmp_path / "missing"))
 
@@ -550,3 +551,23 @@ def test_llm_benchmark_end_to_end_against_the_fake_server(tiny_run, tmp_path, ca
     assert report["pooling_moved_mean"] == pytest.approx(report["heldout_pooled_library"] - report["heldout_search_library"])
     assert "pooled library" in capsys.readouterr().out
     assert "valid programs after repair" in format_report(report)
+
+
+def test_every_prompt_for_a_runs_heads_stays_within_budget(tiny_run):
+    from attndsl.prompts import PromptBudget, TokenCounter, program_prompt, refinement_prompt, repair_prompt
+    from attndsl.store import open_store
+    from attndsl.synthesize import llm_tools
+
+    store = open_store(tiny_run)
+    synth = store.synthesis_indices
+    tools = llm_tools(store, store.tables(synth), synth)
+    counter = TokenCounter()
+    for budget in (PromptBudget(), PromptBudget(4096, 1024)):
+        for layer in range(store.n_layers):
+            for head in range(store.n_heads):
+                s = summarize_head(tools.examples(layer, head), layer, head)
+                fits = tools.detail_fn(compile_program(SINK), layer, head)
+                prompts = [program_prompt(s, 4, budget=budget, counter=counter),
+                           refinement_prompt(s, SINK, 0.3, fits[-1:], fits[:1], 4, budget=budget, counter=counter),
+                           repair_prompt(s, None, ECHOED_LISTING, [], 0, 4, budget=budget, counter=counter)]
+                assert all(p.tokens <= budget.prompt_tokens for p in prompts), (layer, head)
