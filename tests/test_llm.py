@@ -571,3 +571,23 @@ def test_every_prompt_for_a_runs_heads_stays_within_budget(tiny_run):
                            refinement_prompt(s, SINK, 0.3, fits[-1:], fits[:1], 4, budget=budget, counter=counter),
                            repair_prompt(s, None, ECHOED_LISTING, [], 0, 4, budget=budget, counter=counter)]
                 assert all(p.tokens <= budget.prompt_tokens for p in prompts), (layer, head)
+
+
+def test_nearest_rewrite_only_where_the_fix_is_obvious():
+    from attndsl.prompts import nearest_rewrite
+
+    def rewrite(source, syntax=False):
+        try:
+            compile_source(source, "x.attn")
+        except AttnError as error:
+            return nearest_rewrite(source, error.render(), syntax)
+        raise AssertionError("the source must be broken")
+
+    for fallback, term in (("", "[k == 0]"), ("fallback previous", "[k == q - 1]"), ("fallback uniform", None)):
+        fixed = compile_program(rewrite(f"program p {{ {fallback} }}"))
+        want = compile_program(f"program p {{ {fallback}\n 1 * {term} }}" if term else f"program p {{ {fallback}\n 1 }}")
+        assert fixed == want
+    assert compile_program(rewrite("program p {\n    1 * [k == q - 1]\n")).terms == PREVIOUS.terms  # missing brace
+    subject = 'program p {\n    1 * nearest(dep(k) == "nsubj")\n}'
+    assert rewrite(subject, syntax=False) is None  # syntax is not available: nothing obvious to do
+    assert rewrite(BROKEN) is None and rewrite("program p { 1 * [tok(k) == 3] }") is None
