@@ -394,7 +394,7 @@ class ChatClient:
         digest = request_hash(config, messages)
         base = {"prompt_hash": digest, "model": config.model, **meta}
         hit = self._cached(digest)
-        if hit is not None:
+        if isinstance(hit, dict) and isinstance(hit.get("answer"), str):
             record = {**base, "attempt": 0, "messages": messages, "answer": hit["answer"], "usage": hit.get("usage", {}),
                       "latency_s": 0.0, "cached": True, "outcome": "cached"}
             return ChatResult(hit["answer"], "cached", hit.get("usage", {}), True, digest, record)

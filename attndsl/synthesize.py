@@ -235,7 +235,13 @@ def llm_tools(store: Store, tables, synth) -> LLMTools:
 
     def fit_fn(sources, layer, head):
         column = head_column([dense[i] for i in ex_indices], layer, head)
-        return [fitter.fit(source, column) for source in sources]
+        out = []
+        for source in sources:
+            try:
+                out.append(fitter.fit(source, column))
+            except Exception:  # e.g. a syntax program without a provider: the LLM's own weights stand
+                out.append(None)
+        return out
 
     return LLMTools(examples, score_fn, detail_fn, fit_fn)
 
