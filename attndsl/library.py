@@ -28,7 +28,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Sequence
 
@@ -54,6 +54,8 @@ class LibraryProgram:
     layer: int | None = None  # head it was written for (None: not written for one)
     head: int | None = None
     synthesis_iou: float | None = None  # on that head, as its writer measured it
+    writer: str | None = None  # who wrote it beyond the origin: the LLM's model name for origin "llm"
+    rationale: str | None = None  # the writer's one-line hypothesis (LLM programs)
 
     def program(self) -> ir.Program:
         return compile_source(self.source, f"<{self.name}>")[0]
@@ -120,7 +122,7 @@ def unique_names(programs: Sequence[LibraryProgram]) -> list[LibraryProgram]:
             name = f"{p.name}_{n}"
         used.add(name)
         if name != p.name:
-            p = LibraryProgram(name, rename_program(p.source, name), p.origin, p.layer, p.head, p.synthesis_iou)
+            p = replace(p, name=name, source=rename_program(p.source, name))
         out.append(p)
     return out
 
@@ -343,7 +345,7 @@ def read_library(attn_path: str | Path, meta_path: str | Path | None = None) -> 
         names.add(prog.name)
         m = meta.get(prog.name, {})
         out.append(LibraryProgram(prog.name, format_program(prog) + "\n", m.get("origin", "user"), m.get("layer"),
-                                  m.get("head"), m.get("synthesis_iou")))
+                                  m.get("head"), m.get("synthesis_iou"), m.get("writer"), m.get("rationale")))
     return out
 
 

@@ -2,32 +2,46 @@
 
 For each head (heads run concurrently in a thread pool):
 
-1. ask the model for programs (`prompts.program_messages`);
-2. read the answer (`prompts.split_answer`) and validate each program on its
-   own, so one broken program does not sink the others;
-3. send the broken ones back with their diagnostics for repair, at most
-   ``repair_rounds`` times;
-4. score every valid, distinct program with the caller's ``score_fn``
+1. ask the model for programs (`prompts.program_prompt`, within the token
+   budget `LLMConfig.budget`; a request that cannot fit is not sent);
+2. read the answer (`prompts.split_answer`: only fenced blocks, or text from a
+   line starting with ``program``, are programs) and validate each program on
+   its own, so one broken or over-long program does not sink the others;
+3. **LLM proposes, search fits**: every new valid program is kept as written
+   and, when the caller gives a ``fit_fn`` (`attndsl.fit`), once more with its
+   weights fitted on synthesis sequences by the search's non-negative fitting;
+4. send the broken ones back with their diagnostics and, where one is obvious,
+   the nearest valid rewrite (`prompts.nearest_rewrite`, which is also kept as
+   a candidate), at most ``repair_rounds`` times; an answer identical to an
+   earlier one (or holding only programs already seen) ends the conversation
+   at once;
+5. score every valid, distinct program with the caller's ``score_fn``
    (synthesis IoU);
-5. one refinement request shows the best program with the sequences where it
-   fits best and worst; its answer goes through 2–4 again.
+6. one refinement request shows the best program with the sequences where it
+   fits best and worst; its answer goes through 2–5 again.
 
 Talking to the endpoint goes through the real ``openai`` client with its own
 retries off: this module retries rate limits (honouring ``retry-after``),
-server errors, timeouts, connection errors and malformed responses with
+server errors, timeouts, connection errors and malformed responses (a 200
+whose body is not a chat completion, or whose message has no content) with
 bounded exponential backoff.  Nothing that goes wrong with the endpoint or
-the answers stops the run: a head whose requests all fail gets no candidates
-and a recorded reason.
+the answers stops the run.  A head whose requests all failed is recorded as
+**failed** (`HeadResult.status`), not finished, so the next synthesis asks
+again; a head that got answers but no valid program is finished, with the
+reason it ended that way.
 
 Everything is logged in the run directory:
 
-- ``llm/requests.jsonl``: one line per attempt (prompt hash, messages, answer,
-  token usage, latency, outcome), appended whole and fsynced;
+- ``llm/requests.jsonl``: one line per attempt (prompt hash, messages, raw
+  answer, token usage — the server's and our own count of the prompt —,
+  latency, outcome); an answer is logged whatever happens to its programs
+  (even when compiling or scoring them fails), appended whole and fsynced;
 - ``llm/cache/<hash>.json``: each completed answer, keyed by a hash of the
   request (model, messages, temperature, max tokens, seed), so rerunning the
   same synthesis makes no new HTTP calls;
-- ``llm/heads.json``: per head, its candidates, request counts, token usage
-  and, when it has no candidates, why.
+- ``llm/heads.json``: per head, its status, candidates, request counts, token
+  usage, how each conversation ended and, when it has no candidates, why
+  (merged across calls, so every head ever written is there).
 """
 from __future__ import annotations
 
@@ -52,16 +66,25 @@ from .errors import AttnError, UserError
 from .features import TokenTable
 from .prompts import (
     BrokenProgram,
+    Prompt,
+    PromptBudget,
+    PromptTooLong,
     RowFit,
     SequenceFit,
-    program_messages,
+    TokenCounter,
+    first_conversation,
+    nearest_rewrite,
     program_name,
-    refinement_messages,
+    program_prompt,
+    rationale,
+    refinement_conversation,
+    refinement_prompt,
     rename_program,
-    repair_messages,
+    repair_prompt,
     split_answer,
 )
 from .rundir import atomic_write_text
+from .scoring import iou_dense
 from .summary import HeadSummary
 from .validate import compile_source
 
@@ -72,8 +95,13 @@ ENV_MODEL = "ATTNDSL_LLM_MODEL"
 #: key sent when the endpoint needs none (local servers); the client insists on one
 PLACEHOLDER_API_KEY = "not-needed"
 
+#: programs longer than this are rejected before parsing (a real answer's program is a few hundred characters)
+MAX_PROGRAM_CHARS = 4000
+
 ScoreFn = Callable[[list[ir.Program], int, int], list[float]]
 DetailFn = Callable[[ir.Program, int, int], list[SequenceFit]]
+#: (program sources, layer, head) → per source, the same structure with fitted weights (or None)
+FitFn = Callable[[list[str], int, int], list["str | None"]]
 
 
 # ------------------------------------------------------------------ configuration
@@ -87,7 +115,10 @@ class LLMConfig:
     base_url: str | None = None
     api_key: str | None = None
     temperature: float = 0.7
-    max_tokens: int = 2048
+    max_tokens: int = 1024  # room kept for the answer
+    context_tokens: int = 8192  # the model's context: prompt + answer
+    max_prompt_tokens: int | None = None  # a tighter prompt budget of one's own
+    tokenizer: str | None = None  # counts prompt tokens (offline HF tokenizer); None: the estimate
     seed: int | None = None
     concurrency: int = 4
     timeout_s: float = 120.0
@@ -99,6 +130,11 @@ class LLMConfig:
     n_programs: int = 4
     syntax_available: bool = False
     use_cache: bool = True
+    fit_weights: bool = True  # also keep each program with weights fitted by attndsl (when the caller can fit)
+
+    @property
+    def budget(self) -> PromptBudget:
+        return PromptBudget(self.context_tokens, self.max_tokens, self.max_prompt_tokens)
 
     @classmethod
     def from_env(cls, model: str | None = None, base_url: str | None = None, api_key: str | None = None,
@@ -126,9 +162,14 @@ class LLMConfig:
         problems = []
         if not (0 <= self.temperature <= 2):
             problems.append("temperature must be between 0 and 2")
-        for name in ("max_tokens", "concurrency", "n_programs"):
+        for name in ("max_tokens", "concurrency", "n_programs", "context_tokens"):
             if getattr(self, name) < 1:
                 problems.append(f"{name} must be at least 1")
+        if self.max_prompt_tokens is not None and self.max_prompt_tokens < 1:
+            problems.append("max_prompt_tokens must be at least 1")
+        if self.context_tokens <= self.max_tokens:
+            problems.append(f"context_tokens ({self.context_tokens}) must exceed max_tokens ({self.max_tokens}), "
+                            "the room kept for the answer")
         for name in ("max_retries", "repair_rounds", "refine_rounds"):
             if getattr(self, name) < 0:
                 problems.append(f"{name} must not be negative")
@@ -153,7 +194,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--llm-model", metavar="NAME", help=f"model name (default: ${ENV_MODEL})")
     group.add_argument("--llm-api-key", metavar="KEY", help=f"API key (default: ${ENV_API_KEY})")
     group.add_argument("--llm-temperature", type=float, default=0.7, metavar="T")
-    group.add_argument("--llm-max-tokens", type=int, default=2048, metavar="N")
+    group.add_argument("--llm-max-tokens", type=int, default=1024, metavar="N",
+                       help="most answer tokens (kept free in the context)")
+    group.add_argument("--llm-context", type=int, default=8192, metavar="N",
+                       help="the model's context in tokens; prompts fit in it with room for the answer")
+    group.add_argument("--llm-prompt-tokens", type=int, default=None, metavar="N",
+                       help="a tighter prompt budget (default: context minus answer tokens)")
+    group.add_argument("--llm-tokenizer", metavar="NAME", default=None,
+                       help="Hugging Face tokenizer (offline) that counts prompt tokens "
+                            "(default: a conservative 1.8 characters per token)")
     group.add_argument("--llm-concurrency", type=int, default=4, metavar="N", help="heads in flight at once")
     group.add_argument("--llm-timeout", type=float, default=120.0, metavar="SECONDS", help="per request")
     group.add_argument("--llm-retries", type=int, default=4, metavar="N", help="retries per request")
@@ -169,6 +218,9 @@ def config_from_args(args: argparse.Namespace, **settings) -> LLMConfig:
         api_key=args.llm_api_key,
         temperature=args.llm_temperature,
         max_tokens=args.llm_max_tokens,
+        context_tokens=args.llm_context,
+        max_prompt_tokens=args.llm_prompt_tokens,
+        tokenizer=args.llm_tokenizer,
         concurrency=args.llm_concurrency,
         timeout_s=args.llm_timeout,
         max_retries=args.llm_retries,
@@ -193,7 +245,10 @@ class Candidate:
     synthesis_iou: float
     origin: str = "llm"
     round: int = 0  # index of the answer within the head's requests
-    stage: str = "initial"  # initial | repair | refine
+    stage: str = "initial"  # initial | repair | refine | rewrite (the nearest valid version of a broken one)
+    weights: str = "own"  # own: as the LLM wrote them; fitted: structure kept, weights fitted by attndsl
+    rationale: str | None = None  # the program's one-line hypothesis comment
+    writer: str | None = None  # the LLM (model name)
 
 
 @dataclass(frozen=True)
@@ -205,6 +260,9 @@ class HeadResult:
     n_failed_requests: int  # requests that got no answer after all retries
     usage: dict[str, int]
     reason: str | None  # why there are no candidates, or None
+    status: str = "finished"  # finished | failed (every request failed, or an internal error: retried next run)
+    endings: tuple[str, ...] = ()  # how each conversation ended
+    prompt_tokens: tuple[int, ...] = ()  # our count of each request sent
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -336,7 +394,7 @@ class ChatClient:
         digest = request_hash(config, messages)
         base = {"prompt_hash": digest, "model": config.model, **meta}
         hit = self._cached(digest)
-        if hit is not None:
+        if isinstance(hit, dict) and isinstance(hit.get("answer"), str):
             record = {**base, "attempt": 0, "messages": messages, "answer": hit["answer"], "usage": hit.get("usage", {}),
                       "latency_s": 0.0, "cached": True, "outcome": "cached"}
             return ChatResult(hit["answer"], "cached", hit.get("usage", {}), True, digest, record)
@@ -399,14 +457,25 @@ class ChatClient:
 
 
 def _answer_text(response) -> str:
-    if isinstance(response, str):  # some servers' non-JSON bodies come back as text
-        raise ValueError(f"response is not JSON: {response[:80]!r}")
-    choices = getattr(response, "choices", None) or []
-    if not choices:
-        return ""
+    """The answer of a chat completion; ValueError for anything that is not one.
+
+    A 200 whose body is not JSON, has no choices, no message or a message
+    without text content is malformed (retried and logged as a failure), not
+    an empty answer: sending a repair request for it would only waste a round.
+    An answer whose content is the empty string is a real, empty answer.
+    """
+    if isinstance(response, (str, bytes)):  # some servers' non-JSON bodies come back as text
+        raise ValueError(f"response is not JSON: {str(response)[:80]!r}")
+    choices = getattr(response, "choices", None)
+    if not isinstance(choices, list) or not choices:
+        raise ValueError("response has no choices")
     message = getattr(choices[0], "message", None)
-    content = getattr(message, "content", None) if message is not None else None
-    return content or ""
+    if message is None:
+        raise ValueError("response choice has no message")
+    content = getattr(message, "content", None)
+    if not isinstance(content, str):
+        raise ValueError(f"response message has no text content ({type(content).__name__})")
+    return content
 
 
 def _usage(response) -> dict[str, int]:
@@ -452,6 +521,10 @@ def _now() -> str:
 # ------------------------------------------------------------------ one head
 
 
+def _normalised(text: str) -> str:
+    return " ".join(text.split())
+
+
 @dataclass
 class _HeadWork:
     summary: HeadSummary
@@ -459,6 +532,8 @@ class _HeadWork:
     chat: ChatClient
     score_fn: ScoreFn
     detail_fn: DetailFn | None
+    fit_fn: FitFn | None = None
+    counter: TokenCounter = field(default_factory=TokenCounter)
     candidates: list[Candidate] = field(default_factory=list)
     programs: dict = field(default_factory=dict)  # nameless IR → Candidate (dedupe by meaning)
     names: set = field(default_factory=set)
@@ -466,6 +541,11 @@ class _HeadWork:
     failed: int = 0
     failures: list = field(default_factory=list)
     usage: dict = field(default_factory=dict)
+    endings: list = field(default_factory=list)
+    prompt_tokens: list = field(default_factory=list)
+    seen_answers: set = field(default_factory=set)
+    seen_sources: set = field(default_factory=set)
+    conversations: int = 0
 
     @property
     def layer(self) -> int:
@@ -477,83 +557,161 @@ class _HeadWork:
 
     def run(self) -> HeadResult:
         config = self.config
-        self._conversation(program_messages(self.summary, config.n_programs, config.syntax_available), "initial")
+        summary, n, syntax = self.summary, config.n_programs, config.syntax_available
+        try:
+            first = program_prompt(summary, n, syntax, config.budget, self.counter)
+        except PromptTooLong as error:
+            self.endings.append(f"initial: not sent, {error}")
+        else:
+            self._conversation(first, lambda trim: first_conversation(summary, n, syntax, trim), "initial")
         for _ in range(config.refine_rounds):
             if not self.candidates:
                 break
-            best = max(self.candidates, key=lambda c: (c.synthesis_iou, -c.round))
+            own = [c for c in self.candidates if c.weights == "own"] or self.candidates
+            best = max(own, key=lambda c: (c.synthesis_iou, -c.round))
             fits = []
             if self.detail_fn is not None:
                 program = compile_source(best.source)[0]
                 fits = sorted(self.detail_fn(program, self.layer, self.head), key=lambda f: (f.iou, f.sequence))
             worst, top = fits[:2], fits[-2:][::-1] if len(fits) > 2 else []
             top = [f for f in top if f not in worst]
-            messages = refinement_messages(self.summary, best.source, best.synthesis_iou, top, worst,
-                                           config.n_programs, config.syntax_available)
-            self._conversation(messages, "refine")
-        reason = None
-        if not self.candidates:
-            if self.answers == 0:
-                outcomes = sorted({f for f in self.failures}) or ["no request made"]
-                reason = f"every request failed ({', '.join(outcomes)})"
-            else:
-                reason = f"no valid program in {self.answers} answer(s) after {config.repair_rounds} repair round(s)"
-        ordered = tuple(sorted(self.candidates, key=lambda c: (-c.synthesis_iou, c.round, c.name)))
-        return HeadResult(self.layer, self.head, ordered, self.answers, self.failed, dict(self.usage), reason)
+            try:
+                prompt = refinement_prompt(summary, best.source, best.synthesis_iou, top, worst, n, syntax,
+                                           config.budget, self.counter)
+            except PromptTooLong as error:
+                self.endings.append(f"refine: not sent, {error}")
+                break
+            self._conversation(prompt, lambda trim: refinement_conversation(
+                summary, best.source, best.synthesis_iou, top, worst, n, syntax, trim), "refine")
+        return self.result()
 
-    def _conversation(self, messages: list[dict], stage: str) -> None:
-        """One request and its repairs; scores what compiles."""
+    def result(self, internal_error: str | None = None) -> HeadResult:
         config = self.config
+        status, reason = "finished", None
+        if internal_error is not None:
+            status, reason = "failed", f"internal error: {internal_error}"
+        elif not self.candidates:
+            if self.answers == 0 and self.failures:
+                status = "failed"
+                reason = f"every request failed ({', '.join(sorted(set(self.failures)))}); retried on the next run"
+            elif self.answers == 0:
+                reason = "no request sent: " + ("; ".join(self.endings) or "nothing to ask")
+            else:
+                reason = (f"no valid program in {self.answers} answer(s) "
+                          f"(repair rounds at most {config.repair_rounds}): " + "; ".join(self.endings))
+        ordered = tuple(sorted(self.candidates, key=lambda c: (-c.synthesis_iou, c.round, c.name)))
+        return HeadResult(self.layer, self.head, ordered, self.answers, self.failed, dict(self.usage), reason,
+                          status, tuple(self.endings), tuple(self.prompt_tokens))
+
+    def _conversation(self, prompt: Prompt, rebuild, stage: str) -> None:
+        """One request and its repairs; scores what compiles; records how it ended."""
+        config = self.config
+        conversation = self.conversations
+        self.conversations += 1
         valid_in_conversation = 0
         for repair in range(config.repair_rounds + 1):
+            label = stage if repair == 0 else "repair"
             round_no = self.answers + self.failed
-            meta = {"layer": self.layer, "head": self.head, "stage": stage if repair == 0 else "repair", "round": round_no}
-            result = self.chat.complete(messages, meta)
+            meta = {"layer": self.layer, "head": self.head, "stage": label, "round": round_no,
+                    "conversation": conversation, "prompt_tokens_counted": prompt.tokens,
+                    "prompt_budget": prompt.budget, "trim_level": prompt.level}
+            self.prompt_tokens.append(prompt.tokens)
+            result = self.chat.complete(prompt.messages, meta)
             if result.text is None:
                 self.failed += 1
                 self.failures.append(result.outcome)
+                self.endings.append(f"{stage}: request failed ({result.outcome})")
                 return
             self.answers += 1
             for key, value in result.usage.items():
                 self.usage[key] = self.usage.get(key, 0) + value
-            sources = split_answer(result.text)[: 2 * config.n_programs]
-            valid, broken = [], []
-            for source in sources:
-                name = program_name(source) or "program"
-                try:
-                    programs = compile_source(source, f"{name}.attn")
-                except AttnError as error:
-                    broken.append(BrokenProgram(source, error.render()))
-                    continue
-                if len(programs) != 1:
-                    broken.append(BrokenProgram(source, f"{name}.attn:1:1: expected one program here, found {len(programs)}"))
-                    continue
-                valid.append((programs[0], source))
-            added = self._score(valid, meta["stage"], round_no)
-            valid_in_conversation += len(valid)
-            if not result.text.strip():
-                outcome = "empty"
-            elif not sources:
-                outcome = "no_program"
-            elif broken:
-                outcome = "partly_valid" if valid else "invalid"
-            else:
-                outcome = "valid"
-            self.chat.log.append({
-                **result.record,
-                "outcome": outcome,
-                "programs_found": len(sources),
-                "programs_valid": len(valid),
-                "programs_new": added,
-                "diagnostics": [b.diagnostics for b in broken],
-                "time": _now(),
-            })
-            if outcome == "valid" or repair == config.repair_rounds:
+            record = dict(result.record)
+            text = result.text
+            sources = split_answer(text)[: 2 * config.n_programs]
+            repeated = _normalised(text) in self.seen_answers or (
+                bool(sources) and all(_normalised(s) in self.seen_sources for s in sources))
+            self.seen_answers.add(_normalised(text))
+            self.seen_sources.update(_normalised(s) for s in sources)
+            valid, broken, rewrites = [], [], []
+            outcome = "error"
+            try:
+                valid, broken = self._compile(sources)
+                rewrites = [(b.rewrite, b.source) for b in broken if b.rewrite]
+                added = self._score(valid, label, round_no)
+                if rewrites:
+                    added += self._score(self._compile([r for r, _ in rewrites])[0], "rewrite", round_no)
+                record["programs_new"] = added
+                valid_in_conversation += len(valid)
+                if not text.strip():
+                    outcome = "empty"
+                elif not sources:
+                    outcome = "no_program"
+                elif broken:
+                    outcome = "partly_valid" if valid else "invalid"
+                else:
+                    outcome = "valid"
+                if repeated:
+                    outcome = "repeated"
+            except Exception as error:
+                record["error"] = f"{type(error).__name__}: {error}"[:500]
+                raise
+            finally:  # the raw answer is logged whatever happened to its programs
+                record.update({
+                    "outcome": outcome,
+                    "programs_found": len(sources),
+                    "programs_valid": len(valid),
+                    "programs_rewritten": len(rewrites),
+                    "diagnostics": [b.diagnostics for b in broken],
+                    "time": _now(),
+                })
+                self.chat.log.append(record)
+            if outcome == "valid":
+                self.endings.append(f"{stage}: valid")
                 return
-            messages = repair_messages(messages, result.text, broken, valid_in_conversation, config.n_programs)
+            if repeated:
+                self.endings.append(f"{stage}: the answer repeated an earlier one word for word")
+                return
+            if repair == config.repair_rounds:
+                detail = broken[-1].diagnostics.splitlines()[0] if broken else outcome.replace("_", " ")
+                self.endings.append(f"{stage}: {outcome.replace('_', ' ')} after {repair} repair round(s) ({detail})")
+                return
+            try:
+                prompt = repair_prompt(self.summary, None, text, broken, valid_in_conversation, config.n_programs,
+                                       config.syntax_available, config.budget, self.counter, conversation=rebuild)
+            except PromptTooLong as error:
+                self.endings.append(f"{stage}: repair not sent, {error}")
+                return
+
+    def _compile(self, sources: Sequence[str]) -> tuple[list[tuple[ir.Program, str]], list[BrokenProgram]]:
+        """Each source on its own: valid (program, source) pairs and broken programs (never raises)."""
+        valid, broken = [], []
+        for source in sources:
+            name = program_name(source) or "program"
+            path = f"{name}.attn"
+            if len(source) > MAX_PROGRAM_CHARS:
+                broken.append(BrokenProgram(source[:MAX_PROGRAM_CHARS] + "\n…",
+                                            f"{path}:1:1: program is {len(source)} characters long; "
+                                            f"write programs under {MAX_PROGRAM_CHARS} characters"))
+                continue
+            try:
+                programs = compile_source(source, path)
+            except AttnError as error:
+                diagnostics = error.render()
+                broken.append(BrokenProgram(source, diagnostics,
+                                            nearest_rewrite(source, diagnostics, self.config.syntax_available)))
+                continue
+            except Exception as error:  # a front-end failure on hostile input must not cost the other programs
+                broken.append(BrokenProgram(source, f"{path}:1:1: program could not be compiled "
+                                                    f"({type(error).__name__}); write a shorter, simpler program"))
+                continue
+            if len(programs) != 1:
+                broken.append(BrokenProgram(source, f"{path}:1:1: expected one program here, found {len(programs)}"))
+                continue
+            valid.append((programs[0], source))
+        return valid, broken
 
     def _score(self, valid: list[tuple[ir.Program, str]], stage: str, round_no: int) -> int:
-        fresh = []
+        fresh = []  # (program, source, weights, rationale)
         for program, source in valid:
             key = dataclasses.replace(program, name="_")
             if key in self.programs:
@@ -561,17 +719,67 @@ class _HeadWork:
             name = self._unique_name(program.name)
             renamed = rename_program(source, name)
             self.programs[key] = None
-            fresh.append((dataclasses.replace(program, name=name), renamed))
+            fresh.append((dataclasses.replace(program, name=name), renamed, "own", rationale(source)))
         if not fresh:
             return 0
-        scores = self.score_fn([p for p, _ in fresh], self.layer, self.head)
-        if len(scores) != len(fresh):
-            raise ValueError(f"score_fn returned {len(scores)} scores for {len(fresh)} programs")
-        for (program, source), score in zip(fresh, scores):
-            candidate = Candidate(self.layer, self.head, source, program.name, float(score), "llm", round_no, stage)
+        fresh += self._fitted(fresh)
+        scored = self._score_each(fresh)
+        for (program, source, weights, why), score in scored:
+            candidate = Candidate(self.layer, self.head, source, program.name, float(score), "llm", round_no, stage,
+                                  weights, why, self.config.model)
             self.candidates.append(candidate)
             self.programs[dataclasses.replace(program, name="_")] = candidate
-        return len(fresh)
+        return len(scored)
+
+    def _fitted(self, fresh: list) -> list:
+        """The fresh programs once more with weights fitted by attndsl (new behaviours only)."""
+        if self.fit_fn is None or not self.config.fit_weights:
+            return []
+        try:
+            fitted = self.fit_fn([source for _, source, _, _ in fresh], self.layer, self.head)
+        except Exception:  # fitting is an extra: the LLM's own programs stand without it
+            return []
+        out = []
+        for (program, _, _, why), text in zip(fresh, fitted):
+            if not text:
+                continue
+            name = program.name + "_fit"
+            if name in self.names:
+                continue
+            try:
+                (compiled,) = compile_source(rename_program(text, name), f"{name}.attn")
+            except Exception:
+                continue
+            key = dataclasses.replace(compiled, name="_")
+            if key in self.programs:
+                continue
+            self.names.add(name)
+            self.programs[key] = None
+            out.append((compiled, rename_program(text, name), "fitted", why))
+        return out
+
+    def _score_each(self, items: list) -> list:
+        """Scores for all items at once; if that fails, one at a time, dropping those that fail."""
+        programs = [item[0] for item in items]
+        try:
+            scores = list(self.score_fn(programs, self.layer, self.head))
+            if len(scores) != len(items):
+                raise ValueError(f"score_fn returned {len(scores)} scores for {len(items)} programs")
+            return list(zip(items, scores))
+        except Exception as error:
+            if len(items) == 1:
+                raise
+            first = error
+        out = []
+        for item in items:
+            try:
+                (value,) = self.score_fn([item[0]], self.layer, self.head)
+            except Exception:
+                continue
+            out.append((item, value))
+        if not out:
+            raise first
+        return out
 
     def _unique_name(self, name: str) -> str:
         base = f"l{self.layer}_h{self.head}_{name}"
@@ -593,15 +801,18 @@ def write_programs(
     detail_fn: DetailFn | None = None,
     progress: bool = True,
     sleep: Callable[[float], None] = time.sleep,
+    fit_fn: FitFn | None = None,
 ) -> list[Candidate]:
     """LLM candidates for every summarised head (see the module docstring).
 
     ``score_fn(programs, layer, head)`` returns each program's synthesis IoU
     on that head; ``detail_fn(program, layer, head)`` (optional) returns its
-    per-sequence fits for the refinement prompt (see `sequence_fits`).
-    Per-head outcomes go to ``llm/heads.json``; see also `write_heads`.
+    per-sequence fits for the refinement prompt (see `sequence_fits`);
+    ``fit_fn(sources, layer, head)`` (optional, `attndsl.fit`) returns each
+    program with fitted weights.  Per-head outcomes go to ``llm/heads.json``;
+    see also `write_heads`.
     """
-    return [c for result in write_heads(summaries, config, score_fn, run_dir, detail_fn, progress, sleep)
+    return [c for result in write_heads(summaries, config, score_fn, run_dir, detail_fn, progress, sleep, fit_fn)
             for c in result.candidates]
 
 
@@ -613,11 +824,13 @@ def write_heads(
     detail_fn: DetailFn | None = None,
     progress: bool = True,
     sleep: Callable[[float], None] = time.sleep,
+    fit_fn: FitFn | None = None,
 ) -> list[HeadResult]:
     """Like `write_programs`, returning each head's full result, in input order."""
     from tqdm.auto import tqdm
 
     config.check()
+    counter = TokenCounter.load(config.tokenizer)
     run_dir = Path(run_dir)
     (run_dir / "llm").mkdir(parents=True, exist_ok=True)
     chat = ChatClient(config, run_dir, sleep)
@@ -626,15 +839,14 @@ def write_heads(
 
     def one(index: int) -> None:
         summary = summaries[index]
-        work = _HeadWork(summary, config, chat, score_fn, detail_fn)
+        work = _HeadWork(summary, config, chat, score_fn, detail_fn, fit_fn, counter)
         try:
             result = work.run()
         except Exception as error:  # a bug or a failing score_fn must not end the other heads
-            result = HeadResult(summary.layer, summary.head, tuple(work.candidates), work.answers, work.failed,
-                                dict(work.usage), f"internal error: {type(error).__name__}: {error}")
+            result = work.result(internal_error=f"{type(error).__name__}: {error}")
         with lock:
             results[index] = result
-            _save_heads(run_dir, config, [r for r in results if r is not None])
+            _save_heads(run_dir, config, [result])
 
     try:
         with ThreadPoolExecutor(max_workers=config.concurrency) as pool, \
@@ -654,27 +866,33 @@ def write_heads(
 
 
 def _save_heads(run_dir: Path, config: LLMConfig, results: Iterable[HeadResult]) -> None:
-    ordered = sorted(results, key=lambda r: (r.layer, r.head))
+    """Merge ``results`` into ``llm/heads.json`` (a head's newest result replaces its older one)."""
+    path = run_dir / "llm" / "heads.json"
+    heads: dict[tuple[int, int], dict] = {}
+    try:
+        old = json.loads(path.read_text(encoding="utf-8"))
+        for h in old.get("heads", []) if isinstance(old, dict) else []:
+            if isinstance(h, dict) and isinstance(h.get("layer"), int) and isinstance(h.get("head"), int):
+                heads[(h["layer"], h["head"])] = h
+    except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError, AttributeError, OSError):
+        pass  # a missing or damaged summary file is rebuilt from this call's results
+    for r in results:
+        heads[(r.layer, r.head)] = r.as_dict()
+    ordered = [heads[key] for key in sorted(heads)]
     usage: dict[str, int] = {}
-    for r in ordered:
-        for key, value in r.usage.items():
-            usage[key] = usage.get(key, 0) + value
+    for h in ordered:
+        for key, value in (h.get("usage") or {}).items():
+            if isinstance(value, int):
+                usage[key] = usage.get(key, 0) + value
     payload = {
         "config": config.public(),
         "usage": usage,
-        "heads": [r.as_dict() for r in ordered],
+        "heads": ordered,
     }
-    atomic_write_text(run_dir / "llm" / "heads.json", json.dumps(payload, indent=1, ensure_ascii=False, default=_json_default))
+    atomic_write_text(path, json.dumps(payload, indent=1, ensure_ascii=False, default=_json_default))
 
 
 # ------------------------------------------------------------------ helpers for callers
-
-
-def soft_iou(real: np.ndarray, predicted: np.ndarray) -> float:
-    """Σ min / Σ max of two causal, row-stochastic matrices (the paper's metric)."""
-    low = np.minimum(real, predicted).sum()
-    high = np.maximum(real, predicted).sum()
-    return float(low / high) if high > 0 else 1.0
 
 
 def sequence_fits(program: ir.Program, examples: Sequence[tuple[TokenTable, np.ndarray]]) -> list[SequenceFit]:
@@ -694,5 +912,5 @@ def sequence_fits(program: ir.Program, examples: Sequence[tuple[TokenTable, np.n
         for q in range(1, len(table)):
             rk, pk = int(np.argmax(real[q, : q + 1])), int(np.argmax(predicted[q, : q + 1]))
             rows.append(RowFit(q, rk, float(real[q, rk]), pk, float(predicted[q, pk])))
-        out.append(SequenceFit(index, soft_iou(real, predicted), tuple(table.tok), tuple(rows)))
+        out.append(SequenceFit(index, iou_dense(real, predicted), tuple(table.tok), tuple(rows)))
     return out

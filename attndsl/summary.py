@@ -7,7 +7,16 @@ positions, distance and a little context.  Beside them it gives statistics that
 point at the usual mechanisms: mass on the first token (the attention sink), on
 the current and previous token, mean distance, entropy, mass on punctuation,
 on earlier copies of the query token and on the token after an earlier copy
-(induction), and the key tokens that attract the most mass.
+(induction), and the key tokens that attract the most mass.  Two additions
+make it more telling for small models: the soft IoU that the simplest fixed
+patterns (all on key 0, previous token, current token, uniform) reach on the
+same sequences — the score to beat, and a direct hint of the mechanism — and
+how the non-sink mass spreads over distances.
+
+`HeadSummary.render(max_chars)` re-renders the text within a character
+budget, trimming the least informative parts first: example pairs of the
+weakest bands, then of the strongest, then the key-token list.  Statistics,
+the pattern scores and the band counts are always kept.
 
 The input is deliberately plain — a list of (token table, n×n attention
 matrix) for one head — so the summary does not depend on how attention is
@@ -17,7 +26,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Sequence
 
 import numpy as np
@@ -79,23 +88,39 @@ class HeadSummary:
     def as_dict(self) -> dict:
         return asdict(self)
 
+    def render(self, max_chars: int | None = None) -> str:
+        """The summary text within ``max_chars`` characters when it can be (see the module docstring)."""
+        return fit_text(self, max_chars)
+
 
 #: statistic name → the sentence that explains it in the text
 _STAT_LINES = {
-    "mass_first": "mean mass on key 0 (first token, the sink)",
-    "mass_self": "mean mass on the current token (k = q)",
-    "mass_previous": "mean mass on the previous token (k = q-1)",
-    "mean_distance": "mean attention distance q-k",
-    "mean_distance_no_first": "mean distance q-k ignoring key 0",
-    "entropy": "mean row entropy (nats)",
-    "entropy_normalised": "mean row entropy / log(q+1) (1 = uniform)",
-    "punct_share": "share of non-sink mass on punctuation keys",
-    "punct_base_rate": "share of keys that are punctuation (base rate)",
-    "mass_same_token": "mass on earlier copies of the query token, when one exists",
-    "mass_induction": "mass on keys right after an earlier copy of the query token (tok(k-1) == tok(q)), when one exists",
-    "mass_same_word": "mass on earlier tokens of the query's own word",
+    "mass_first": "mass on key 0 (the sink)",
+    "mass_self": "mass on k = q (itself)",
+    "mass_previous": "mass on k = q-1 (previous token)",
+    "mean_distance": "mean distance d = q-k",
+    "mean_distance_no_first": "mean d ignoring key 0",
+    "entropy": "row entropy (nats)",
+    "entropy_normalised": "entropy / log(q+1) (1 = uniform)",
+    "punct_share": "non-sink mass on punctuation keys",
+    "punct_base_rate": "keys that are punctuation (base rate)",
+    "mass_same_token": "mass on earlier copies of the query token (rows that have one)",
+    "mass_induction": "mass where tok(k-1) == tok(q), induction (rows that have one)",
+    "mass_same_word": "mass on earlier tokens of the query's word",
     "mass_same_sentence": "mass on keys in the query's sentence",
 }
+
+#: fixed patterns whose soft IoU the summary reports (statistic name → label)
+_PATTERN_LINES = {
+    "iou_sink": "all on key 0",
+    "iou_previous": "previous token (self at q = 0)",
+    "iou_self": "current token",
+    "iou_uniform": "uniform over k <= q",
+}
+
+#: distance bins of the non-sink mass (statistic name → label)
+_DISTANCE_BINS = (("dist_0", "d=0", 0, 0), ("dist_1", "d=1", 1, 1), ("dist_2", "d=2", 2, 2),
+                  ("dist_3_4", "d=3-4", 3, 4), ("dist_5_8", "d=5-8", 5, 8), ("dist_9", "d>=9", 9, 1 << 30))
 
 
 def summarize_head(
@@ -103,8 +128,8 @@ def summarize_head(
     layer: int,
     head: int,
     top_fraction: float = 0.025,
-    max_pairs: int = 40,
-    max_chars: int = 4000,
+    max_pairs: int = 24,
+    max_chars: int = 2200,
     n_top_keys: int = 8,
 ) -> HeadSummary:
     """Summarise one head from its attention on synthesis sequences.
@@ -129,15 +154,9 @@ def summarize_head(
     pairs = _top_pairs(matrices, top_fraction)
     n_tokens = sum(len(t) for t in tables)
 
-    shown = max_pairs
-    while True:
-        bands = _bands(pairs, tables, shown)
-        summary = HeadSummary(layer, head, len(tables), n_tokens, n_rows, len(pairs), stats, bands, top_keys, "")
-        text = _render(summary)
-        if len(text) <= max_chars or shown <= 6:
-            break
-        shown = int(shown * 0.75)
-    return HeadSummary(layer, head, len(tables), n_tokens, n_rows, len(pairs), stats, bands, top_keys, text)
+    bands = _bands(pairs, tables, max_pairs)
+    summary = HeadSummary(layer, head, len(tables), n_tokens, n_rows, len(pairs), stats, bands, top_keys, "")
+    return replace(summary, text=fit_text(summary, max_chars))
 
 
 # ------------------------------------------------------------------ statistics
@@ -200,7 +219,22 @@ def _statistics(tables: list[TokenTable], matrices: list[np.ndarray]) -> tuple[d
         sent = np.asarray(table.sent)
         add("mass_same_sentence", np.sum(body * ((sent[None, :] == sent[rows][:, None]) & causal), axis=1))
 
-    stats = {name: (sums[name] / counts[name] if counts[name] else float("nan")) for name in _STAT_LINES}
+        # soft IoU of fixed patterns on this sequence (all rows, q = 0 included), as the scorer defines it
+        full = np.arange(n)
+        for name, target in (("iou_sink", np.zeros(n, dtype=np.int64)),
+                             ("iou_previous", np.maximum(full - 1, 0)), ("iou_self", full)):
+            low = float(a[full, target].sum())
+            add(name, np.array([low / (2 * n - low)]))
+        uniform = np.tril(np.ones((n, n))) / np.arange(1, n + 1)[:, None]
+        low = float(np.minimum(a, uniform).sum())
+        add("iou_uniform", np.array([low / (2 * n - low)]))
+        if ok.any():
+            for name, _, lo, hi in _DISTANCE_BINS:
+                in_bin = causal & (dist >= lo) & (dist <= hi) & (k >= 1)
+                add(name, (body * in_bin).sum(axis=1)[ok] / rest[ok])
+
+    names = list(_STAT_LINES) + list(_PATTERN_LINES) + [b[0] for b in _DISTANCE_BINS]
+    stats = {name: (sums[name] / counts[name] if counts[name] else float("nan")) for name in names}
     stats["punct_base_rate"] = punct_keys / all_keys if all_keys else float("nan")
     stats["rows_with_earlier_copy"] = float(counts["mass_same_token"])
     stats["rows_with_induction_key"] = float(counts["mass_induction"])
@@ -365,13 +399,45 @@ def _example(tables: list[TokenTable], s: int, q: int, k: int, w: float) -> Pair
 # ------------------------------------------------------------------ text
 
 
-def _render(summary: HeadSummary) -> str:
+def fit_text(summary: HeadSummary, max_chars: int | None = None) -> str:
+    """Render ``summary`` within ``max_chars``, dropping the least informative parts first.
+
+    Order: example pairs of the weakest band first (each band keeps its
+    strongest example as long as possible), then the key-token list (down to
+    three tokens, then none), then the last example of every band.  What is
+    left when even that does not fit is returned as is (statistics and band
+    counts are never cut), so callers must budget for it.
+    """
+    shown = [len(b.examples) for b in summary.bands]
+    n_keys = len(summary.top_keys)
+    text = _render(summary, shown, n_keys)
+    if max_chars is None:
+        return text
+    while len(text) > max_chars:
+        band = next((i for i in range(len(shown) - 1, -1, -1) if shown[i] > 1), None)
+        if band is not None:
+            shown[band] -= 1
+        elif n_keys > 3:
+            n_keys = 3
+        elif n_keys:
+            n_keys = 0
+        elif any(shown):
+            shown[max(i for i, c in enumerate(shown) if c)] = 0
+        else:
+            break
+        text = _render(summary, shown, n_keys)
+    return text
+
+
+def _render(summary: HeadSummary, shown: Sequence[int] | None = None, n_keys: int | None = None) -> str:
     s = summary.stats
+    shown = [len(b.examples) for b in summary.bands] if shown is None else shown
+    n_keys = len(summary.top_keys) if n_keys is None else n_keys
     lines = [
         f"Layer {summary.layer}, head {summary.head}: attention on {summary.n_sequences} sequences, "
         f"{summary.n_tokens} tokens ({summary.n_rows} query rows, q >= 1).",
         "",
-        "Statistics (means over query rows):",
+        "Statistics (means over query rows q >= 1):",
     ]
     for name, label in _STAT_LINES.items():
         value = s.get(name, float("nan"))
@@ -383,21 +449,30 @@ def _render(summary: HeadSummary) -> str:
         elif name == "mass_induction":
             extra = f" [{int(s['rows_with_induction_key'])} rows]"
         lines.append(f"- {label}: {value:.3f}{extra}")
-    if summary.top_keys:
+    patterns = [(label, s.get(name, float("nan"))) for name, label in _PATTERN_LINES.items()]
+    patterns = [(label, value) for label, value in patterns if not math.isnan(value)]
+    if patterns:
+        lines.append("Soft IoU of fixed patterns on these sequences (1 = perfect; a good program beats the best one):")
+        lines.append("  " + "; ".join(f"{label} {value:.3f}" for label, value in patterns))
+    bins = [(label, s.get(name, float("nan"))) for name, label, _, _ in _DISTANCE_BINS]
+    if not any(math.isnan(v) for _, v in bins):
+        lines.append("Non-sink mass by distance d = q-k: " + ", ".join(f"{label} {v:.2f}" for label, v in bins))
+    if summary.top_keys and n_keys:
         lines.append("")
         lines.append("Key tokens receiving the most non-sink mass (share of that mass; lift = share / how often the token is a key):")
         lines.append(
-            "  " + ", ".join(f"{show_token(kt.token)} {kt.share:.2f} (lift {kt.lift:.1f})" for kt in summary.top_keys)
+            "  " + ", ".join(f"{show_token(kt.token)} {kt.share:.2f} (lift {kt.lift:.1f})"
+                             for kt in summary.top_keys[:n_keys])
         )
     lines.append("")
     lines.append(
         f"Top {summary.n_top_pairs} (query, key) pairs by weight, by band. Format: weight  q=POS QUERY <- k=POS KEY (d=q-k) | "
         "context with [key] and «query»:"
     )
-    for band in summary.bands:
+    for band, n_shown in zip(summary.bands, shown):
         sink = f", {band.count_on_first} on key 0" if band.count_on_first else ""
         lines.append(f"weight {band.low:.1f}-{band.high:.1f}: {band.count} pairs{sink}")
-        for ex in band.examples:
+        for ex in band.examples[:n_shown]:
             lines.append(
                 f"  {ex.weight:.2f}  q={ex.query} {show_token(ex.query_token)} <- k={ex.key} {show_token(ex.key_token)} "
                 f"(d={ex.query - ex.key}) | {ex.context}"

@@ -5,7 +5,9 @@ attention store is finished (`attndsl extract`):
 
 - with an LLM endpoint (`attndsl.llm.LLMConfig`), every head's summary
   (`attndsl.summary`) goes to the LLM writer, whose valid programs are scored
-  on synthesis sequences;
+  on synthesis sequences, each also with its weights fitted by attndsl
+  (`attndsl.fit`); a head whose LLM requests all failed is recorded as
+  failed and asked again by the next synthesis;
 - with the enumerative search (`attndsl.search`, the default when no endpoint
   is configured, or asked for explicitly) every head gets a greedy program;
   both writers may run in one synthesis, and their candidates are pooled.
@@ -94,8 +96,24 @@ def _head_file(run: Run, layer: int, head: int) -> Path:
     return run.file(*HEADS_DIR, head_stem(layer, head) + ".json")
 
 
+def _candidate(c: dict, layer: int, head: int) -> LibraryProgram:
+    return LibraryProgram(c["name"], c["source"], c["origin"], layer, head, c.get("synthesis_iou"),
+                          c.get("writer"), c.get("rationale"))
+
+
+def _writer_done(data: dict, writer: str) -> bool:
+    """Whether a head file records ``writer`` as finished (an LLM head whose requests all failed is not)."""
+    record = data.get(writer)
+    if not isinstance(record, dict):
+        return False
+    return record.get("status", "finished") != "failed"
+
+
 def finished_heads(run: Run) -> dict[tuple[int, int], list[LibraryProgram]]:
-    """Candidates of every head whose synthesis finished (from the per-head files)."""
+    """Candidates of every head whose synthesis finished (from the per-head files).
+
+    A head whose only record is a failed LLM attempt is not finished.
+    """
     directory = run.file(*HEADS_DIR)
     out = {}
     if not directory.is_dir():
@@ -103,8 +121,20 @@ def finished_heads(run: Run) -> dict[tuple[int, int], list[LibraryProgram]]:
     for path in sorted(directory.glob("L*_H*.json")):
         data = read_json(path)
         key = (int(data["layer"]), int(data["head"]))
-        out[key] = [LibraryProgram(c["name"], c["source"], c["origin"], key[0], key[1], c.get("synthesis_iou"))
-                    for c in data.get("candidates", [])]
+        candidates = [_candidate(c, key[0], key[1]) for c in data.get("candidates", [])]
+        if not candidates and not any(_writer_done(data, w) for w in ("llm", "search")):
+            continue
+        out[key] = candidates
+    return out
+
+
+def pending_heads(run: Run, heads, writer: str) -> list[tuple[int, int]]:
+    """The heads ``writer`` still has to do: no head file, or none recording it as finished."""
+    out = []
+    for layer, head in heads:
+        path = _head_file(run, layer, head)
+        if not path.exists() or not _writer_done(read_json(path), writer):
+            out.append((layer, head))
     return out
 
 
@@ -115,7 +145,9 @@ def _save_head(run: Run, layer: int, head: int, candidates: Sequence[LibraryProg
     atomic_write_text(run.file(PROGRAMS_DIR, head_stem(layer, head) + ".attn"), text or "# no candidates\n")
     atomic_write_json(_head_file(run, layer, head), {
         "layer": layer, "head": head,
-        "candidates": [{"name": c.name, "source": c.source, "origin": c.origin, "synthesis_iou": c.synthesis_iou}
+        "candidates": [{"name": c.name, "source": c.source, "origin": c.origin, "synthesis_iou": c.synthesis_iou,
+                        **({"writer": c.writer} if c.writer else {}),
+                        **({"rationale": c.rationale} if c.rationale else {})}
                        for c in candidates],
         **extra,
     })
@@ -139,9 +171,9 @@ def _search_candidates(result: SearchResult) -> list[LibraryProgram]:
 def _run_search(run: Run, store: Store, heads, settings: SearchSettings, tables, synth, progress: bool) -> None:
     def save(result: SearchResult) -> None:
         previous = _previous_candidates(run, result.layer, result.head, exclude="search")
-        _save_head(run, result.layer, result.head, previous + _search_candidates(result),
-                   {"search": {"path": list(result.path), "path_iou": list(result.path_iou),
-                               "seconds": result.seconds}})
+        records = _previous_records(run, result.layer, result.head)
+        records["search"] = {"path": list(result.path), "path_iou": list(result.path_iou), "seconds": result.seconds}
+        _save_head(run, result.layer, result.head, previous + _search_candidates(result), records)
 
     search_heads(store, tables, synth, heads, settings, on_result=save, progress=progress)
 
@@ -151,15 +183,37 @@ def _previous_candidates(run: Run, layer: int, head: int, exclude: str) -> list[
     if not path.exists():
         return []
     data = read_json(path)
-    return [LibraryProgram(c["name"], c["source"], c["origin"], layer, head, c.get("synthesis_iou"))
-            for c in data.get("candidates", []) if c["origin"] != exclude]
+    return [_candidate(c, layer, head) for c in data.get("candidates", []) if c["origin"] != exclude]
 
 
-def _run_llm(run: Run, store: Store, heads, config, tables, synth, progress: bool) -> None:
+def _previous_records(run: Run, layer: int, head: int) -> dict:
+    """The writer records (``llm``, ``search``) of a head file, to keep beside a new one."""
+    path = _head_file(run, layer, head)
+    if not path.exists():
+        return {}
+    data = read_json(path)
+    return {w: data[w] for w in ("llm", "search") if isinstance(data.get(w), dict)}
+
+
+@dataclass(frozen=True, eq=False)
+class LLMTools:
+    """What the LLM writer needs from a run: examples, scoring, per-sequence fits, weight fitting.
+
+    All on the first `LLM_SEQUENCES` synthesis sequences (the benchmark uses
+    the same tools, so it measures exactly what synthesis does).
+    """
+
+    examples: object  # (layer, head) → [(TokenTable, n×n attention)]
+    score_fn: object
+    detail_fn: object
+    fit_fn: object
+
+
+def llm_tools(store: Store, tables, synth) -> LLMTools:
     from .batch import TokenBatch
-    from .llm import sequence_fits, write_heads
+    from .fit import WeightFitter, head_column
+    from .llm import sequence_fits
     from .scoring import score
-    from .summary import summarize_head
 
     chosen = list(range(min(LLM_SEQUENCES, len(synth))))
     ex_tables = [tables[i] for i in chosen]
@@ -177,18 +231,41 @@ def _run_llm(run: Run, store: Store, heads, config, tables, synth, progress: boo
     def detail_fn(program, layer, head):
         return sequence_fits(program, examples(layer, head)[:16])
 
+    fitter = WeightFitter(ex_tables, ex_indices)
+
+    def fit_fn(sources, layer, head):
+        column = head_column([dense[i] for i in ex_indices], layer, head)
+        out = []
+        for source in sources:
+            try:
+                out.append(fitter.fit(source, column))
+            except Exception:  # e.g. a syntax program without a provider: the LLM's own weights stand
+                out.append(None)
+        return out
+
+    return LLMTools(examples, score_fn, detail_fn, fit_fn)
+
+
+def _run_llm(run: Run, store: Store, heads, config, tables, synth, progress: bool) -> None:
+    from .llm import write_heads
+    from .summary import summarize_head
+
+    tools = llm_tools(store, tables, synth)
+    examples, score_fn, detail_fn, fit_fn = tools.examples, tools.score_fn, tools.detail_fn, tools.fit_fn
     group = max(1, config.concurrency * 2)
     for start in range(0, len(heads), group):
         part = heads[start:start + group]
         summaries = [summarize_head(examples(layer, head), layer, head) for layer, head in part]
-        results = write_heads(summaries, config, score_fn, run.path, detail_fn, progress=progress)
+        results = write_heads(summaries, config, score_fn, run.path, detail_fn, progress=progress, fit_fn=fit_fn)
         for result in results:
-            candidates = [LibraryProgram(c.name, c.source, "llm", c.layer, c.head, c.synthesis_iou)
-                          for c in result.candidates]
+            candidates = [LibraryProgram(c.name, c.source, "llm", c.layer, c.head, c.synthesis_iou, c.writer,
+                                         c.rationale) for c in result.candidates]
             previous = _previous_candidates(run, result.layer, result.head, exclude="llm")
-            _save_head(run, result.layer, result.head, previous + candidates,
-                       {"llm": {"requests": result.n_requests, "failed": result.n_failed_requests,
-                                "reason": result.reason}})
+            records = _previous_records(run, result.layer, result.head)
+            records["llm"] = {"status": result.status, "requests": result.n_requests,
+                              "failed": result.n_failed_requests, "reason": result.reason,
+                              "endings": list(result.endings)}
+            _save_head(run, result.layer, result.head, previous + candidates, records)
 
 
 # ------------------------------------------------------------------ the stage
@@ -201,7 +278,8 @@ def stage_settings(search: SearchSettings | None, llm_config, cap: int) -> dict:
         settings["writers"].append("llm")
         settings["llm"] = {k: llm_config.public()[k] for k in
                            ("model", "base_url", "temperature", "max_tokens", "seed", "repair_rounds",
-                            "refine_rounds", "n_programs", "syntax_available")}
+                            "refine_rounds", "n_programs", "syntax_available", "context_tokens",
+                            "max_prompt_tokens", "fit_weights")}
     if search is not None:
         settings["writers"].append("search")
         settings["search"] = search.as_dict()
@@ -241,12 +319,13 @@ def synthesize(
         raise UserError(f"{run_dir}: need both synthesis and held-out sequences "
                         f"(have {len(synth)} and {len(held)}); extract more sequences")
     tables = store.tables(synth)
-    done = finished_heads(run)
-    todo = [h for h in heads if h not in done]
-    if todo and llm_config is not None:
-        _run_llm(run, store, todo, llm_config, tables, synth, progress)
-    if todo and search is not None:
-        _run_search(run, store, todo, search, tables, synth, progress)
+    llm_todo = pending_heads(run, heads, "llm") if llm_config is not None else []
+    search_todo = pending_heads(run, heads, "search") if search is not None else []
+    todo = sorted(set(llm_todo) | set(search_todo))
+    if llm_todo:
+        _run_llm(run, store, llm_todo, llm_config, tables, synth, progress)
+    if search_todo:
+        _run_search(run, store, search_todo, search, tables, synth, progress)
     done = finished_heads(run)
     candidates = [c for key in sorted(done) for c in done[key]]
     if not candidates:

@@ -7,6 +7,11 @@ attndsl_s) and ``n`` (amount of work), plus any extra keys.  Rows are
 printed as a table; ``--json PATH`` also writes them (atomically) as a JSON
 list so later runs can be compared.  ``NAME`` restricts the run to the named
 modules (``kernels`` for ``bench_kernels``).
+
+``python -m benchmarks llm --url URL --model NAME --heads N …`` is the LLM
+benchmark (`benchmarks.bench_llm`): it needs an endpoint and takes its own
+flags, so it is dispatched to that module's ``main``; in a plain run of the
+harness it adds no rows.
 """
 from __future__ import annotations
 
@@ -44,6 +49,11 @@ def print_table(rows: list[dict], out=sys.stdout) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] in ("llm", "bench_llm"):
+        from benchmarks import bench_llm
+
+        return bench_llm.main(argv[1:])
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes (each module well under a minute)")
     parser.add_argument("--json", metavar="PATH", help="also write the rows as a JSON list")

@@ -9,9 +9,17 @@ so the tests exercise the real ``openai`` client end to end.  Each request to
 - the default queue, else
 - ``default`` (a reply with one good program unless told otherwise).
 
-Behaviours: `Reply` (an answer text), `Status` (an HTTP error, optionally
-with ``retry-after``), `Slow` (wait, then behave), `Garbage` (a 200 whose body
-is not JSON).  Every request is recorded (`requests`, `count`).
+Behaviours: `Reply` (an answer text; ``None`` for a message whose content is
+null), `Status` (an HTTP error such as 500 or 429, optionally with
+``retry-after``), `Slow` (wait, then behave: beyond the client's timeout it
+is a timeout), `Garbage` (a 200 whose body is not JSON), `Malformed` (a 200
+whose JSON is not a chat completion, e.g. no choices).  Every request is
+recorded (`requests`, `count`).
+
+Answers the real models gave (issue 15) are kept as constants, so tests
+replay them: `NO_TERMS` (a program with no terms, which a small model then
+repeated word for word as its "repair") and `ECHOED_LISTING` (a program
+followed by the prompt's own sequence listing echoed back).
 """
 from __future__ import annotations
 
@@ -51,7 +59,28 @@ class Garbage:
     body: str = "<html>bad gateway</html>"
 
 
-Behaviour = Union[Reply, Status, Slow, Garbage]
+@dataclass(frozen=True)
+class Malformed:
+    """A 200 with a JSON body that is not a usable chat completion."""
+
+    payload: str = '{"id": "x", "object": "chat.completion", "choices": []}'
+
+
+Behaviour = Union[Reply, Status, Slow, Garbage, Malformed]
+
+#: Qwen2.5-Coder-1.5B on head 5.3: the invalid program (it was sent again, identical, as the repair)
+NO_TERMS = "```attn\nprogram uniform { fallback self }\n```"
+
+#: Qwen2.5-Coder-1.5B's refinement answer on head 16.0: one program, then the prompt's listing echoed back
+ECHOED_LISTING = (
+    "```attn\n# previous token with a little sink\nprogram prev_sink {\n    0.9 * [k == q - 1]\n"
+    "    + 0.1 * [k == 0]\n}\n```\n\n"
+    "Sequences where it fits worst:\nSequence 3 (IoU 0.412): 0:Once 1:upon 2:a 3:time\n"
+    "  the top keys differ on 2 of 3 rows; among the tokens shown (strongest disagreements):\n"
+    "  q=2 \"a\": head -> k=0 \"Once\" (0.61); program -> k=1 \"upon\" (0.90)\n"
+    "```\nSequences where it fits best:\nSequence 1 (IoU 0.9): 0:The 1:cat\n```\n"
+    "# The best program so far\nMean soft IoU on the synthesis sequences: 0.625 (1 = perfect).\n"
+)
 
 
 class FakeLLMServer:
@@ -129,6 +158,8 @@ class FakeLLMServer:
                 self._send(handler, behaviour.code, payload.encode(), "application/json", headers)
             elif isinstance(behaviour, Garbage):
                 self._send(handler, 200, behaviour.body.encode(), "application/json", {})
+            elif isinstance(behaviour, Malformed):
+                self._send(handler, 200, behaviour.payload.encode(), "application/json", {})
             else:
                 payload = {
                     "id": f"chatcmpl-{len(self.requests)}",

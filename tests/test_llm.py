@@ -7,6 +7,7 @@ sequences whose "real" attention is a previous-token head.
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -15,20 +16,32 @@ from attndsl import ir
 from attndsl.errors import AttnError, UserError
 from attndsl.features import table_from_words
 from attndsl.interpreter import evaluate
+from attndsl.scoring import iou_dense as soft_iou
 from attndsl.llm import (
     JsonlLog,
     LLMConfig,
     read_jsonl,
     request_hash,
     sequence_fits,
-    soft_iou,
+
     write_heads,
     write_programs,
 )
-from attndsl.prompts import WORKED_EXAMPLES, dsl_reference, split_answer
+from attndsl.prompts import EXAMPLES as PROMPT_EXAMPLES
+from attndsl.prompts import dsl_card, split_answer
 from attndsl.summary import summarize_head
 from attndsl.validate import compile_program, compile_source
-from tests.fake_llm_server import GOOD_PROGRAM, FakeLLMServer, Garbage, Reply, Slow, Status
+from tests.fake_llm_server import (
+    ECHOED_LISTING,
+    GOOD_PROGRAM,
+    NO_TERMS,
+    FakeLLMServer,
+    Garbage,
+    Malformed,
+    Reply,
+    Slow,
+    Status,
+)
 
 SENTENCES = [
     "Once upon a time , there was a little cat . The cat was happy .",
@@ -86,20 +99,24 @@ def test_malformed_program_is_repaired_and_every_answer_is_logged(tmp_path):
         bodies = [r["body"] for r in server.requests]
     assert len(bodies) == 4
     (result,) = results
+    assert result.status == "finished"
     by_name = {c.name: c for c in result.candidates}
     assert set(by_name) == {"l0_h0_sink", "l0_h0_bad"}
     fixed = by_name["l0_h0_bad"]
     assert fixed.stage == "repair" and fixed.round == 1 and fixed.origin == "llm"
     assert fixed.synthesis_iou == pytest.approx(1.0)
     assert by_name["l0_h0_sink"].synthesis_iou < 0.5
+    assert by_name["l0_h0_sink"].rationale == "sink" and by_name["l0_h0_sink"].writer == "fake-model"
     assert result.candidates[0] is fixed  # best first
     for c in result.candidates:  # the stored source is the program, renamed
         assert compile_program(c.source).name == c.name
     assert "# sink" in by_name["l0_h0_sink"].source
 
-    # the repair request carries the previous answer and the rendered diagnostics
+    # the repair request carries the answer's programs (not its prose) and the rendered diagnostics
     repair = bodies[1]["messages"]
-    assert repair[-2] == {"role": "assistant", "content": first}
+    assert repair[-2]["role"] == "assistant"
+    assert SINK in repair[-2]["content"] and BROKEN in repair[-2]["content"]
+    assert "Hope this helps" not in repair[-2]["content"]
     with pytest.raises(AttnError) as error:
         compile_source(BROKEN, "bad.attn")
     assert error.value.render() in repair[-1]["content"]
@@ -113,8 +130,10 @@ def test_malformed_program_is_repaired_and_every_answer_is_logged(tmp_path):
     assert outcomes(tmp_path) == ["partly_valid", "valid", "empty", "no_program"]
     records = read_jsonl(tmp_path / "llm" / "requests.jsonl")
     assert all(r["prompt_hash"] == request_hash(config(server), r["messages"]) for r in records)
+    assert [r["answer"] for r in records] == [first, f"Fixed:\n```attn\n{FIXED}\n```", "", "I cannot improve on that."]
     assert records[0]["usage"] == {"prompt_tokens": 100, "completion_tokens": 20, "total_tokens": 120}
     assert records[0]["diagnostics"] and "bad.attn" in records[0]["diagnostics"][0]
+    assert all(r["prompt_tokens_counted"] <= r["prompt_budget"] for r in records)
     assert result.usage["total_tokens"] == 4 * 120
     heads = json.loads((tmp_path / "llm" / "heads.json").read_text())
     assert heads["config"]["api_key"] == "set"  # never the key itself
@@ -220,12 +239,14 @@ def test_split_answer_reads_programs_out_of_prose_and_fences():
     assert split_answer("") == []
 
 
-def test_worked_examples_compile_and_reference_names_every_feature():
-    for _, source in WORKED_EXAMPLES:
-        compile_source(source)
-    reference = dsl_reference()
+def test_worked_examples_compile_and_the_card_names_every_feature():
+    for example in PROMPT_EXAMPLES:
+        compile_source(example.source)
+    card = dsl_card(syntax_available=True)
     for name in ir.ALL_FEATURES + tuple(ir.FUNCTIONS) + ir.SELECTIONS + ir.FALLBACKS:
-        assert name in reference, name
+        assert name in card, name
+    assert "NOT available" in dsl_card(syntax_available=False)
+    assert "//" not in dsl_card()  # the grammar's comments are stripped
 
 
 def test_config_from_flags_and_environment():
@@ -251,3 +272,322 @@ def test_sequence_fits_names_disagreeing_rows():
         assert fit.tokens == table.tok
         assert all(r.real_key == r.query - 1 and r.program_key == 0 for r in fit.rows)
         assert 0 < fit.iou < 0.5
+
+
+# ------------------------------------------------------------------ failure modes real models and endpoints showed
+
+
+def test_malformed_200_responses_are_failures_not_empty_answers(tmp_path):
+    script = [Malformed(), Malformed('{"unexpected": true}'), Reply(None), Garbage(), Reply(GOOD_PROGRAM)]
+    with FakeLLMServer(script, default=Status(599)) as server:
+        results = write_heads([summary()], config(server, max_retries=4), score_fn, tmp_path, progress=False)
+        assert server.count == 5  # retried, and no repair round was spent on them
+    assert results[0].candidates and results[0].status == "finished"
+    assert outcomes(tmp_path) == ["malformed_response"] * 4 + ["valid"]
+    records = read_jsonl(tmp_path / "llm" / "requests.jsonl")
+    assert all(r["answer"] is None and r["error"] for r in records[:4])
+
+
+def test_a_head_whose_requests_all_fail_is_failed_not_finished(tmp_path):
+    routes = {
+        "Layer 0, head 0:": [Status(500)] * 3,
+        "Layer 0, head 1:": [Status(429, retry_after="0")] * 3,
+        "Layer 0, head 2:": [Slow(1.0, Reply(GOOD_PROGRAM))] * 3,
+        "Layer 0, head 3:": [Garbage()] * 3,
+    }
+    with FakeLLMServer(routes=routes, default=Reply(GOOD_PROGRAM)) as server:
+        results = write_heads([summary(0, h) for h in range(4)], config(server, max_retries=2, timeout_s=0.3),
+                              score_fn, tmp_path, progress=False, sleep=lambda s: None)
+    expected = ["server_error", "rate_limited", "timeout", "malformed_response"]
+    for result, outcome in zip(results, expected):
+        assert result.status == "failed" and not result.candidates and result.n_requests == 0
+        assert outcome in result.reason and "retried on the next run" in result.reason
+    saved = json.loads((tmp_path / "llm" / "heads.json").read_text())
+    assert [h["status"] for h in saved["heads"]] == ["failed"] * 4
+
+
+def test_no_terms_then_the_identical_repair_ends_the_loop_at_once(tmp_path):
+    """Qwen2.5-Coder-1.5B on head 5.3: `program uniform { fallback self }`, then the same answer as its repair."""
+    with FakeLLMServer([Reply(NO_TERMS), Reply(NO_TERMS)], default=Status(599)) as server:
+        (result,) = write_heads([summary()], config(server, repair_rounds=3), score_fn, tmp_path, progress=False)
+        bodies = [r["body"] for r in server.requests]
+    assert len(bodies) == 2  # not 4: the identical answer stopped the loop
+    assert outcomes(tmp_path) == ["invalid", "repeated"]
+    repair = bodies[1]["messages"][-1]["content"]
+    assert "has no terms" in repair
+    # the nearest valid rewrite: no terms means every row on the fallback (self), written out
+    assert "fallback self\n    1 * [k == q]" in repair
+    (rewrite,) = result.candidates
+    assert rewrite.stage == "rewrite" and compile_program(rewrite.source).terms == compile_program(
+        "program x { 1 * [k == q] }").terms
+    assert result.status == "finished"
+    assert any("repeated an earlier one" in e for e in result.endings)
+
+
+def test_no_valid_program_records_why(tmp_path):
+    broken = f"```attn\n{BROKEN}\n```"
+    other = "```attn\nprogram worse {\n    1 * [tok(k) == 3]\n}\n```"
+    with FakeLLMServer([Reply(broken), Reply(other)], default=Status(599)) as server:
+        (result,) = write_heads([summary()], config(server, repair_rounds=1), score_fn, tmp_path, progress=False)
+        assert server.count == 2
+    assert not result.candidates and result.status == "finished"
+    assert "no valid program in 2 answer(s)" in result.reason and "cannot compare" in result.reason
+
+
+def test_echoed_prompt_text_is_ignored_not_a_syntax_error(tmp_path):
+    """Qwen2.5-Coder-1.5B on head 16.0: a program, then the prompt's sequence listing echoed back."""
+    assert split_answer(ECHOED_LISTING) == [
+        "# previous token with a little sink\nprogram prev_sink {\n    0.9 * [k == q - 1]\n    + 0.1 * [k == 0]\n}"]
+    with FakeLLMServer([Reply(ECHOED_LISTING)], default=Status(599)) as server:
+        (result,) = write_heads([summary()], config(server, fit_weights=False), score_fn, tmp_path, progress=False)
+        assert server.count == 1  # valid: no repair request
+    (record,) = read_jsonl(tmp_path / "llm" / "requests.jsonl")
+    assert record["outcome"] == "valid" and record["diagnostics"] == [] and record["programs_found"] == 1
+    assert [c.rationale for c in result.candidates] == ["previous token with a little sink"]
+
+
+def test_one_rejected_program_does_not_cost_the_valid_one_and_the_answer_is_logged(tmp_path):
+    overlong = "program long {\n    1 * [" + " and ".join(["k == 0"] * 700) + "]\n}"
+    deep = "program deep {\n    1 * [" + " and ".join(["k >= 0"] * 300) + "]\n}"
+    answer = f"```attn\n{overlong}\n```\n```attn\n{deep}\n```\n{GOOD_PROGRAM}"
+    with FakeLLMServer([Reply(answer)], default=Reply("no more")) as server:
+        (result,) = write_heads([summary()], config(server, repair_rounds=0, fit_weights=False), score_fn,
+                                tmp_path, progress=False)
+    assert [c.name for c in result.candidates] == ["l0_h0_previous"]
+    (record,) = read_jsonl(tmp_path / "llm" / "requests.jsonl")
+    assert record["answer"] == answer and record["outcome"] == "partly_valid"
+    assert record["programs_found"] == 3 and record["programs_valid"] == 1
+    assert "characters long" in record["diagnostics"][0]
+
+
+def test_an_answer_is_logged_even_when_scoring_it_fails(tmp_path):
+    def broken_scorer(programs, layer, head):
+        raise RuntimeError("store unreadable")
+
+    with FakeLLMServer([Reply(GOOD_PROGRAM)]) as server:
+        (result,) = write_heads([summary()], config(server), broken_scorer, tmp_path, progress=False)
+    assert result.status == "failed" and "store unreadable" in result.reason
+    (record,) = read_jsonl(tmp_path / "llm" / "requests.jsonl")
+    assert record["answer"] == GOOD_PROGRAM and record["outcome"] == "error" and "store unreadable" in record["error"]
+
+
+def test_split_answer_ignores_prose_and_foreign_code():
+    answer = (
+        "The head attends to the previous token, so my program prev { is simple }.\n"
+        "```python\nprogram = {'x': 1}\n```\n"
+        "```\nSequences where it fits worst:\nSequence 0 (IoU 0.5): 0:Once\n```\n"
+        "```attn\nprogram a { 1 * [k == q - 1] }\n```\n"
+        "```attn\n0.5 * [k == 0]\n```\n"
+    )
+    assert split_answer(answer) == ["program a { 1 * [k == q - 1] }", "0.5 * [k == 0]"]
+    unfenced = "Here you go:\nprogram b {\n    1 * [k == 0]\n\nThat is all, it attends to the sink."
+    assert split_answer(unfenced) == ["program b {\n    1 * [k == 0]"]
+
+
+# ------------------------------------------------------------------ LLM proposes, search fits
+
+
+def test_fitted_weights_are_one_more_candidate(tmp_path):
+    from attndsl.fit import WeightFitter, head_column
+
+    truth = compile_program("program t { 0.7 * [k == q - 1] + 0.3 * [k == 0] }")
+    examples = [(t, evaluate(truth, t)) for t, _ in EXAMPLES]
+    tables = [t for t, _ in examples]
+    dense = [a[None, None] for _, a in examples]
+    fitter = WeightFitter(tables)
+
+    def mixed_score(programs, layer, head):
+        return [float(np.mean([soft_iou(a, evaluate(p, t)) for t, a in examples])) for p in programs]
+
+    def fit_fn(sources, layer, head):
+        return [fitter.fit(s, head_column(dense, layer, head)) for s in sources]
+
+    answer = "```attn\nprogram guess {\n    # previous token and a sink\n    0.1 * [k == q - 1]\n    + 0.9 * [k == 0]\n}\n```"
+    with FakeLLMServer([Reply(answer)], default=Status(599)) as server:
+        (result,) = write_heads([summary()], config(server), mixed_score, tmp_path, progress=False, fit_fn=fit_fn)
+    by_weights = {c.weights: c for c in result.candidates}
+    own, fitted = by_weights["own"], by_weights["fitted"]
+    assert fitted.name == own.name + "_fit" and fitted.rationale == own.rationale == "previous token and a sink"
+    assert fitted.synthesis_iou > own.synthesis_iou + 0.2
+    assert fitted.synthesis_iou > 0.9
+    # the same structure: same factors, only the weights differ
+    assert [t.factors for t in compile_program(fitted.source).terms] == [t.factors for t in compile_program(own.source).terms]
+
+
+# ------------------------------------------------------------------ prompts within budget
+
+
+def test_examples_shown_are_far_from_the_head():
+    from attndsl.prompts import choose_examples
+
+    previous = [e.source for e in choose_examples(summary())]
+    assert not any("[k == q - 1]" in s and "previous_token" in s for s in previous)
+    induction = compile_program("program i { 0.9 * nearest(tok(k - 1) == tok(q) and k < q) + 0.1 * [k == 0] }")
+    tables = [table_from_words((s + " " + s).split()) for s in SENTENCES]
+    head = summarize_head([(t, evaluate(induction, t)) for t in tables], 1, 1)
+    assert not any("program induction" in e.source for e in choose_examples(head))
+
+
+def test_every_prompt_stays_within_budget_and_trims_the_least_informative_first(tmp_path):
+    from attndsl.prompts import PromptBudget, PromptTooLong, TokenCounter, program_prompt, refinement_prompt, repair_prompt
+
+    rng = np.random.default_rng(0)
+    words = "the cat dog sat on a mat . and then it ran away , happy sun Lily Tom said \"".split()
+    tables = [table_from_words(list(rng.choice(words, 64))) for _ in range(32)]
+    counter = TokenCounter()
+    heads = [compile_program(f"program h {{ {body} }}") for body in (
+        "0.5 * [k == 0] + 0.5 * exp(-0.3 * d)", "1 * nearest(punct(k))", "0.6 * [k == q] + 0.4 * spread(alpha(k))")]
+    fits = sequence_fits(heads[0], [(t, evaluate(heads[1], t)) for t in tables[:4]])
+    for budget in (PromptBudget(), PromptBudget(max_prompt_tokens=2600), PromptBudget(4096, 1024)):
+        for i, program in enumerate(heads):
+            s = summarize_head([(t, evaluate(program, t)) for t in tables], 3, i)
+            first = program_prompt(s, 4, budget=budget, counter=counter)
+            refine = refinement_prompt(s, SINK, 0.4, fits[:2], fits[2:], 4, budget=budget, counter=counter)
+            repair = repair_prompt(s, None, ECHOED_LISTING * 8, [], 0, 4, budget=budget, counter=counter)
+            for prompt in (first, refine, repair):
+                assert prompt.tokens == counter.messages(prompt.messages) <= budget.prompt_tokens
+    tight = program_prompt(s, 4, budget=PromptBudget(max_prompt_tokens=2600), counter=counter)
+    loose = program_prompt(s, 4, counter=counter)
+    assert tight.level > loose.level == 0
+    assert s.render(None) in loose.messages[1]["content"] and "# Examples" in tight.messages[1]["content"]
+    with pytest.raises(PromptTooLong):
+        program_prompt(s, 4, budget=PromptBudget(max_prompt_tokens=300), counter=counter)
+
+
+def test_a_request_over_budget_is_not_sent(tmp_path):
+    with FakeLLMServer() as server:
+        (result,) = write_heads([summary()], config(server, max_prompt_tokens=200), score_fn, tmp_path, progress=False)
+        assert server.count == 0
+    assert not result.candidates and result.status == "finished" and "budget" in result.reason
+
+
+def test_token_counter_uses_a_local_tokenizer(tmp_path):
+    from attndsl.prompts import TokenCounter
+    from tests.tiny import bpe_tokenizer
+
+    tok = bpe_tokenizer()
+    tok.save_pretrained(tmp_path / "tok")
+    counter = TokenCounter.load(str(tmp_path / "tok"))
+    text = "Once upon a time, there was a little dog."
+    assert counter.text(text) == len(tok(text, add_special_tokens=False)["input_ids"]) > 0
+    assert TokenCounter().text(text) == math.ceil(len(text) / 1.8)  # the documented estimate
+    with pytest.raises(UserError, match="tokenizer"):
+        TokenCounter.load(str(tmp_path / "missing"))
+
+
+def test_heads_json_keeps_heads_from_earlier_calls(tmp_path):
+    with FakeLLMServer() as server:
+        write_heads([summary(0, 0)], config(server), score_fn, tmp_path, progress=False)
+        write_heads([summary(0, 1)], config(server), score_fn, tmp_path, progress=False)
+    saved = json.loads((tmp_path / "llm" / "heads.json").read_text())
+    assert [(h["layer"], h["head"]) for h in saved["heads"]] == [(0, 0), (0, 1)]
+    assert saved["usage"]["total_tokens"] == 2 * 120
+
+
+# ------------------------------------------------------------------ in a run: retry, metadata, benchmark
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    from attndsl.extract import extract
+    from tests.tiny import tiny_loaded
+
+    path = tmp_path_factory.mktemp("llm") / "run"
+    extract(path, tiny_loaded("llama"), "builtin", max_sequences=16, max_tokens=24, batch_size=8, progress=False)
+    return path
+
+
+def test_synthesis_retries_failed_heads_and_keeps_llm_metadata(tiny_run, tmp_path):
+    import shutil
+
+    from attndsl.synthesize import synthesize
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    answer = "```attn\nprogram guess {\n    # mostly the sink, some previous token\n    0.9 * [k == 0]\n    + 0.1 * [k == q - 1]\n}\n```"
+    routes = {"Layer 0, head 0:": [Status(500)] * 2}
+    with FakeLLMServer(routes=routes, default=Reply(answer)) as server:
+        cfg = LLMConfig(model="fake-model", base_url=server.base_url, api_key="x", max_retries=1, backoff_s=0.001,
+                        max_backoff_s=0.001, refine_rounds=0, concurrency=1)
+        synthesize(run, heads="0.0,0.1", llm_config=cfg, progress=False)
+        first_calls = server.count
+        head = json.loads((run / "synthesis" / "heads" / "L0_H0.json").read_text())
+        assert head["llm"]["status"] == "failed" and not head["candidates"]
+        # the endpoint recovered: the next synthesis asks again for head 0.0 only
+        synthesize(run, heads="0.0,0.1", llm_config=cfg, progress=False)
+        again = [r["body"]["messages"][-1]["content"] for r in server.requests[first_calls:]]
+    assert again and all("Layer 0, head 0:" in text for text in again)
+    head = json.loads((run / "synthesis" / "heads" / "L0_H0.json").read_text())
+    assert head["llm"]["status"] == "finished" and head["candidates"]
+    meta = json.loads((run / "library" / "library.json").read_text())["programs"]
+    llm = [p for p in meta if p["origin"] == "llm"]
+    assert llm and all(p["writer"] == "fake-model" for p in llm)
+    assert {p["rationale"] for p in llm} == {"mostly the sink, some previous token"}
+    # the LLM's structure with fitted weights is one more candidate, with the same writer and rationale
+    names = {c["name"]: c for c in head["candidates"]}
+    assert "l0_h0_guess" in names and "l0_h0_guess_fit" in names
+    assert names["l0_h0_guess_fit"]["rationale"] == names["l0_h0_guess"]["rationale"]
+
+
+def test_llm_benchmark_end_to_end_against_the_fake_server(tiny_run, tmp_path, capsys):
+    from benchmarks import __main__ as harness
+    from benchmarks.bench_llm import format_report
+
+    two_terms = "```attn\nprogram guess {\n    # sink and previous token\n    0.9 * [k == 0]\n    + 0.1 * [k == q - 1]\n}\n```"
+    with FakeLLMServer([Reply(NO_TERMS), Reply(NO_TERMS)], default=Reply(two_terms)) as server:
+        code = harness.main(["llm", "--url", server.base_url, "--model", "fake-model", "--api-key", "x",
+                             "--heads", "3", "--run", str(tiny_run), "--work", str(tmp_path / "work"),
+                             "--json", str(tmp_path / "report.json")])
+    assert code == 0
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["n_heads"] == 3 and len(set(report["heads"])) == 3
+    assert {h.split(".")[0] for h in report["heads"]} == {"0", "1", "2"}  # across layers
+    assert report["answers"] >= 3 and report["failed_requests"] == 0
+    assert report["valid_before_repair"] < report["valid_after_repair"] <= 1.0  # the no-terms answer was repaired
+    assert report["prompts_within_budget"] and report["prompt_tokens_counted_max"] <= report["prompt_budget"]
+    for key in ("heldout_llm_own", "heldout_llm_fitted", "heldout_search", "heldout_search_library",
+                "heldout_pooled_library"):
+        assert 0.0 < report[key] <= 1.0, key
+    assert report["pooling_moved_mean"] == pytest.approx(report["heldout_pooled_library"] - report["heldout_search_library"])
+    assert "pooled library" in capsys.readouterr().out
+    assert "valid programs after repair" in format_report(report)
+
+
+def test_every_prompt_for_a_runs_heads_stays_within_budget(tiny_run):
+    from attndsl.prompts import PromptBudget, TokenCounter, program_prompt, refinement_prompt, repair_prompt
+    from attndsl.store import open_store
+    from attndsl.synthesize import llm_tools
+
+    store = open_store(tiny_run)
+    synth = store.synthesis_indices
+    tools = llm_tools(store, store.tables(synth), synth)
+    counter = TokenCounter()
+    for budget in (PromptBudget(), PromptBudget(4096, 1024)):
+        for layer in range(store.n_layers):
+            for head in range(store.n_heads):
+                s = summarize_head(tools.examples(layer, head), layer, head)
+                fits = tools.detail_fn(compile_program(SINK), layer, head)
+                prompts = [program_prompt(s, 4, budget=budget, counter=counter),
+                           refinement_prompt(s, SINK, 0.3, fits[-1:], fits[:1], 4, budget=budget, counter=counter),
+                           repair_prompt(s, None, ECHOED_LISTING, [], 0, 4, budget=budget, counter=counter)]
+                assert all(p.tokens <= budget.prompt_tokens for p in prompts), (layer, head)
+
+
+def test_nearest_rewrite_only_where_the_fix_is_obvious():
+    from attndsl.prompts import nearest_rewrite
+
+    def rewrite(source, syntax=False):
+        try:
+            compile_source(source, "x.attn")
+        except AttnError as error:
+            return nearest_rewrite(source, error.render(), syntax)
+        raise AssertionError("the source must be broken")
+
+    for fallback, term in (("", "[k == 0]"), ("fallback previous", "[k == q - 1]"), ("fallback uniform", None)):
+        fixed = compile_program(rewrite(f"program p {{ {fallback} }}"))
+        want = compile_program(f"program p {{ {fallback}\n 1 * {term} }}" if term else f"program p {{ {fallback}\n 1 }}")
+        assert fixed == want
+    assert compile_program(rewrite("program p {\n    1 * [k == q - 1]\n")).terms == PREVIOUS.terms  # missing brace
+    subject = 'program p {\n    1 * nearest(dep(k) == "nsubj")\n}'
+    assert rewrite(subject, syntax=False) is None  # syntax is not available: nothing obvious to do
+    assert rewrite(BROKEN) is None and rewrite("program p { 1 * [tok(k) == 3] }") is None

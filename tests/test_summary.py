@@ -36,7 +36,7 @@ def test_previous_token_head():
     assert [b.low for b in s.bands] == [0.9]
     assert all(ex.query - ex.key == 1 for b in s.bands for ex in b.examples)
     assert s.text.startswith("Layer 2, head 5:")
-    assert "mean mass on the previous token (k = q-1): 1.000" in s.text
+    assert "mass on k = q-1 (previous token): 1.000" in s.text
 
 
 def test_sink_head_and_band_counts():
