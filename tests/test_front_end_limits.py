@@ -148,6 +148,14 @@ def test_cli_emits_the_deepest_accepted_program(tmp_path, capsys):
     assert parse(capsys.readouterr().out) == parse(path.read_text())
 
 
+def test_the_reference_states_the_limits_the_parser_enforces():
+    from attndsl.prompts import dsl_reference
+
+    reference = " ".join(dsl_reference().split())
+    assert f"nest at most {MAX_DEPTH} levels" in reference
+    assert f"at most {MAX_FACTORS} factors" in reference
+
+
 # ------------------------------------------------------------------ strings
 
 
