@@ -90,6 +90,15 @@ def test_the_limit_is_accepted_by_every_stage(case):
 
 
 @pytest.mark.parametrize("case", sorted(AT_LIMIT))
+def test_cli_prints_every_form_of_the_limit(case, tmp_path, capsys):
+    path = tmp_path / f"{case}.attn"
+    path.write_text(AT_LIMIT[case][0])
+    for emit in ("ast", "canonical", "python"):
+        assert main(["compile", str(path), "--emit", emit]) == 0
+        assert "Program" in capsys.readouterr().out or emit != "ast"
+
+
+@pytest.mark.parametrize("case", sorted(AT_LIMIT))
 def test_one_past_the_limit_is_an_error_with_a_position(case):
     with pytest.raises(AttnError) as caught:
         parse(AT_LIMIT[case][1], "over.attn")

