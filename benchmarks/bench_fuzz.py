@@ -9,7 +9,7 @@ failure class (anything but an `AttnError`, a round trip through the
 canonical printer or emitted Python that changes the result, or an input
 slower than 2 s).  Targets: 0 failures, 0 inputs over 2 s.
 
-``--quick``: 2,000 inputs; default: 20,000.  ``ATTNDSL_FUZZ_JOBS=N`` splits
+``--quick``: 500 inputs; default: 20,000.  ``ATTNDSL_FUZZ_JOBS=N`` splits
 the inputs over N processes (worker w uses seed + w).  The row's
 ``attndsl_s`` is the slowest input's time (the smaller of its wall-clock and
 CPU time, so a busy shared machine does not count) and ``baseline_s`` the
@@ -42,7 +42,7 @@ def _work(args):
 def run(quick: bool, inputs: int | None = None, seed: int = 0) -> list[dict]:
     from tests.fuzzing import SLOW_S
 
-    count = inputs or (2_000 if quick else 20_000)
+    count = inputs or (500 if quick else 20_000)
     jobs = max(1, int(os.environ.get("ATTNDSL_FUZZ_JOBS", "1")))
     shares = [(w, count // jobs + (1 if w < count % jobs else 0), seed + w) for w in range(jobs)]
     if jobs == 1:

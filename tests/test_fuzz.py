@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import random
 
+import numpy as np
+
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -67,3 +69,46 @@ def test_checker_reports_exceptions_and_broken_round_trips(checker, monkeypatch)
     monkeypatch.setattr(fuzzing, "format_module", lambda m: format_module(m).replace("q - 1", "q - 2"))
     outcome = checker.run(source)
     assert outcome.status == "failure" and outcome.failure == "round-trip: canonical: parse(print(m)) != m"
+
+
+def _ir_depth(node) -> int:
+    from attndsl import ir
+
+    children = []
+    for name in getattr(node, "__dataclass_fields__", {}):
+        value = getattr(node, name)
+        for item in value if isinstance(value, tuple) else (value,):
+            if hasattr(item, "__dataclass_fields__") and not isinstance(item, ir.At):
+                children.append(item)
+    return 1 + max(map(_ir_depth, children), default=0)
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_random_ir_at_the_parsers_limits_runs_in_every_evaluator(checker, data):
+    """Random IR (tests/strategies_ir) deepened to the parser's depth limit and
+    repeated to its factor limit: emitted Python compiles and equals the
+    interpreter, and so do the kernels."""
+    from attndsl import ir
+    from attndsl.emit import load_function
+    from attndsl.interpreter import evaluate
+    from attndsl.kernels import dense_blocks, evaluate_programs
+    from attndsl.parser import MAX_DEPTH, MAX_FACTORS
+
+    from . import strategies_ir
+
+    program = data.draw(strategies_ir.programs(syntax=True, max_terms=2))
+    term = program.terms[0]
+    numbers = [f for f in term.factors if not isinstance(f, ir.Select)] or [ir.Const(1.0)]
+    deep = numbers[0]
+    while _ir_depth(deep) < MAX_DEPTH:
+        deep = ir.Func(data.draw(st.sampled_from(["abs", "exp", "sqrt"])), (deep,))
+    factors = (deep,) + tuple(term.factors) * MAX_FACTORS
+    program = ir.Program(program.name, (ir.Term(term.weight, factors[:MAX_FACTORS]),) + program.terms[1:],
+                         program.fallback, True)
+    fn = load_function(program)
+    values = evaluate_programs([program], checker.batch)
+    for table, block in zip(checker.tables, dense_blocks(values[0], checker.batch)):
+        expected = evaluate(program, table)
+        np.testing.assert_allclose(fn(table.records()), expected, atol=1e-9, rtol=1e-9)
+        np.testing.assert_allclose(block, expected, atol=1e-9, rtol=1e-9)
