@@ -6,6 +6,7 @@ the LLM repair loop sends back to the model, so it must stand on its own.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 
@@ -54,9 +55,17 @@ class AttnError(Exception):
         return self.render()
 
 
+_LINE_BREAK = re.compile(r"\r\n|\r|\n")
+
+
 def source_line(source: str, line: int) -> str:
-    lines = source.splitlines()
-    return lines[line - 1] if 1 <= line <= len(lines) else ""
+    """Line ``line`` (1-based) of ``source``; LF, CRLF and CR end lines, as the
+    parser counts them.  Characters that cannot be printed as UTF-8 (lone
+    surrogates) are shown as escapes, so a diagnostic always renders."""
+    lines = _LINE_BREAK.split(source)
+    if not 1 <= line <= len(lines):
+        return ""
+    return lines[line - 1].encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 class UserError(Exception):

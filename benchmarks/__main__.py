@@ -3,7 +3,8 @@
 Discovers every ``benchmarks/bench_*.py`` module; each exposes
 ``run(quick: bool) -> list[dict]`` returning rows with the keys ``name``,
 ``baseline``, ``baseline_s``, ``attndsl_s``, ``ratio`` (= baseline_s /
-attndsl_s) and ``n`` (amount of work), plus any extra keys.  Rows are
+attndsl_s) and ``n`` (amount of work), plus any extra keys.  A module whose
+``run`` also takes ``inputs`` gets ``--inputs N`` (``fuzz --inputs 100000``).  Rows are
 printed as a table; ``--json PATH`` also writes them (atomically) as a JSON
 list so later runs can be compared.  ``NAME`` restricts the run to the named
 modules (``kernels`` for ``bench_kernels``).
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import inspect
 import json
 import os
 import pkgutil
@@ -57,6 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes (each module well under a minute)")
     parser.add_argument("--json", metavar="PATH", help="also write the rows as a JSON list")
+    parser.add_argument("--inputs", type=int, metavar="N", help="inputs for modules that take a count (fuzz)")
     parser.add_argument("names", nargs="*", help="only these modules (e.g. kernels scoring)")
     args = parser.parse_args(argv)
 
@@ -72,7 +75,8 @@ def main(argv: list[str] | None = None) -> int:
     for name in modules:
         module = importlib.import_module(f"benchmarks.{name}")
         start = time.perf_counter()
-        produced = module.run(args.quick)
+        extra = {"inputs": args.inputs} if args.inputs and "inputs" in inspect.signature(module.run).parameters else {}
+        produced = module.run(args.quick, **extra)
         elapsed = time.perf_counter() - start
         for r in produced:
             missing = [k for k in REQUIRED if k not in r]

@@ -173,7 +173,8 @@ class _Encoder:
             self.emit(OP_NOT, pops=1)
 
     def syntax_check(self, name: str) -> None:
-        if name in ir.SYNTAX_FEATURES and not self.batch.has_syntax:
+        # a batch without tokens (``attndsl compile`` encodes for one) has nothing to annotate
+        if name in ir.SYNTAX_FEATURES and not self.batch.has_syntax and int(self.batch.offsets[-1]) > 0:
             raise ValueError(f"feature '{name}' needs syntax annotations but the token batch has none")
 
 
@@ -215,7 +216,7 @@ def program_table(programs: Sequence[ir.Program], batch: TokenBatch | None = Non
     index: dict[ir.Term, int] = {}
     ptr, idx = [0], []
     for program in programs:
-        if batch is not None and program.uses_syntax and not batch.has_syntax:
+        if batch is not None and program.uses_syntax and not batch.has_syntax and int(batch.offsets[-1]) > 0:
             raise ValueError(f"program '{program.name}' uses syntax features but the token batch has none")
         for term in program.terms:
             idx.append(index.setdefault(term, len(index)))

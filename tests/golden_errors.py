@@ -145,4 +145,16 @@ GOLDEN = {
         'program p {\n    1 * [tok(k) == 1] + 2 * foo(k)\n    + 1e999 * [upos(k) == "DET"]\n}\n',
         'several_problems.attn:2:17: cannot compare text with a number\n        1 * [tok(k) == 1] + 2 * foo(k)\n                    ^\n  expected: both sides of the same type, e.g. tok(k) == "." or k == q - 1\nseveral_problems.attn:2:29: unknown feature or function \'foo\'\n        1 * [tok(k) == 1] + 2 * foo(k)\n                                ^\n  expected: a feature (tok, lower, punct, ...), a function (exp, pow, ...) or nearest/first/spread\nseveral_problems.attn:3:7: weight inf is not a finite number\n        + 1e999 * [upos(k) == "DET"]\n          ^\n  expected: a finite number such as 0.5\nseveral_problems.attn:3:16: feature \'upos\' needs syntax; add \'uses syntax\' to the program\n        + 1e999 * [upos(k) == "DET"]\n                   ^\n  expected: uses syntax',
     ),
+    'lone_surrogate': (
+        'program p {\n    1 * [tok(k) == "\\ud800"]\n}\n',
+        'lone_surrogate.attn:2:20: string literal "\\ud800" holds U+D800, a lone surrogate, which is not a Unicode character\n        1 * [tok(k) == "\\ud800"]\n                       ^\n  expected: Unicode characters only; write a character outside the BMP as a pair such as "\\ud83d\\ude00"',
+    ),
+    'cr_line_endings': (
+        'program p { # a comment\r    1 * [k == 0]\r}\rprogram r {\r    1 * [tok(k) = "."]\r}\r',
+        'cr_line_endings.attn:5:17: unexpected character \'=\'\n        1 * [tok(k) = "."]\n                    ^\n  expected: \')\', \'*\', \'+\' or \'-\', \',\', \'/\', \']\', \'and\', \'in\', \'not\', \'or\', \'}\', a comparison (== != < <= > >=)',
+    ),
+    'too_many_factors': (
+        'program p {\n    1 * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d\n}\n',
+        'too_many_factors.attn:2:265: more than 64 factors in one term\n        1 * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d\n                                                                                                                                                                                                                                                                            ^\n  expected: at most 64 factors; split the term, or combine conditions in one [ ]',
+    ),
 }

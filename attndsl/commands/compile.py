@@ -6,7 +6,6 @@ canonical source, or the standalone Python of each program instead.
 """
 from __future__ import annotations
 
-import importlib.util
 import pprint
 
 from .. import ir
@@ -14,6 +13,7 @@ from ..emit import emit_module
 from ..errors import AttnError, Diagnostic, source_line
 from ..parser import parse, read_source
 from ..printer import format_module
+from ..syntax import INSTALL_HINT as SYNTAX_INSTALL_HINT
 from ..validate import check
 
 
@@ -25,7 +25,10 @@ def register(sub) -> None:
 
 
 def syntax_provider_available() -> bool:
-    return importlib.util.find_spec("spacy") is not None
+    """spaCy and an English pipeline are installed (`attndsl.syntax.find_pipeline`)."""
+    from ..syntax import provider_available
+
+    return provider_available()
 
 
 def compile_checked(path: str):
@@ -41,7 +44,7 @@ def compile_checked(path: str):
                 problems.append(Diagnostic(
                     path, program.span.line, program.span.column,
                     f"program '{program.name}' uses syntax features, but no syntax provider is installed",
-                    "pip install 'attndsl[syntax]' && python -m spacy download en_core_web_sm",
+                    SYNTAX_INSTALL_HINT,
                     source_line(source, program.span.line),
                 ))
     if problems:
