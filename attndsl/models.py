@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import UserError
+from .model_files import check_gguf, check_model_directory
 
 #: built-in aliases: name -> (package holding the file, file name)
 ALIASES: dict[str, tuple[str, str]] = {
@@ -137,6 +138,7 @@ def convert_gguf(gguf_path: Path, name: str | None = None) -> tuple[Path, str]:
         import gguf  # noqa: F401
     except ImportError as error:
         raise UserError("loading .gguf files needs the 'gguf' package: pip install gguf accelerate") from error
+    check_gguf(gguf_path)
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -192,6 +194,7 @@ def load_model(
     elif path.is_dir():
         if not (path / "config.json").is_file():
             raise UserError(f"{spec} is a directory but holds no config.json (not a saved model)")
+        check_model_directory(path)
         directory, file_hash = path, _directory_hash(path)
     elif path.exists():
         raise UserError(f"{spec} is neither a model directory nor a .gguf file")
