@@ -194,7 +194,6 @@ def load_model(
     elif path.is_dir():
         if not (path / "config.json").is_file():
             raise UserError(f"{spec} is a directory but holds no config.json (not a saved model)")
-        check_model_directory(path)
         directory, file_hash = path, _directory_hash(path)
     elif path.exists():
         raise UserError(f"{spec} is neither a model directory nor a .gguf file")
@@ -210,6 +209,8 @@ def load_model(
                 f"{spec!r} is not a causal language model (model type {config.model_type!r} "
                 "has no causal LM head in transformers)"
             )
+        if directory is not None:
+            check_model_directory(directory)
         model = AutoModelForCausalLM.from_pretrained(
             source, dtype=torch_dtype, attn_implementation=attn_implementation
         )

@@ -240,6 +240,36 @@ def _matches(value: Any, kind: Any) -> bool:
     return isinstance(value, kind)
 
 
+def _leaf_test(schema: Any):
+    """A fast predicate for a schema without objects in it (None if it has some)."""
+    if schema is int:
+        return lambda x: type(x) is int
+    if schema is float:
+        return lambda x: type(x) is float or type(x) is int
+    if schema is str:
+        return lambda x: type(x) is str
+    if isinstance(schema, Int):
+        low = -float("inf") if schema.low is None else schema.low
+        high = float("inf") if schema.high is None else schema.high
+        return lambda x: type(x) is int and low <= x <= high
+    if isinstance(schema, Choice):
+        allowed = {(type(v), v) for v in schema.values}
+        return lambda x: (type(x), x) in allowed
+    if isinstance(schema, list) and schema:
+        inner = _leaf_test(schema[0])
+        if inner is not None:
+            return lambda x: type(x) is list and all(map(inner, x))
+    plain = {int: (int,), float: (int, float), str: (str,), bool: (bool,), None: (type(None),)}
+    if isinstance(schema, tuple) and all(s in plain for s in schema):
+        types = frozenset(t for s in schema for t in plain[s])
+        return lambda x: type(x) in types
+    if isinstance(schema, tuple):
+        tests = [_leaf_test(s) if s is not None else (lambda x: x is None) for s in schema]
+        if all(t is not None for t in tests):
+            return lambda x: any(t(x) for t in tests)
+    return None
+
+
 def conform(value: Any, schema: Any, where: str = "") -> str | None:
     """The first way ``value`` differs from ``schema`` (a phrase naming where), or None.
 
@@ -256,6 +286,9 @@ def conform(value: Any, schema: Any, where: str = "") -> str | None:
         if not isinstance(value, list):
             return f"{at} must be {describe(schema)}, not {_found(value)}"
         if schema:
+            test = _leaf_test(schema[0])
+            if test is not None and all(map(test, value)):  # the common case, fast: no call per item
+                return None
             for i, item in enumerate(value):
                 problem = conform(item, schema[0], f"{where}[{i}]")
                 if problem:
