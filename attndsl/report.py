@@ -127,10 +127,10 @@ def find_replacement_csv(run_dir: str | Path) -> Path | None:
     preferred = sorted((run_dir / "replace").glob("*.csv")) if (run_dir / "replace").is_dir() else []
     others = sorted(p for p in run_dir.rglob("*.csv") if "attention" not in p.relative_to(run_dir).parts[:1])
     for path in [*preferred, *others]:
-        try:
-            with open(path, newline="", encoding="utf-8") as handle:
-                header = next(csv.reader(handle), [])
-        except (OSError, UnicodeDecodeError):
+        try:  # only the header decides; a damaged body is reported by `read_perplexity`
+            with open(path, "rb") as handle:
+                header = next(csv.reader([handle.readline().decode("utf-8", errors="replace")]), [])
+        except OSError:
             continue
         if "ppl_programs" in header and "fraction" in header:
             return path
