@@ -288,10 +288,10 @@ def read_best_csv(path: str | Path, shape: tuple[int, int] | None = None) -> lis
         where = f"{path}:{number}"
         layer, head = _count(r["layer"], "layer", where), _count(r["head"], "head", where)
         if shape is not None and not (layer < shape[0] and head < shape[1]):
-            raise UserError(f"{where}: head {layer}.{head} does not exist in this run "
-                            f"({shape[0]} layers of {shape[1]} heads, 0-based)")
+            raise UserError(f"{where}: head L{layer}H{head} does not exist (the run has {shape[0]} layers × "
+                            f"{shape[1]} heads, 0-based)")
         if (layer, head) in seen:
-            raise UserError(f"{where}: head {layer}.{head} is listed twice")
+            raise UserError(f"{where}: head L{layer}H{head} is listed twice")
         seen.add((layer, head))
         if not r["program_name"].strip():
             raise UserError(f"{where}: program_name is empty")

@@ -206,7 +206,7 @@ def describe(schema: Any) -> str:
     if isinstance(schema, tuple):
         return " or ".join(describe(s) for s in schema)
     if isinstance(schema, list):
-        return f"a list of {describe(schema[0])}" if schema else "a list"
+        return f"a list (each item {describe(schema[0])})" if schema else "a list"
     if isinstance(schema, dict):
         keys = [k for k in schema if not k.endswith("?")]
         return "an object" + (f" with {', '.join(repr(k) for k in keys)}" if keys else "")
@@ -280,6 +280,10 @@ def conform(value: Any, schema: Any, where: str = "") -> str | None:
     if isinstance(schema, tuple):
         problems = [conform(value, option, where) for option in schema]
         if all(problems):
+            for option, problem in zip(schema, problems):  # the right kind of container: say what is inside
+                if isinstance(value, dict) and isinstance(option, (dict, Map)) \
+                        or isinstance(value, list) and isinstance(option, list):
+                    return problem
             return f"{at} must be {describe(schema)}, not {_found(value)}"
         return None
     if isinstance(schema, list):

@@ -81,7 +81,7 @@ RECORD_SCHEMA = {
     "spans": [[Int(0)]],
     "special": [(str, None)],
     "split": Choice(SPLITS),
-    "syntax?": (None, {"upos": [str], "dep": [str], "head": [Int(0)]}),
+    "syntax?": (None, {"upos": [str], "dep": [str], "head": [Int(-1)]}),  # -1: no word
 }
 
 #: decoded value of every code (float64 for the bound; float32 copy for reading)

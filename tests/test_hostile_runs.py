@@ -143,7 +143,7 @@ CASES = {
     "best.csv is not UTF-8": (BEST, lambda r: (r / BEST).write_bytes((r / BEST).read_bytes() + b"9,\xff\xfe\n"),
                               ("report", "replace", "explain"), "not UTF-8"),
     "best.csv has layer 99": (BEST, lambda r: replace_in(r / BEST, "\n1,3,", "\n99,3,"), ("report", "replace", "explain"),
-                              "head 99.3 does not exist"),
+                              "head L99H3 does not exist"),
     "best.csv has a 5,000-digit layer": (BEST, lambda r: replace_in(r / BEST, "\n1,3,", "\n" + "9" * 5000 + ",3,"),
                                          ("report", "replace"), "whole number"),
     "best.csv row is short": (BEST, lambda r: replace_in(r / BEST, "\n1,3,", "\n1\n1,3,"), ("report", "replace"),
