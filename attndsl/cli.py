@@ -3,8 +3,9 @@
 Each pipeline stage lives in its own module and contributes one subcommand
 through ``register(subparsers)``; the parser sets ``func`` to a callable that
 takes the parsed arguments and returns an exit code.  Bad input of any kind
-(`AttnError`, `UserError`) becomes a message on stderr and exit code 2 —
-never a traceback.
+(`AttnError`, `UserError`, a flag refused by argparse or by a ``type=`` of
+`attndsl.commands.args`) becomes a message on stderr and exit code 2 — never
+a traceback; `main` returns the code in every case.
 """
 from __future__ import annotations
 
@@ -48,7 +49,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as stop:  # a bad flag (argparse printed why) or --help: the code, not an exception
+        return stop.code if isinstance(stop.code, int) else 2
     try:
         return int(args.func(args) or 0)
     except AttnError as error:

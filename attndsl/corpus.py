@@ -20,7 +20,6 @@ tokens.  Each sequence goes to the held-out split when
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from dataclasses import dataclass
 from importlib import resources
@@ -29,6 +28,7 @@ from typing import Iterable, Iterator
 
 from .errors import UserError
 from .features import TokenTable
+from .rundir import parse_json
 from .tokens import _encode, table_from_ids
 
 BUILTIN = "builtin"
@@ -98,10 +98,7 @@ def _jsonl_documents(path: Path, text: str, field: str) -> list[str]:
     for number, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise UserError(f"{path}:{number}: not valid JSON ({error.msg})") from error
+        record = parse_json(line, f"{path}:{number}")  # also a 5,000-digit number or 100,000-deep nesting
         if not isinstance(record, dict) or not isinstance(record.get(field), str):
             raise UserError(f"{path}:{number}: no string field {field!r} (choose it with --text-field)")
         if record[field].strip():

@@ -398,29 +398,28 @@ def load_ranked_heads(run_dir: str | Path) -> list[RankedHead]:
         programs = {p.name: p for p in compile_file(str(source))}
     except AttnError as error:
         raise UserError(f"the run's library does not compile:\n{error.render()}") from error
+    from .library import read_best_csv
+
     heads, problems = [], []
-    with open(best, newline="", encoding="utf-8") as handle:
-        reader = csv.DictReader(handle)
-        needed = {"layer", "head", "program_name", "heldout_iou"}
-        if not needed <= set(reader.fieldnames or ()):
-            raise UserError(f"{best} lacks columns {sorted(needed - set(reader.fieldnames or ()))}")
-        for number, record in enumerate(reader, 2):
-            try:
-                layer, head = int(record["layer"]), int(record["head"])
-                iou = float(record["heldout_iou"]) if record["heldout_iou"] not in ("", None) else float("nan")
-                synthesis = float(record.get("synthesis_iou") or "nan")
-            except ValueError as error:
-                problems.append(f"{best}:{number}: {error}")
-                continue
-            name = record["program_name"]
-            if name not in programs:
-                problems.append(f"{best}:{number}: program '{name}' is not in {source}")
-                continue
-            heads.append((iou, synthesis, layer, head, programs[name]))
+    for row in read_best_csv(best, _store_shape(run_dir)):
+        if row.program_name not in programs:
+            problems.append(f"{best}: head {row.layer}.{row.head}: program '{row.program_name}' is not in {source}")
+            continue
+        heads.append((row.heldout_iou, row.synthesis_iou, row.layer, row.head, programs[row.program_name]))
     if problems:
         raise UserError("the run's library is inconsistent:\n  " + "\n  ".join(problems[:20]))
     heads.sort(key=lambda x: (-_nan_low(x[0]), -_nan_low(x[1]), x[2], x[3]))
     return [RankedHead(layer, head, program, iou) for iou, _, layer, head, program in heads]
+
+
+def _store_shape(run_dir: str | Path) -> tuple[int, int] | None:
+    """(layers, heads) of the run's attention store, or None when it has none."""
+    from .store import STORE_DIRNAME, open_store
+
+    if not (Path(run_dir) / STORE_DIRNAME / "meta.json").exists():
+        return None
+    store = open_store(run_dir)
+    return store.n_layers, store.n_heads
 
 
 def _nan_low(value: float) -> float:

@@ -53,7 +53,7 @@ from .report import (
     read_best,
     read_perplexity,
 )
-from .rundir import Run, open_run, read_json
+from .rundir import Run, open_run
 
 STAGE = "explain"
 STAGES = ("extract", "synthesize", "score", "replace", "report")
@@ -75,7 +75,7 @@ def parse_heads(heads: str | Sequence | None) -> str | None:
     if isinstance(heads, str):
         items = [part.strip() for part in heads.split(",") if part.strip()]
         for item in items:
-            if not re.fullmatch(r"\d+\.(\d+|\*)", item):
+            if not re.fullmatch(r"\d{1,6}\.(\d{1,6}|\*)", item):
                 raise UserError(f"--heads takes LAYER.HEAD (or LAYER.*) items separated by commas, e.g. 3.1,4.0; got {item!r}")
     else:
         try:
@@ -266,11 +266,14 @@ def load_result(run_dir: str | Path, stages: Sequence[StageRecord] = ()) -> Expl
     """The `ExplainResult` of a run directory (whatever stages have finished)."""
     run_dir = Path(run_dir)
     library = run_dir / LIBRARY_DIR
-    heads = tuple(sorted(read_best(library / BEST_CSV), key=lambda h: (h.layer, h.head))) if (library / BEST_CSV).exists() else ()
     n_layers = n_heads = 0
     if (run_dir / "attention" / "meta.json").exists():
-        meta = read_json(run_dir / "attention" / "meta.json")
-        n_layers, n_heads = int(meta["n_layers"]), int(meta["n_heads"])
+        from .store import open_store
+
+        store = open_store(run_dir)
+        n_layers, n_heads = store.n_layers, store.n_heads
+    shape = (n_layers, n_heads) if n_layers else None
+    heads = tuple(sorted(read_best(library / BEST_CSV, shape), key=lambda h: (h.layer, h.head))) if (library / BEST_CSV).exists() else ()
     library_size = len(library_sources(library / LIBRARY_ATTN)) if (library / LIBRARY_ATTN).exists() else 0
     csv_path = find_replacement_csv(run_dir)
     report = run_dir / REPORT_NAME
@@ -402,18 +405,9 @@ def stage_done(run: Run, stage: str, options: ExplainOptions) -> bool:
 
 def _store_intact(directory: Path) -> bool:
     """Every chunk of the store is present with the size its index records (no full read)."""
-    meta_path = directory / "meta.json"
-    if not meta_path.is_file() or not (directory / "sequences.jsonl").is_file():
-        return False
-    meta = read_json(meta_path)
-    n_chunks = (len(meta.get("lengths", [])) + int(meta.get("chunk_size", 1)) - 1) // max(int(meta.get("chunk_size", 1)), 1)
-    for chunk in range(n_chunks):
-        index_path, data_path = directory / f"chunk-{chunk:05d}.json", directory / f"chunk-{chunk:05d}.bin"
-        if not index_path.is_file() or not data_path.is_file():
-            return False
-        if data_path.stat().st_size != read_json(index_path).get("bytes"):
-            return False
-    return True
+    from .store import Store
+
+    return (directory / "meta.json").is_file() and Store(directory).files_complete()
 
 
 def _check_extract_settings(run: Run, options: ExplainOptions) -> None:

@@ -25,6 +25,7 @@ import numpy as np
 
 from .corpus import TextSequence, corpus_hash, load_corpus, make_sequences
 from .errors import UserError
+from .model_files import check_max_tokens
 from .models import LoadedModel, load_model, tokenizer_settings
 from .rundir import open_run
 from .store import CODEC, STORE_DIRNAME, SequenceRecord, Store, StoreWriter, encode_torch, tri_size
@@ -153,6 +154,7 @@ def extract(
 
         provider = SpacyProvider() if syntax is True else syntax
     loaded = model if isinstance(model, LoadedModel) else load_model(model, device=device, dtype=dtype)
+    check_max_tokens(loaded, max_tokens)
     sequences: list[TextSequence] = make_sequences(
         load_corpus(corpus, text_field=text_field),
         loaded.tokenizer,

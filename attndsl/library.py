@@ -28,6 +28,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import math
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Sequence
@@ -37,11 +38,16 @@ import numpy as np
 from . import ir
 from .batch import TokenBatch
 from .errors import UserError
-from .rundir import atomic_write_json, atomic_write_text
+from .rundir import Int, atomic_write_json, atomic_write_text, read_csv, read_json, read_text
 from .validate import compile_source
 
 BEST_COLUMNS = ("layer", "head", "program_name", "synthesis_iou", "heldout_iou", "heldout_iou_no_sink",
                 "n_heldout_sequences", "n_heldout_tokens")
+#: columns a best.csv must have (the others read as NaN / 0 when absent, e.g. in hand-made files)
+BEST_REQUIRED = ("layer", "head", "program_name", "heldout_iou")
+#: ``library.json``: metadata of each program of ``library.attn``
+LIBRARY_META_SCHEMA = {"programs": [{"name": str, "origin?": str, "layer?": (Int(0), None), "head?": (Int(0), None),
+                                     "synthesis_iou?": (float, None)}]}
 
 
 @dataclass(frozen=True)
@@ -269,32 +275,60 @@ def best_csv(choices: Sequence[HeadChoice]) -> str:
     return buffer.getvalue()
 
 
-def read_best_csv(path: str | Path) -> list[HeadChoice]:
-    """The per-head table ``best.csv`` (`UserError` naming the file and line if malformed)."""
+def read_best_csv(path: str | Path, shape: tuple[int, int] | None = None) -> list[HeadChoice]:
+    """The per-head table ``best.csv``, every row checked (`UserError` naming the file and line).
+
+    With ``shape`` (the run's layers and heads) a head outside it is an error
+    too; so is a head listed twice.
+    """
     path = Path(path)
-    try:
-        with open(path, newline="", encoding="utf-8") as handle:
-            reader = csv.DictReader(handle)
-            missing = [c for c in BEST_COLUMNS if c not in (reader.fieldnames or [])]
-            if missing:
-                raise UserError(f"{path} lacks the columns {', '.join(missing)}")
-            rows = []
-            for number, r in enumerate(reader, start=2):
-                try:
-                    rows.append(HeadChoice(
-                        int(r["layer"]), int(r["head"]), r["program_name"], _float(r["synthesis_iou"]),
-                        _float(r["heldout_iou"]), _float(r["heldout_iou_no_sink"]),
-                        int(float(r["n_heldout_sequences"])), int(float(r["n_heldout_tokens"])),
-                    ))
-                except (TypeError, ValueError) as error:
-                    raise UserError(f"{path}, line {number}: {error}") from error
-    except FileNotFoundError as error:
-        raise UserError(f"{path} is missing") from error
+    if not path.exists():
+        raise UserError(f"{path} is missing")
+    rows: list[HeadChoice] = []
+    seen: set[tuple[int, int]] = set()
+    for number, r in read_csv(path, BEST_REQUIRED):
+        where = f"{path}:{number}"
+        layer, head = _count(r["layer"], "layer", where), _count(r["head"], "head", where)
+        if shape is not None and not (layer < shape[0] and head < shape[1]):
+            raise UserError(f"{where}: head L{layer}H{head} does not exist (the run has {shape[0]} layers × "
+                            f"{shape[1]} heads, 0-based)")
+        if (layer, head) in seen:
+            raise UserError(f"{where}: head L{layer}H{head} is listed twice")
+        seen.add((layer, head))
+        if not r["program_name"].strip():
+            raise UserError(f"{where}: program_name is empty")
+        rows.append(HeadChoice(
+            layer, head, r["program_name"], _score_value(r.get("synthesis_iou"), "synthesis_iou", where),
+            _score_value(r["heldout_iou"], "heldout_iou", where),
+            _score_value(r.get("heldout_iou_no_sink"), "heldout_iou_no_sink", where),
+            _count(r.get("n_heldout_sequences") or "0", "n_heldout_sequences", where),
+            _count(r.get("n_heldout_tokens") or "0", "n_heldout_tokens", where),
+        ))
     return rows
 
 
-def _float(text: str | None) -> float:
-    return float(text) if text not in ("", None) else float("nan")
+def _count(text: str, column: str, where: str) -> int:
+    """A non-negative integer cell (``"48"`` or ``"48.0"``)."""
+    try:
+        value = float(text) if len(text) < 40 else math.nan
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value >= 0 and value == int(value)):
+        raise UserError(f"{where}: {column} must be a whole number >= 0, not {text[:40]!r}")
+    return int(value)
+
+
+def _score_value(text: str | None, column: str, where: str) -> float:
+    """An IoU cell: a number in [0, 1], or empty / "nan" for none."""
+    if text in ("", None):
+        return float("nan")
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not (math.isnan(value) or 0.0 <= value <= 1.0):
+        raise UserError(f"{where}: {column} must be a number from 0 to 1, not {text[:40]!r}")
+    return value
 
 
 def write_library(directory: str | Path, programs: Sequence[LibraryProgram], choices: Sequence[HeadChoice] | None,
@@ -318,10 +352,9 @@ def read_library(attn_path: str | Path, meta_path: str | Path | None = None) -> 
     from .validate import check
 
     attn_path = Path(attn_path)
-    try:
-        text = attn_path.read_text(encoding="utf-8")
-    except FileNotFoundError as error:
-        raise UserError(f"{attn_path} does not exist") from error
+    if not attn_path.exists():
+        raise UserError(f"{attn_path} does not exist")
+    text = read_text(attn_path)
     module = parse(text, str(attn_path))
     _, problems = check(module, text)
     if problems:
@@ -333,10 +366,7 @@ def read_library(attn_path: str | Path, meta_path: str | Path | None = None) -> 
     meta: dict[str, dict] = {}
     meta_path = Path(meta_path) if meta_path else attn_path.with_suffix(".json")
     if meta_path.exists():
-        from .rundir import read_json
-
-        data = read_json(meta_path)
-        meta = {m["name"]: m for m in data.get("programs", []) if isinstance(m, dict) and "name" in m}
+        meta = {m["name"]: m for m in read_json(meta_path, LIBRARY_META_SCHEMA)["programs"]}
     out = []
     names = set()
     for prog in module.programs:

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import UserError
+from .model_files import check_gguf, check_model_directory
 
 #: built-in aliases: name -> (package holding the file, file name)
 ALIASES: dict[str, tuple[str, str]] = {
@@ -137,6 +138,7 @@ def convert_gguf(gguf_path: Path, name: str | None = None) -> tuple[Path, str]:
         import gguf  # noqa: F401
     except ImportError as error:
         raise UserError("loading .gguf files needs the 'gguf' package: pip install gguf accelerate") from error
+    check_gguf(gguf_path)
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -207,6 +209,8 @@ def load_model(
                 f"{spec!r} is not a causal language model (model type {config.model_type!r} "
                 "has no causal LM head in transformers)"
             )
+        if directory is not None:
+            check_model_directory(directory)
         model = AutoModelForCausalLM.from_pretrained(
             source, dtype=torch_dtype, attn_implementation=attn_implementation
         )

@@ -54,10 +54,10 @@ from typing import Any, Sequence
 import numpy as np
 
 from .errors import UserError
-from .library import BEST_COLUMNS
+from .library import BEST_COLUMNS, LIBRARY_META_SCHEMA
 from .library import HeadChoice as HeadResult  # one row of best.csv
 from .library import read_best_csv as read_best
-from .rundir import MANIFEST, atomic_write_text, read_json
+from .rundir import MANIFEST, atomic_write_text, read_csv, read_json, read_manifest, read_text
 
 REPORT_NAME = "report.html"
 TEMPLATE = "report_template.html"
@@ -127,10 +127,10 @@ def find_replacement_csv(run_dir: str | Path) -> Path | None:
     preferred = sorted((run_dir / "replace").glob("*.csv")) if (run_dir / "replace").is_dir() else []
     others = sorted(p for p in run_dir.rglob("*.csv") if "attention" not in p.relative_to(run_dir).parts[:1])
     for path in [*preferred, *others]:
-        try:
-            with open(path, newline="", encoding="utf-8") as handle:
-                header = next(csv.reader(handle), [])
-        except (OSError, UnicodeDecodeError):
+        try:  # only the header decides; a damaged body is reported by `read_perplexity`
+            with open(path, "rb") as handle:
+                header = next(csv.reader([handle.readline().decode("utf-8", errors="replace")]), [])
+        except OSError:
             continue
         if "ppl_programs" in header and "fraction" in header:
             return path
@@ -141,26 +141,25 @@ def read_perplexity(path: str | Path) -> list[PerplexityPoint]:
     """Rows of a replacement CSV (`attndsl.evaluate.write_csv` format)."""
     path = Path(path)
     out = []
-    with open(path, newline="", encoding="utf-8") as handle:
-        for number, record in enumerate(csv.DictReader(handle), start=2):
-            try:
-                out.append(
-                    PerplexityPoint(
-                        variant=record.get("variant") or "ranked",
-                        fraction=float(record["fraction"]),
-                        n_replaced=int(float(record.get("n_replaced") or 0)),
-                        ppl_model=_float(record["ppl_model"]),
-                        ppl_programs=_float(record["ppl_programs"]),
-                        ppl_uniform=_float(record["ppl_uniform"]),
-                        increase_programs_pct=_float(record.get("increase_programs_pct", "")),
-                        increase_uniform_pct=_float(record.get("increase_uniform_pct", "")),
-                        mean_heldout_iou=_float(record.get("mean_heldout_iou", "")),
-                        n_sequences=int(float(record.get("n_sequences") or 0)),
-                        n_tokens=int(float(record.get("n_tokens") or 0)),
-                    )
+    for number, record in read_csv(path, ("fraction", "ppl_model", "ppl_programs", "ppl_uniform")):
+        try:
+            out.append(
+                PerplexityPoint(
+                    variant=record.get("variant") or "ranked",
+                    fraction=float(record["fraction"]),
+                    n_replaced=int(float(record.get("n_replaced") or 0)),
+                    ppl_model=_float(record["ppl_model"]),
+                    ppl_programs=_float(record["ppl_programs"]),
+                    ppl_uniform=_float(record["ppl_uniform"]),
+                    increase_programs_pct=_float(record.get("increase_programs_pct", "")),
+                    increase_uniform_pct=_float(record.get("increase_uniform_pct", "")),
+                    mean_heldout_iou=_float(record.get("mean_heldout_iou", "")),
+                    n_sequences=int(float(record.get("n_sequences") or 0)),
+                    n_tokens=int(float(record.get("n_tokens") or 0)),
                 )
-            except (KeyError, TypeError, ValueError) as error:
-                raise UserError(f"{path}, line {number}: {error}") from error
+            )
+        except (KeyError, TypeError, ValueError, OverflowError) as error:
+            raise UserError(f"{path}, line {number}: {error}") from error
     return out
 
 
@@ -170,7 +169,7 @@ def library_sources(path: str | Path) -> dict[str, str]:
     from .printer import format_program
 
     path = Path(path)
-    module = parse(path.read_text(encoding="utf-8"), str(path))
+    module = parse(read_text(path), str(path))
     return {program.name: format_program(program) for program in module.programs}
 
 
@@ -256,9 +255,7 @@ def collect(run_dir: str | Path, examples: int = DEFAULT_EXAMPLES, max_tokens: i
     manifest_path = run_dir / MANIFEST
     if not manifest_path.exists():
         raise UserError(f"{run_dir} is not an attndsl run (no {MANIFEST})")
-    manifest = read_json(manifest_path)
-    if not isinstance(manifest, dict):
-        raise UserError(f"{manifest_path} is not an attndsl run manifest")
+    manifest = read_manifest(manifest_path)
     notes: list[str] = []
 
     store = None
@@ -274,7 +271,7 @@ def collect(run_dir: str | Path, examples: int = DEFAULT_EXAMPLES, max_tokens: i
     library_dir = run_dir / LIBRARY_DIR
     best: list[HeadResult] = []
     if (library_dir / BEST_CSV).exists():
-        best = read_best(library_dir / BEST_CSV)
+        best = read_best(library_dir / BEST_CSV, (n_layers, n_heads) if store is not None else None)
     else:
         notes.append("No per-head programs yet: run `attndsl synthesize` and `attndsl score`.")
     if best and not n_layers:
@@ -292,9 +289,8 @@ def collect(run_dir: str | Path, examples: int = DEFAULT_EXAMPLES, max_tokens: i
         if best:
             compiled = library_programs(library_dir / LIBRARY_ATTN)
     if (library_dir / LIBRARY_JSON).exists():
-        library_meta = read_json(library_dir / LIBRARY_JSON)
-        if isinstance(library_meta, dict) and isinstance(library_meta.get("programs"), list):
-            library_size = max(library_size, len(library_meta["programs"]))
+        library_meta = read_json(library_dir / LIBRARY_JSON, LIBRARY_META_SCHEMA)
+        library_size = max(library_size, len(library_meta["programs"]))
 
     # programs that are some head's best, most heads first
     by_program: dict[str, list[HeadResult]] = {}

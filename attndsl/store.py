@@ -11,6 +11,13 @@ Layout (a directory, ``<run>/attention/``)::
 A chunk is complete when its ``.json`` exists (both files are written
 atomically, the ``.bin`` first), which is what makes extraction resumable.
 
+Every file is checked when read, structure and types as well as checksums
+(`META_SCHEMA`, `CHUNK_SCHEMA`, `RECORD_SCHEMA` with `attndsl.rundir.check`,
+plus the cross-checks JSON schemas cannot say: as many splits as lengths, as
+many records as lengths with as many ids, spans and special entries as each
+length, a chunk's offsets exactly where the lengths put them).  Any mismatch
+is a `UserError` naming the file, never an exception from deep inside.
+
 **Codec (``log12``).**  For each sequence of n tokens the store keeps the causal
 lower triangle, entry ``q*(q+1)//2 + k`` for k ≤ q, as rows of ``n_layers *
 n_heads`` columns (head index ``layer * n_heads + head``).  Each probability
@@ -42,7 +49,7 @@ import numpy as np
 
 from .errors import UserError
 from .features import TokenTable, table_from_spans
-from .rundir import atomic_write_bytes, atomic_write_json, atomic_write_text, read_json
+from .rundir import Choice, Int, atomic_write_bytes, atomic_write_json, atomic_write_text, check, parse_json, read_json, read_text
 
 FORMAT = 1
 CODEC = "log12"
@@ -53,6 +60,29 @@ RELATIVE_ERROR = math.exp(STEP / 2) - 1  # δ: per-entry relative error above FL
 ENTRY_RELATIVE_ERROR = RELATIVE_ERROR * 1.001  # with float32 rounding in encode/decode
 STORE_DIRNAME = "attention"
 SPLITS = ("synthesis", "heldout")
+
+#: ``meta.json`` (format and codec are checked first, for a clearer message)
+META_SCHEMA = {
+    "format": int,
+    "codec": {"name": str},
+    "n_layers": Int(1),
+    "n_heads": Int(1),
+    "chunk_size": Int(1),
+    "lengths": [Int(1)],
+    "split": [Choice(SPLITS)],
+    "sequences_crc32": Int(0),
+}
+#: ``chunk-NNNNN.json``: sequences [start, stop), byte offset and CRC-32 of each, total bytes
+CHUNK_SCHEMA = {"sequences": [Int(0)], "offsets": [Int(0)], "crc32": [Int(0)], "bytes": Int(0)}
+#: one line of ``sequences.jsonl``
+RECORD_SCHEMA = {
+    "text": str,
+    "ids": [Int(0)],
+    "spans": [[Int(0)]],
+    "special": [(str, None)],
+    "split": Choice(SPLITS),
+    "syntax?": (None, {"upos": [str], "dep": [str], "head": [Int(-1)]}),  # -1: no word
+}
 
 #: decoded value of every code (float64 for the bound; float32 copy for reading)
 _DECODE64 = np.concatenate([[0.0], np.exp(math.log(FLOOR) + STEP * np.arange(N_CODES - 1))])
@@ -202,7 +232,8 @@ class StoreWriter:
             existing = read_json(meta_path)
             if existing != json.loads(json.dumps(meta)):
                 raise UserError(
-                    f"{self.directory} holds a store of other sequences or shape; use a new run directory"
+                    f"{meta_path} describes other sequences or another shape than this extraction "
+                    "(or was edited); use a new run directory"
                 )
             if not (self.directory / "sequences.jsonl").exists():
                 atomic_write_text(self.directory / "sequences.jsonl", sequences)
@@ -224,7 +255,9 @@ class StoreWriter:
             if not (self.directory / _chunk_name(chunk, "json")).exists():
                 missing.append(chunk)
             else:
-                _check_chunk_file(self.directory, chunk, read_json(self.directory / _chunk_name(chunk, "json")))
+                lengths = [len(r.token_ids) for r in self.records]
+                index = _read_chunk_index(self.directory, chunk, self.chunk_size, lengths, self.n_layers * self.n_heads)
+                _check_chunk_file(self.directory, chunk, index)
         return missing
 
     def write_chunk(self, chunk: int, codes: Sequence[np.ndarray]) -> None:
@@ -254,6 +287,25 @@ def _chunk_name(chunk: int, ext: str) -> str:
     return f"chunk-{chunk:05d}.{ext}"
 
 
+def _read_chunk_index(directory: Path, chunk: int, chunk_size: int, lengths: Sequence[int], width: int) -> dict:
+    """A chunk's ``.json`` index, checked against `CHUNK_SCHEMA` and against the lengths in meta.json."""
+    path = directory / _chunk_name(chunk, "json")
+    index = read_json(path, CHUNK_SCHEMA)
+    start, stop = chunk * chunk_size, min((chunk + 1) * chunk_size, len(lengths))
+    if index["sequences"] != [start, stop]:
+        raise UserError(f"{path} is damaged: it holds sequences {index['sequences']}, expected [{start}, {stop}]")
+    for key in ("offsets", "crc32"):
+        if len(index[key]) != stop - start:
+            raise UserError(f"{path} is damaged: {key!r} has {len(index[key])} entries for {stop - start} sequences")
+    offsets, position = [], 0
+    for i in range(start, stop):
+        offsets.append(position)
+        position += packed_size(tri_size(lengths[i]) * width)
+    if index["offsets"] != offsets or index["bytes"] != position:
+        raise UserError(f"{path} is damaged: its offsets do not match the sequence lengths in meta.json")
+    return index
+
+
 def _check_chunk_file(directory: Path, chunk: int, index: dict) -> None:
     path = directory / _chunk_name(chunk, "bin")
     if not path.exists():
@@ -277,18 +329,22 @@ class Store:
         self.directory = Path(directory)
         if not (self.directory / "meta.json").exists():
             raise UserError(f"no attention store in {self.directory} (run `attndsl extract` first)")
-        meta = read_json(self.directory / "meta.json")
-        try:
-            if meta["format"] != FORMAT or meta["codec"]["name"] != CODEC:
-                raise UserError(f"{self.directory}: unsupported store format {meta['format']}/{meta['codec']}")
-            self._n_layers = int(meta["n_layers"])
-            self._n_heads = int(meta["n_heads"])
-            self._chunk_size = int(meta["chunk_size"])
-            self._lengths = [int(n) for n in meta["lengths"]]
-            self._split = tuple(meta["split"])
-            self._sequences_crc = meta["sequences_crc32"]
-        except (KeyError, TypeError, ValueError) as error:
-            raise UserError(f"{self.directory}/meta.json is corrupt: {error}") from error
+        meta_path = self.directory / "meta.json"
+        meta = read_json(meta_path)
+        codec = meta.get("codec") if isinstance(meta, dict) else None
+        if not isinstance(meta, dict) or meta.get("format") != FORMAT or not isinstance(codec, dict) \
+                or codec.get("name") != CODEC:
+            raise UserError(f"{meta_path}: not an attention store of format {FORMAT} with codec {CODEC}")
+        check(meta, META_SCHEMA, meta_path)
+        if len(meta["split"]) != len(meta["lengths"]):
+            raise UserError(f"{meta_path} is damaged: 'lengths' has {len(meta['lengths'])} entries "
+                            f"but 'split' has {len(meta['split'])}")
+        self._n_layers = meta["n_layers"]
+        self._n_heads = meta["n_heads"]
+        self._chunk_size = meta["chunk_size"]
+        self._lengths = list(meta["lengths"])
+        self._split = tuple(meta["split"])
+        self._sequences_crc = meta["sequences_crc32"]
         self._records: list[SequenceRecord] | None = None
         self._index: dict[int, dict] = {}
 
@@ -330,13 +386,12 @@ class Store:
     def records(self) -> list[SequenceRecord]:
         if self._records is None:
             path = self.directory / "sequences.jsonl"
-            try:
-                data = path.read_text(encoding="utf-8")
-            except FileNotFoundError as error:
-                raise UserError(f"attention store is damaged: {path} is missing") from error
+            if not path.exists():
+                raise UserError(f"attention store is damaged: {path} is missing")
+            data = read_text(path)
             if zlib.crc32(data.encode("utf-8")) != self._sequences_crc:
                 raise UserError(f"attention store is damaged: {path} does not match meta.json (edited or truncated)")
-            self._records = [SequenceRecord.from_json(line) for line in data.splitlines() if line]
+            self._records = _parse_records(path, data, self._lengths, self._split)
         return self._records
 
     def tables(self, seq_indices: Iterable[int]) -> list[TokenTable]:
@@ -355,7 +410,7 @@ class Store:
                     f"attention store in {self.directory} is incomplete: {path.name} is missing; "
                     "rerun `attndsl extract` with the same arguments to finish it"
                 )
-            index = read_json(path)
+            index = _read_chunk_index(self.directory, chunk, self._chunk_size, self._lengths, self.n_layers * self.n_heads)
             _check_chunk_file(self.directory, chunk, index)
             self._index[chunk] = index
         return self._index[chunk]
@@ -414,6 +469,47 @@ class Store:
 
     def size_bytes(self) -> int:
         return sum(p.stat().st_size for p in self.directory.iterdir() if p.is_file())
+
+    def files_complete(self) -> bool:
+        """Whether every chunk is present with the size its index records (no full read).
+
+        False for what rerunning extract finishes (a missing or truncated chunk);
+        a chunk index that is damaged is a `UserError` naming it.
+        """
+        if not (self.directory / "sequences.jsonl").is_file():
+            return False
+        width = self.n_layers * self.n_heads
+        for chunk in range((self.n_sequences + self._chunk_size - 1) // self._chunk_size):
+            index_path, data_path = self.directory / _chunk_name(chunk, "json"), self.directory / _chunk_name(chunk, "bin")
+            if not index_path.is_file() or not data_path.is_file():
+                return False
+            index = _read_chunk_index(self.directory, chunk, self._chunk_size, self._lengths, width)
+            if data_path.stat().st_size != index["bytes"]:
+                return False
+        return True
+
+
+def _parse_records(path: Path, data: str, lengths: Sequence[int], splits: Sequence[str]) -> list[SequenceRecord]:
+    """The records of ``sequences.jsonl``, each checked against `RECORD_SCHEMA` and its meta.json entries."""
+    lines = [(number, line) for number, line in enumerate(data.split("\n"), 1) if line]
+    if len(lines) != len(lengths):
+        raise UserError(f"{path} is damaged: {len(lines)} sequences, but meta.json lists {len(lengths)}")
+    records = []
+    for (number, line), n, split in zip(lines, lengths, splits):
+        where = f"{path}:{number}"
+        r = check(parse_json(line, where), RECORD_SCHEMA, where)
+        if r["split"] != split:
+            raise UserError(f"{where} is damaged: split {r['split']!r}, but meta.json says {split!r}")
+        syntax = r.get("syntax")
+        sizes = [len(r["ids"]), len(r["spans"]), len(r["special"])]
+        sizes += [len(syntax[k]) for k in ("upos", "dep", "head")] if syntax else []
+        if any(size != n for size in sizes):
+            raise UserError(f"{where} is damaged: its token lists do not all have the {n} tokens meta.json gives")
+        if any(len(span) != 2 or not span[0] <= span[1] <= len(r["text"]) for span in r["spans"]):
+            raise UserError(f"{where} is damaged: a token span is not [start, end] within the text")
+        records.append(SequenceRecord(r["text"], tuple(r["ids"]), tuple(tuple(s) for s in r["spans"]),
+                                      tuple(r["special"]), r["split"], syntax))
+    return records
 
 
 def open_store(run_dir: str | Path) -> Store:

@@ -74,7 +74,7 @@ def parse_heads(spec: str | None, n_layers: int, n_heads: int) -> list[tuple[int
     out = []
     for part in spec.split(","):
         part = part.strip()
-        match = re.fullmatch(r"(\d+)\.(\d+|\*)", part)
+        match = re.fullmatch(r"(\d{1,6})\.(\d{1,6}|\*)", part)
         if not match:
             raise UserError(f"bad head '{part}' in --heads: write LAYER.HEAD (e.g. 3.4) or LAYER.* ")
         layer = int(match.group(1))

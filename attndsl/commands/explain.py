@@ -5,6 +5,7 @@ import argparse
 from pathlib import Path
 
 from ..explain import DEFAULT_FRACTIONS, DEFAULT_MAX_SEQUENCES, DEFAULT_MAX_TOKENS
+from .args import check_llm_arguments, fraction_list, head_spec, integer, number
 
 
 def _default_out(model: str) -> str:
@@ -32,17 +33,17 @@ def register(subparsers) -> None:
     parser.add_argument("--text-field", default="text", help="field holding the text in .jsonl / hf corpora")
     parser.add_argument("--out", metavar="RUN", default=None, help="run directory (default runs/<model name>)")
     parser.add_argument(
-        "--max-sequences", type=int, default=DEFAULT_MAX_SEQUENCES, metavar="N",
+        "--max-sequences", type=integer(0), default=DEFAULT_MAX_SEQUENCES, metavar="N",
         help=f"sequences taken from the corpus, split into synthesis and held-out (default {DEFAULT_MAX_SEQUENCES}; 0 = all)",
     )
-    parser.add_argument("--max-tokens", type=int, default=DEFAULT_MAX_TOKENS, help=f"tokens per sequence (default {DEFAULT_MAX_TOKENS})")
-    parser.add_argument("--max-sentences", type=int, default=None, metavar="N",
+    parser.add_argument("--max-tokens", type=integer(2), default=DEFAULT_MAX_TOKENS, help=f"tokens per sequence (default {DEFAULT_MAX_TOKENS})")
+    parser.add_argument("--max-sentences", type=integer(1), default=None, metavar="N",
                         help="at most N sentences per sequence (1 = one sentence each, the paper's protocol)")
-    parser.add_argument("--heldout-fraction", type=float, default=0.5, help="share of sequences held out (default 0.5)")
-    parser.add_argument("--seed", type=int, default=0, help="salt of the split hash")
-    parser.add_argument("--heads", default=None, metavar="L.H,...", help="only these heads (default: all)")
+    parser.add_argument("--heldout-fraction", type=number(0.0, 1.0, low_open=True, high_open=True), default=0.5, help="share of sequences held out (default 0.5)")
+    parser.add_argument("--seed", type=integer(), default=0, help="salt of the split hash")
+    parser.add_argument("--heads", type=head_spec, default=None, metavar="L.H,...", help="only these heads (default: all)")
     parser.add_argument(
-        "--fractions", default=",".join(f"{f:g}" for f in DEFAULT_FRACTIONS),
+        "--fractions", type=fraction_list, default=",".join(f"{f:g}" for f in DEFAULT_FRACTIONS),
         help="shares of all heads to replace, best held-out IoU first (default %(default)s)",
     )
     parser.add_argument("--greedy", action="store_true", help="replacement skips heads whose marginal cost is extreme")
@@ -52,8 +53,8 @@ def register(subparsers) -> None:
     )
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda", "auto"))
     parser.add_argument("--dtype", default="float32", choices=("float32", "float16", "bfloat16"))
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--report-examples", type=int, default=3, help="held-out sequences shown per head in the report")
+    parser.add_argument("--batch-size", type=integer(1), default=8)
+    parser.add_argument("--report-examples", type=integer(0), default=3, help="held-out sequences shown per head in the report")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
     from ..llm import add_arguments
 
@@ -65,6 +66,7 @@ def run(args: argparse.Namespace) -> int:
     from ..explain import explain
     from ..llm import LLMConfig, config_from_args
 
+    check_llm_arguments(args)
     llm = None
     if args.search is None and (args.llm_model or args.llm_url or LLMConfig.endpoint_configured()):
         llm = config_from_args(args)

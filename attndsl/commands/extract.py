@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 
+from .args import integer, number
+
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
@@ -18,13 +20,13 @@ def register(subparsers) -> None:
     parser.add_argument("--corpus", default="builtin", help="builtin, a .txt or .jsonl file, or hf:DATASET[:SPLIT]")
     parser.add_argument("--text-field", default="text", help="field holding the text in .jsonl / hf corpora")
     parser.add_argument("--out", required=True, metavar="RUN", help="run directory (created if missing)")
-    parser.add_argument("--max-sequences", type=int, default=None, metavar="N")
-    parser.add_argument("--max-tokens", type=int, default=64, help="tokens per sequence, BOS included (default 64)")
-    parser.add_argument("--max-sentences", type=int, default=None, metavar="N",
+    parser.add_argument("--max-sequences", type=integer(1), default=None, metavar="N")
+    parser.add_argument("--max-tokens", type=integer(2), default=64, help="tokens per sequence, BOS included (default 64)")
+    parser.add_argument("--max-sentences", type=integer(1), default=None, metavar="N",
                         help="at most N sentences per sequence (1 = one sentence each, the paper's protocol)")
-    parser.add_argument("--heldout-fraction", type=float, default=0.5, help="share of sequences held out (default 0.5)")
-    parser.add_argument("--seed", type=int, default=0, help="salt of the split hash")
-    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--heldout-fraction", type=number(0.0, 1.0), default=0.5, help="share of sequences held out (default 0.5)")
+    parser.add_argument("--seed", type=integer(), default=0, help="salt of the split hash")
+    parser.add_argument("--batch-size", type=integer(1), default=8)
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda", "auto"))
     parser.add_argument("--dtype", default="float32", choices=("float32", "float16", "bfloat16"))
     parser.add_argument("--syntax", action="store_true", help="add spaCy syntax features (needs the syntax extra)")

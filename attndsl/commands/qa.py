@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..errors import UserError
+from .args import fraction, input_file, integer
 
 
 def register(subparsers) -> None:
@@ -18,9 +18,9 @@ def register(subparsers) -> None:
         ),
     )
     parser.add_argument("run", metavar="RUN", help="run directory (after `attndsl synthesize`)")
-    parser.add_argument("--data", required=True, metavar="FILE.jsonl", help="multiple-choice items")
-    parser.add_argument("--fraction", type=float, default=0.25, help="share of all heads to replace (default 0.25)")
-    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--data", type=input_file, required=True, metavar="FILE.jsonl", help="multiple-choice items")
+    parser.add_argument("--fraction", type=fraction, default=0.25, help="share of all heads to replace (default 0.25)")
+    parser.add_argument("--batch-size", type=integer(1), default=8)
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda", "auto"))
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
     parser.set_defaults(func=run)
@@ -31,8 +31,6 @@ def run(args: argparse.Namespace) -> int:
     from ..evaluate import load_ranked_heads, load_run_model
     from ..surrogate import Assignment
 
-    if not 0 < args.fraction <= 1:
-        raise UserError(f"--fraction must be in (0, 1], got {args.fraction}")
     items = qa.load_items(args.data)
     ranked = load_ranked_heads(args.run)
     loaded = load_run_model(args.run, args.device)

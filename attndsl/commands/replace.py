@@ -3,17 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..errors import UserError
-
-
-def parse_fractions(text: str) -> tuple[float, ...]:
-    try:
-        values = tuple(float(x) for x in text.split(",") if x.strip())
-    except ValueError as error:
-        raise UserError(f"--fractions must be comma-separated numbers, got {text!r}") from error
-    if not values or any(not 0 < v <= 1 for v in values):
-        raise UserError(f"--fractions must be numbers in (0, 1], got {text!r}")
-    return values
+from .args import fraction_list, integer, number
 
 
 def register(subparsers) -> None:
@@ -27,15 +17,15 @@ def register(subparsers) -> None:
         ),
     )
     parser.add_argument("run", metavar="RUN", help="run directory (after `attndsl synthesize`)")
-    parser.add_argument("--fractions", default="0.1,0.25,0.5", help="shares of all heads, e.g. 0.1,0.25,0.5,1.0")
+    parser.add_argument("--fractions", type=fraction_list, default="0.1,0.25,0.5", help="shares of all heads, e.g. 0.1,0.25,0.5,1.0")
     parser.add_argument(
         "--greedy",
         action="store_true",
         help="skip heads whose own marginal cost is extreme (raises probe perplexity by more than --max-head-cost)",
     )
-    parser.add_argument("--max-head-cost", type=float, default=0.05, help="greedy: relative perplexity rise that skips a head (default 0.05)")
-    parser.add_argument("--max-sequences", type=int, default=None, metavar="N", help="use the first N held-out sequences")
-    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--max-head-cost", type=number(0.0), default=0.05, help="greedy: relative perplexity rise that skips a head (default 0.05)")
+    parser.add_argument("--max-sequences", type=integer(1), default=None, metavar="N", help="use the first N held-out sequences")
+    parser.add_argument("--batch-size", type=integer(1), default=8)
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda", "auto"))
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
     parser.set_defaults(func=run)
@@ -46,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
 
     rows, path = run_replacement(
         args.run,
-        fractions=parse_fractions(args.fractions),
+        fractions=args.fractions,
         greedy=args.greedy,
         max_head_cost=args.max_head_cost,
         max_sequences=args.max_sequences,

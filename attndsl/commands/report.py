@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 
+from .args import integer, output_file
+
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
@@ -15,9 +17,9 @@ def register(subparsers) -> None:
         ),
     )
     parser.add_argument("run_dir", metavar="RUN", help="run directory")
-    parser.add_argument("--out", default=None, metavar="FILE", help="where to write (default RUN/report.html)")
-    parser.add_argument("--examples", type=int, default=3, help="held-out sequences shown per head (default 3)")
-    parser.add_argument("--max-tokens", type=int, default=40, help="tokens shown per heatmap (default 40)")
+    parser.add_argument("--out", type=output_file, default=None, metavar="FILE", help="where to write (default RUN/report.html)")
+    parser.add_argument("--examples", type=integer(0), default=3, help="held-out sequences shown per head (default 3)")
+    parser.add_argument("--max-tokens", type=integer(2), default=40, help="tokens shown per heatmap (default 40)")
     parser.set_defaults(func=run)
 
 

@@ -12,6 +12,7 @@ from ..errors import UserError
 from ..features import TokenTable, table_from_spans
 from ..heatmap import render_heatmap
 from ..interpreter import evaluate
+from .args import integer
 from .compile import compile_checked
 
 _WORDS = re.compile(r"\s*(?:\w+(?:['’]\w+)*|[^\w\s])|\s+", re.UNICODE)
@@ -39,7 +40,7 @@ def register(sub) -> None:
     p.add_argument("--text", required=True, help="the text to attend over")
     p.add_argument("--program", help="only this program of the file")
     p.add_argument("--model", help="tokenise with this model's tokenizer (alias, hub id, directory or .gguf)")
-    p.add_argument("--max-tokens", type=int, default=48, help="show at most this many tokens")
+    p.add_argument("--max-tokens", type=integer(1), default=48, help="show at most this many tokens")
     p.set_defaults(func=run)
 
 

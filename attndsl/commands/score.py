@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 
+from .args import input_file, integer
+
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
@@ -17,21 +19,18 @@ def register(subparsers) -> None:
         description=__doc__.split("\n\n", 1)[1],
     )
     parser.add_argument("run_dir", metavar="RUN", help="run directory with an attention store")
-    parser.add_argument("--library", metavar="FILE.attn", default=None,
+    parser.add_argument("--library", type=input_file, metavar="FILE.attn", default=None,
                         help="programs to score (default: RUN/library/library.attn)")
-    parser.add_argument("--top-k", type=int, default=4, metavar="K",
+    parser.add_argument("--top-k", type=integer(1), default=4, metavar="K",
                         help="programs per head re-scored on all synthesis sequences (default 4)")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..errors import UserError
     from ..library import summary_lines
     from ..synthesize import score_library
 
-    if args.top_k < 1:
-        raise UserError("--top-k must be at least 1")
     choices, path, size = score_library(args.run_dir, args.library, top_k=args.top_k, progress=not args.no_progress)
     for line in summary_lines(choices, size):
         print(line)

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import argparse
 
+from .args import check_llm_arguments, head_spec, integer, number
+
 
 def register(subparsers) -> None:
     from ..llm import add_arguments
@@ -24,16 +26,16 @@ def register(subparsers) -> None:
     parser.add_argument("run_dir", metavar="RUN", help="run directory made by `attndsl extract`")
     parser.add_argument("--search", choices=("enumerative",), default=None,
                         help="use the offline enumerative search (the default when no LLM endpoint is configured)")
-    parser.add_argument("--heads", metavar="L.H,...", default=None,
+    parser.add_argument("--heads", type=head_spec, metavar="L.H,...", default=None,
                         help="only these heads, e.g. 3.4,5.0 or 7.* (default: every head)")
-    parser.add_argument("--max-terms", type=int, default=defaults.max_terms, metavar="N",
+    parser.add_argument("--max-terms", type=integer(1), default=defaults.max_terms, metavar="N",
                         help=f"most terms per searched program (default {defaults.max_terms})")
-    parser.add_argument("--min-gain", type=float, default=defaults.min_gain, metavar="IOU",
+    parser.add_argument("--min-gain", type=number(0.0, 1.0), default=defaults.min_gain, metavar="IOU",
                         help=f"stop adding terms below this IoU gain (default {defaults.min_gain})")
-    parser.add_argument("--screen-sequences", type=int, default=defaults.screen_sequences, metavar="N",
+    parser.add_argument("--screen-sequences", type=integer(1), default=defaults.screen_sequences, metavar="N",
                         help=f"synthesis sequences the search screens terms on (default {defaults.screen_sequences})")
-    parser.add_argument("--library-cap", type=int, default=1000, metavar="N", help="most programs in the library")
-    parser.add_argument("--seed", type=int, default=defaults.seed, help="search seed (default 0)")
+    parser.add_argument("--library-cap", type=integer(1), default=1000, metavar="N", help="most programs in the library")
+    parser.add_argument("--seed", type=integer(0), default=defaults.seed, help="search seed (default 0)")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
     add_arguments(parser)
     parser.set_defaults(func=run)
@@ -46,15 +48,11 @@ def llm_requested(args: argparse.Namespace) -> bool:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..errors import UserError
     from ..llm import config_from_args
     from ..search import SearchSettings
     from ..synthesize import synthesize
 
-    if args.max_terms < 1:
-        raise UserError("--max-terms must be at least 1")
-    if args.screen_sequences < 1:
-        raise UserError("--screen-sequences must be at least 1")
+    check_llm_arguments(args)
     llm_config = config_from_args(args) if llm_requested(args) else None
     use_search = True if (args.search == "enumerative" or llm_config is None) else False
     settings = SearchSettings(max_terms=args.max_terms, min_gain=args.min_gain,
