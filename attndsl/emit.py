@@ -83,7 +83,9 @@ def _normalise(row, q, fallback):
 
 #: helpers only programs with ``combine softmax`` or masks need (linear programs
 #: without masks emit exactly what they did before these existed)
-_SOFTMAX_HEADER = '''
+_SOFTMAX_HEADER = f'''
+
+_LOGIT_BOUND = {ir.LOGIT_BOUND!r}  # softmax logits are clamped to +-this
 
 def _fallback_row(q, fallback):
     out = np.zeros(q + 1)
@@ -99,9 +101,10 @@ def _fallback_row(q, fallback):
 
 
 def _softmax(row, allowed, q, fallback):
-    """Softmax of the logits over the admissible keys; no admissible key: the fallback."""
+    """Softmax of the (clamped) logits over the admissible keys; no admissible key: the fallback."""
     if not allowed.any():
         return _fallback_row(q, fallback)
+    row = np.clip(row, -_LOGIT_BOUND, _LOGIT_BOUND)
     top = row[allowed].max()
     weights = np.where(allowed, np.exp(row - top), 0.0)
     return weights / weights.sum()
@@ -234,7 +237,8 @@ def emit_python(program: ir.Program, source: str | None = None, header: bool = T
         for factor in term.factors:
             expr = f"_mul({expr}, {emitter.factor(factor)})"
         term_lines.append(f"            score = _add(score, {expr})")
-    mask_lines = [f"                allowed[k] = {emitter.factor(mask)} != 0.0" for mask in program.masks]
+    mask_lines = [f"                if {emitter.factor(mask)} == 0.0:\n                    allowed[k] = False"
+                  for mask in program.masks]
     comment = [f"# attndsl program '{program.name}'"]
     if source:
         comment += ["#   " + line for line in source.strip().splitlines()]

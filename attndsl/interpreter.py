@@ -15,13 +15,15 @@ one token sequence, computed the obvious way with NumPy on the full grid of
 5. ``combine linear`` (the default): scores of keys that are not admissible
    and scores below 0 become 0; each row is divided by its sum; a row whose
    sum is 0 (or not finite) takes the fallback.
-   ``combine softmax``: the score is a logit and
-   Â[q,k] = exp(s(q,k) − m) / Σⱼ exp(s(q,j) − m) over the admissible keys j,
-   m the largest admissible logit of the row; keys that are not admissible get
-   0 (their logit is −∞).  Logits are finite (step 3), so the largest key
-   gets exp(0) = 1 and a row with an admissible key is never empty; a
-   difference s − m that overflows gives exp(−∞) = 0, never NaN.  A row with
-   no admissible key takes the fallback;
+   ``combine softmax``: the score, clamped to ±`ir.LOGIT_BOUND` (10⁴), is
+   the logit s, and Â[q,k] = exp(s(q,k) − m) / Σⱼ exp(s(q,j) − m) over the
+   admissible keys j, m the largest admissible logit of the row; keys that
+   are not admissible get 0 (their logit is −∞).  Logits are finite (step 3;
+   a non-finite intermediate counts as 0), so the largest key gets
+   exp(0) = 1 and a row with an admissible key is never empty.  The clamp
+   changes nothing a softmax can distinguish below 10⁴ and keeps one-ulp
+   differences between math libraries from being amplified.  A row with no
+   admissible key takes the fallback;
 6. the fallback puts the row's mass on ``first`` → k = 0, ``self`` → k = q,
    ``previous`` → k = q − 1 (k = 0 for q = 0), ``uniform`` → 1/(q+1) on every
    k ≤ q (masks do not restrict the fallback).
@@ -305,7 +307,7 @@ def normalise(total: np.ndarray, fallback: str, form: str = "linear", allowed: n
                 if len(keys) == 0:
                     _fallback_row(out, q, fallback)
                     continue
-                logits = total[q, keys]
+                logits = np.clip(total[q, keys], -ir.LOGIT_BOUND, ir.LOGIT_BOUND)
                 e = np.exp(logits - logits.max())
                 out[q, keys] = e / e.sum()
         return out

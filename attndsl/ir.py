@@ -32,6 +32,11 @@ SELECTIONS = ("nearest", "first", "spread")
 FALLBACKS = ("first", "self", "previous", "uniform")
 #: how a program combines its terms (``combine``; linear when not declared)
 FORMS = ("linear", "softmax")
+#: softmax logits are clamped to [-LOGIT_BOUND, LOGIT_BOUND] before the softmax
+#: (see `attndsl.interpreter`): beyond ±745 exp already saturates, and a bound
+#: keeps one-ulp differences between math libraries (NumPy vs Numba's libm)
+#: below 1e-11 of the attention instead of amplifying them without limit
+LOGIT_BOUND = 1e4
 #: bounds on lexicons: entries per lexicon, lexicons per program, characters per key
 MAX_LEXICON_ENTRIES = 256
 MAX_LEXICONS = 16

@@ -35,6 +35,9 @@ OP_IN, OP_AND, OP_OR, OP_NOT, OP_SELECT = range(26, 31)
 OP_LEX = 31
 #: combination codes: fallback + FORM_STRIDE * form (encoding.combination_code)
 FORM_STRIDE = 8
+#: softmax logits are clamped to ±LOGIT_BOUND (= attndsl.ir.LOGIT_BOUND; a literal
+#: here so the cached kernels do not depend on a module global changing)
+LOGIT_BOUND = 1e4
 
 
 @njit(inline="always", **_FLAGS)
@@ -351,8 +354,8 @@ def fallback_row(r0, q, fallback, out):
 
 @njit(**_FLAGS)
 def softmax_rows(q0, q1, total, masked, fallback, out):
-    """Softmax of the logits over each row's admissible keys (interpreter step 5):
-    exp(s − max) / Σ exp(s − max); with ``masked``, ``out`` holds 1.0 for the
+    """Softmax of the logits (clamped to ±LOGIT_BOUND) over each row's admissible
+    keys (interpreter step 5): exp(s − max) / Σ exp(s − max); with ``masked``, ``out`` holds 1.0 for the
     admissible entries on entry; a row with no admissible key takes the fallback."""
     first_entry = q0 * (q0 + 1) // 2
     for q in range(q0, q1):
@@ -361,8 +364,10 @@ def softmax_rows(q0, q1, total, masked, fallback, out):
         found = False
         for k in range(q + 1):
             if (not masked) or out[r0 + k] != 0.0:
-                if not found or total[r0 + k] > top:
-                    top = total[r0 + k]
+                x = min(max(total[r0 + k], -LOGIT_BOUND), LOGIT_BOUND)
+                total[r0 + k] = x
+                if not found or x > top:
+                    top = x
                 found = True
         if not found:
             fallback_row(r0, q, fallback, out)
