@@ -239,6 +239,9 @@ def emit_python(program: ir.Program, source: str | None = None, header: bool = T
         term_lines.append(f"            score = _add(score, {expr})")
     mask_lines = [f"                if {emitter.factor(mask)} == 0.0:\n                    allowed[k] = False"
                   for mask in program.masks]
+    # render selection conditions now, so every lexicon they read is known before the dicts are written
+    selection_lines = [f"            {name} = [k for k in range(q + 1) if {emitter.cond(select.condition)}]"
+                       for name, select in emitter.selections]
     comment = [f"# attndsl program '{program.name}'"]
     if source:
         comment += ["#   " + line for line in source.strip().splitlines()]
@@ -255,8 +258,7 @@ def emit_python(program: ir.Program, source: str | None = None, header: bool = T
         "    with np.errstate(all='ignore'):",
         "        for q in range(n):",
     ]
-    for name, select in emitter.selections:
-        lines.append(f"            {name} = [k for k in range(q + 1) if {emitter.cond(select.condition)}]")
+    lines += selection_lines
     lines += ["            row = np.zeros(q + 1)"]
     if mask_lines:
         lines += ["            allowed = np.ones(q + 1, dtype=bool)  # keys every mask admits"]
