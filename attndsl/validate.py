@@ -99,35 +99,29 @@ class _Checker:
                 self.error(lexicon.span, f"duplicate lexicon name '{lexicon.name}'", "a unique name per lexicon")
                 ok = False
             if len(lexicon.entries) > ir.MAX_LEXICON_ENTRIES:
-                self.error(lexicon.entries[ir.MAX_LEXICON_ENTRIES].span,
+                self.error(lexicon.span,
                            f"lexicon '{lexicon.name}' has {len(lexicon.entries)} entries; at most "
                            f"{ir.MAX_LEXICON_ENTRIES} are allowed", "keep the words with the largest weights")
-                ok = False
             seen: set[str] = set()
             for entry in lexicon.entries:
                 key = entry.key
                 if not key:
                     self.error(entry.span, "a lexicon key cannot be empty", 'a word such as "the"')
-                    ok = False
                 elif len(key) > ir.MAX_LEXICON_KEY:
                     self.error(entry.span, f"lexicon key is {len(key)} characters long; at most {ir.MAX_LEXICON_KEY}",
                                "a shorter word")
-                    ok = False
                 elif key != key.lower():
                     self.error(entry.span, f"lexicon key {json.dumps(key, ensure_ascii=False)} is not lower-case "
                                "(lexicons are read on lower-cased text)",
                                json.dumps(key.lower(), ensure_ascii=False))
-                    ok = False
                 elif key in seen:
                     self.error(entry.span, f"duplicate key {json.dumps(key, ensure_ascii=False)} in lexicon "
                                f"'{lexicon.name}'", "each word once")
-                    ok = False
                 seen.add(key)
                 if not math.isfinite(entry.weight):
                     self.error(entry.span, f"lexicon weight {entry.weight} is not a finite number",
                                "a finite number such as 0.5")
-                    ok = False
-            if ok:
+            if ok:  # a bad entry is reported above; the name still resolves, so reads raise no second error
                 found[lexicon.name] = ir.Lexicon(lexicon.name, tuple((e.key, float(e.weight)) for e in lexicon.entries))
         return found
 

@@ -193,3 +193,18 @@ def test_softmax_log_ratios_are_logit_differences(program, table):
         for k in keys:
             if a[q, k] > 1e-250 and abs(logits[q, k] - logits[q, top]) < 500:
                 assert math.isclose(math.log(a[q, k] / a[q, top]), logits[q, k] - logits[q, top], abs_tol=1e-9)
+
+
+def test_reference_examples_compile_and_name_the_new_declarations():
+    import re
+
+    from attndsl.prompts import dsl_reference
+    from attndsl.validate import compile_source
+
+    reference = dsl_reference()
+    blocks = re.findall(r"```attn\n(.*?)```", reference, re.S)
+    assert any("combine softmax" in b and "lexicon" in b and "mask" in b for b in blocks)
+    for block in blocks:
+        compile_source(block)
+    for word in ir.FORMS + ("mask", "lexicon", str(ir.MAX_LEXICON_ENTRIES), f"{ir.LOGIT_BOUND:.0f}"):
+        assert word in reference, word
