@@ -237,8 +237,9 @@ def emit_python(program: ir.Program, source: str | None = None, header: bool = T
         for factor in term.factors:
             expr = f"_mul({expr}, {emitter.factor(factor)})"
         term_lines.append(f"            score = _add(score, {expr})")
-    mask_lines = [f"                if {emitter.factor(mask)} == 0.0:\n                    allowed[k] = False"
-                  for mask in program.masks]
+    mask_tests = [f"not {emitter.cond(m.condition)}" if isinstance(m, ir.Indicator) else f"{emitter.factor(m)} == 0.0"
+                  for m in program.masks]
+    mask_lines = [f"                if {test}:\n                    allowed[k] = False" for test in mask_tests]
     # render selection conditions now, so every lexicon they read is known before the dicts are written
     selection_lines = [f"            {name} = [k for k in range(q + 1) if {emitter.cond(select.condition)}]"
                        for name, select in emitter.selections]
