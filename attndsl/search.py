@@ -591,7 +591,10 @@ class SearchSettings:
     def as_dict(self) -> dict:
         from dataclasses import asdict
 
-        return asdict(self)
+        out = asdict(self)
+        if not out["softmax_terms"]:  # off: manifests of linear-only runs stay as they were
+            del out["softmax_terms"]
+        return out
 
 
 @dataclass(frozen=True)
