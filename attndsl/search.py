@@ -37,6 +37,13 @@ synthesis sequences (the normative metric, not a surrogate of it):
    validator (so every result round-trips through the parser), and its IoU
    is whatever that compiled program scores.
 
+4. **Softmax** (``softmax_terms > 0``, ``attndsl synthesize --softmax-terms N``):
+   the same evaluated pool is also fitted as a ``combine softmax`` program
+   (`attndsl.softmax_fit`: greedy selection by the cross-entropy gradient,
+   convex L-BFGS fits, soft-IoU refinement, the shortest near-tie wins); it
+   is a further candidate, and the pooled library picks per head, by
+   synthesis IoU, between it and the linear programs.
+
 Terms are scaled so that their mean row sum is 1 where they are active, so a
 weight reads roughly as the share of a row's mass the term gets; the printed
 weight includes that scale.  Everything is deterministic for a seed (ties go
