@@ -134,13 +134,39 @@ class Term:
 
 
 @dataclass(frozen=True)
+class LexiconEntry:
+    """``"word": weight`` inside a lexicon."""
+
+    key: str
+    weight: float
+    span: Span = _span()
+
+
+@dataclass(frozen=True)
+class Lexicon:
+    """``lexicon name { "word": weight, ... }``: a weighted word table, read as ``name(k)``."""
+
+    name: str
+    entries: tuple[LexiconEntry, ...]
+    span: Span = _span()
+
+
+@dataclass(frozen=True)
 class Program:
+    """A program as written.  ``form`` is its ``combine`` declaration
+    (``linear`` when absent); ``masks`` are the ``mask`` declarations in order,
+    each an `Indicator` (``mask [c]``) or a `Call` (``mask nearest(c)``)."""
+
     name: str
     terms: tuple[Term, ...]
     fallback: str = "first"
     uses_syntax: bool = False
     span: Span = _span()
     fallback_span: Span = _span()
+    form: str = "linear"
+    masks: tuple[Expr, ...] = ()
+    lexicons: tuple[Lexicon, ...] = ()
+    form_span: Span = _span()
 
 
 @dataclass(frozen=True)

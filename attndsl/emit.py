@@ -9,7 +9,9 @@ compare the kernels against (the way the paper ran its programs).
 
 The code follows the reference interpreter step for step: every ``*``, ``/``
 and function result that is not finite becomes 0, terms are summed left to
-right, negative scores clip to 0, rows are normalised, empty rows fall back.
+right, negative scores clip to 0, rows are normalised, empty rows fall back;
+``combine softmax`` programs take the softmax of the scores over the keys
+their masks admit; lexicons become dicts keyed by lower-cased text.
 """
 from __future__ import annotations
 
@@ -79,6 +81,35 @@ def _normalise(row, q, fallback):
     return out
 '''
 
+#: helpers only programs with ``combine softmax`` or masks need (linear programs
+#: without masks emit exactly what they did before these existed)
+_SOFTMAX_HEADER = f'''
+
+_LOGIT_BOUND = {ir.LOGIT_BOUND!r}  # softmax logits are clamped to +-this
+
+def _fallback_row(q, fallback):
+    out = np.zeros(q + 1)
+    if fallback == "first":
+        out[0] = 1.0
+    elif fallback == "self":
+        out[q] = 1.0
+    elif fallback == "previous":
+        out[max(q - 1, 0)] = 1.0
+    else:
+        out[:] = 1.0 / (q + 1)
+    return out
+
+
+def _softmax(row, allowed, q, fallback):
+    """Softmax of the (clamped) logits over the admissible keys; no admissible key: the fallback."""
+    if not allowed.any():
+        return _fallback_row(q, fallback)
+    row = np.clip(row, -_LOGIT_BOUND, _LOGIT_BOUND)
+    top = row[allowed].max()
+    weights = np.where(allowed, np.exp(row - top), 0.0)
+    return weights / weights.sum()
+'''
+
 _FUNCS = {"exp": "np.exp", "log": "np.log", "sqrt": "np.sqrt", "abs": "np.abs", "pow": "np.power",
           "min": "np.minimum", "max": "np.maximum"}
 _SAME_KEY = {"same_tok": "id", "same_lower": "lower", "same_word": "word", "same_sent": "sent"}
@@ -99,6 +130,7 @@ def _membership(operand: str, items: list[str], negated: bool) -> str:
 class _Emitter:
     def __init__(self) -> None:
         self.selections: list[tuple[str, ir.Select]] = []
+        self.lexicons: list[tuple[str, ir.Lexicon]] = []
 
     def num(self, node: ir.Num) -> str:
         match node:
@@ -126,7 +158,19 @@ class _Emitter:
                 return f"_call({_FUNCS[name]}, {', '.join(self.num(a) for a in args)})"
             case ir.Indicator(condition=c):
                 return f"(1.0 if {self.cond(c)} else 0.0)"
+            case ir.LexiconRead(lexicon=lexicon, at=at):
+                return f"{self.lexicon(lexicon)}.get(_read(tokens, {_pos(at)}, 'lower', _PAD_TEXT), 0.0)"
         raise AssertionError(f"unhandled number node {node!r}")
+
+    def lexicon(self, lexicon: ir.Lexicon) -> str:
+        """The local name of a lexicon's dict (one per distinct table)."""
+        for name, known in self.lexicons:
+            if known == lexicon:
+                return name
+        name = f"lexicon_{lexicon.name}" + (f"_{len(self.lexicons)}" if any(
+            k.name == lexicon.name for _, k in self.lexicons) else "")
+        self.lexicons.append((name, lexicon))
+        return name
 
     def text(self, node: ir.Str) -> str:
         match node:
@@ -180,6 +224,10 @@ def python_name(program: ir.Program) -> str:
     return f"program_{program.name}"
 
 
+def needs_softmax_helpers(program: ir.Program) -> bool:
+    return program.form == "softmax" or bool(program.masks)
+
+
 def emit_python(program: ir.Program, source: str | None = None, header: bool = True) -> str:
     """Source of a standalone module defining ``program_<name>(tokens)``."""
     emitter = _Emitter()
@@ -189,6 +237,12 @@ def emit_python(program: ir.Program, source: str | None = None, header: bool = T
         for factor in term.factors:
             expr = f"_mul({expr}, {emitter.factor(factor)})"
         term_lines.append(f"            score = _add(score, {expr})")
+    mask_tests = [f"not {emitter.cond(m.condition)}" if isinstance(m, ir.Indicator) else f"{emitter.factor(m)} == 0.0"
+                  for m in program.masks]
+    mask_lines = [f"                if {test}:\n                    allowed[k] = False" for test in mask_tests]
+    # render selection conditions now, so every lexicon they read is known before the dicts are written
+    selection_lines = [f"            {name} = [k for k in range(q + 1) if {emitter.cond(select.condition)}]"
+                       for name, select in emitter.selections]
     comment = [f"# attndsl program '{program.name}'"]
     if source:
         comment += ["#   " + line for line in source.strip().splitlines()]
@@ -197,29 +251,44 @@ def emit_python(program: ir.Program, source: str | None = None, header: bool = T
         f'    """Attention matrix (n x n) of program {program.name!r} for a list of token records."""',
         "    n = len(tokens)",
         "    attention = np.zeros((n, n))",
+    ]
+    for name, lexicon in emitter.lexicons:
+        inside = ", ".join(f"{format_string(key)}: {float(w)!r}" for key, w in lexicon.entries)
+        lines.append(f"    {name} = {{{inside}}}  # lexicon {lexicon.name}: lower-cased text -> weight")
+    lines += [
         "    with np.errstate(all='ignore'):",
         "        for q in range(n):",
     ]
-    for name, select in emitter.selections:
-        lines.append(f"            {name} = [k for k in range(q + 1) if {emitter.cond(select.condition)}]")
+    lines += selection_lines
+    lines += ["            row = np.zeros(q + 1)"]
+    if mask_lines:
+        lines += ["            allowed = np.ones(q + 1, dtype=bool)  # keys every mask admits"]
     lines += [
-        "            row = np.zeros(q + 1)",
         "            for k in range(q + 1):",
         "                score = 0.0",
     ]
+    lines += mask_lines
     lines += ["    " + line for line in term_lines]
-    lines += [
-        "                row[k] = score",
-        f"            attention[q, : q + 1] = _normalise(row, q, {program.fallback!r})",
-        "    return attention",
-    ]
+    lines += ["                row[k] = score"]
+    if program.form == "softmax":
+        allowed = "allowed" if mask_lines else "np.ones(q + 1, dtype=bool)"
+        lines += [f"            attention[q, : q + 1] = _softmax(row, {allowed}, q, {program.fallback!r})"]
+    elif mask_lines:
+        lines += [f"            attention[q, : q + 1] = _normalise(np.where(allowed, row, 0.0), q, {program.fallback!r})"]
+    else:
+        lines += [f"            attention[q, : q + 1] = _normalise(row, q, {program.fallback!r})"]
+    lines += ["    return attention"]
     body = "\n".join(lines) + "\n"
-    return (_HEADER + "\n\n" + body) if header else body
+    if not header:
+        return body
+    helpers = _HEADER + (_SOFTMAX_HEADER if needs_softmax_helpers(program) else "")
+    return helpers + "\n\n" + body
 
 
 def emit_module(programs: list[ir.Program]) -> str:
     """One module holding every program's function (shared helpers once)."""
-    return _HEADER + "".join("\n\n" + emit_python(p, header=False) for p in programs)
+    helpers = _HEADER + (_SOFTMAX_HEADER if any(needs_softmax_helpers(p) for p in programs) else "")
+    return helpers + "".join("\n\n" + emit_python(p, header=False) for p in programs)
 
 
 def load_function(program: ir.Program):

@@ -8,14 +8,37 @@ one token sequence, computed the obvious way with NumPy on the full grid of
    finite (overflow, division by zero, log of 0 …) becomes 0;
 2. a term is ``weight × factor₁ × factor₂ × …`` (left to right, same rule);
 3. the score is the sum of the terms in order (same rule), kept for k ≤ q;
-4. scores below 0 become 0; each row is divided by its sum;
-5. a row whose sum is 0 (or not finite) takes the program's fallback:
-   ``first`` → all mass on k = 0, ``self`` → on k = q, ``previous`` → on
-   k = q − 1 (k = 0 for q = 0), ``uniform`` → 1/(q+1) on every k ≤ q.
+   every score is therefore a finite number;
+4. a key is *admissible* when k ≤ q and every ``mask`` of the program is
+   non-zero there (``mask [c]``: c holds; ``mask nearest(c)``: the key the
+   selection picks); without masks every k ≤ q is admissible;
+5. ``combine linear`` (the default): scores of keys that are not admissible
+   and scores below 0 become 0; each row is divided by its sum; a row whose
+   sum is 0 (or not finite) takes the fallback.
+   ``combine softmax``: the score, clamped to ±`ir.LOGIT_BOUND` (10⁴), is
+   the logit s, and Â[q,k] = exp(s(q,k) − m) / Σⱼ exp(s(q,j) − m) over the
+   admissible keys j, m the largest admissible logit of the row; keys that
+   are not admissible get 0 (their logit is −∞).  Logits are finite (step 3;
+   a non-finite intermediate counts as 0), so the largest key gets
+   exp(0) = 1 and a row with an admissible key is never empty.  The clamp
+   changes nothing a softmax can distinguish below 10⁴ and keeps one-ulp
+   differences between math libraries from being amplified.  A row with no
+   admissible key takes the fallback;
+6. the fallback puts the row's mass on ``first`` → k = 0, ``self`` → k = q,
+   ``previous`` → k = q − 1 (k = 0 for q = 0), ``uniform`` → 1/(q+1) on every
+   k ≤ q (masks do not restrict the fallback).
+
+Selections mean the same in both forms: ``nearest(c)`` / ``first(c)`` are 1
+at the largest / smallest k ≤ q where c holds and 0 elsewhere; ``spread(c)``
+is 1/m at each of the m such keys.  As softmax terms they are indicator
+features: ``w * nearest(c)`` adds w to the logit of the selected key;
+``w * spread(c)`` adds w/m to each of its m keys (a flat +w is ``w * [c]``).
 
 A feature read outside the sequence (``tok(k-1)`` at k = 0) gives the
 padding value: "" for text, -1 for numbers, false for conditions; cross
-features with a position outside give false / 0.
+features with a position outside give false / 0.  A lexicon read
+``name(p)`` is the lexicon's weight of ``lower(p)``: 0 for text the lexicon
+does not hold and outside the sequence.
 
 Every other evaluator (Numba kernels, emitted Python, torch) must equal this.
 """
@@ -142,6 +165,11 @@ class _Grid:
                 return _fin(r)
             case ir.Indicator(condition=c):
                 return self.cond(c).astype(np.float64)
+            case ir.LexiconRead(lexicon=lexicon, at=at):
+                weight_of = {self.intern(key): float(w) for key, w in lexicon.entries}
+                ids = self.gather(self.string_column("lower"), at, _PAD_STR)
+                return np.array([[weight_of.get(int(i), 0.0) for i in row] for row in ids],
+                                dtype=np.float64).reshape(self.n, self.n)
         raise AssertionError(f"unhandled number node {node!r}")
 
     # -- strings (as interned integer ids)
@@ -222,8 +250,8 @@ class _Grid:
         return self.num(node)
 
 
-def scores(program: ir.Program, table: TokenTable) -> np.ndarray:
-    """Unnormalised scores (after the sum, before clipping), zero above the diagonal."""
+def _parts(program: ir.Program, table: TokenTable) -> tuple[np.ndarray, np.ndarray]:
+    """(scores, admissible): steps 1–4 on one grid."""
     grid = _Grid(program, table)
     n = grid.n
     total = np.zeros((n, n))
@@ -233,40 +261,80 @@ def scores(program: ir.Program, table: TokenTable) -> np.ndarray:
             for factor in term.factors:
                 value = _fin(value * grid.factor(factor))
             total = _fin(total + value)
-    return np.where(grid.K <= grid.Q, total, 0.0)
+        causal = grid.K <= grid.Q
+        admissible = causal.copy()
+        for mask in program.masks:
+            admissible &= grid.factor(mask) != 0
+    return np.where(causal, total, 0.0), admissible
 
 
-def normalise(total: np.ndarray, fallback: str) -> np.ndarray:
-    """Clip, row-normalise and apply the fallback to empty rows."""
+def scores(program: ir.Program, table: TokenTable) -> np.ndarray:
+    """Unnormalised scores (after the sum, before clipping), zero above the diagonal;
+    the logits of a softmax program."""
+    return _parts(program, table)[0]
+
+
+def admissible(program: ir.Program, table: TokenTable) -> np.ndarray:
+    """Which keys may get mass (k ≤ q and every mask non-zero), bool n×n."""
+    return _parts(program, table)[1]
+
+
+def _fallback_row(out: np.ndarray, q: int, fallback: str) -> None:
+    match fallback:
+        case "first":
+            out[q, 0] = 1.0
+        case "self":
+            out[q, q] = 1.0
+        case "previous":
+            out[q, max(q - 1, 0)] = 1.0
+        case "uniform":
+            out[q, : q + 1] = 1.0 / (q + 1)
+        case _:
+            raise AssertionError(fallback)
+
+
+def normalise(total: np.ndarray, fallback: str, form: str = "linear", allowed: np.ndarray | None = None) -> np.ndarray:
+    """Step 5–6: linear (clip, row-normalise) or softmax over the admissible keys
+    (``allowed``; default every k ≤ q), with the fallback for empty rows."""
     n = total.shape[0]
-    clipped = np.maximum(total, 0.0)
-    sums = clipped.sum(axis=1)
+    if allowed is None:
+        allowed = np.tri(n, dtype=bool)
     out = np.zeros((n, n))
+    if form == "softmax":
+        with np.errstate(all="ignore"):
+            for q in range(n):
+                keys = np.flatnonzero(allowed[q, : q + 1])
+                if len(keys) == 0:
+                    _fallback_row(out, q, fallback)
+                    continue
+                logits = np.clip(total[q, keys], -ir.LOGIT_BOUND, ir.LOGIT_BOUND)
+                e = np.exp(logits - logits.max())
+                out[q, keys] = e / e.sum()
+        return out
+    if form != "linear":
+        raise AssertionError(form)
+    clipped = np.maximum(np.where(allowed, total, 0.0), 0.0)
+    sums = clipped.sum(axis=1)
     for q in range(n):
         s = sums[q]
         if s > 0 and np.isfinite(s):
             out[q, : q + 1] = clipped[q, : q + 1] / s
         else:
-            match fallback:
-                case "first":
-                    out[q, 0] = 1.0
-                case "self":
-                    out[q, q] = 1.0
-                case "previous":
-                    out[q, max(q - 1, 0)] = 1.0
-                case "uniform":
-                    out[q, : q + 1] = 1.0 / (q + 1)
-                case _:
-                    raise AssertionError(fallback)
+            _fallback_row(out, q, fallback)
     return out
 
 
 def evaluate(program: ir.Program, table: TokenTable) -> np.ndarray:
     """The program's n×n causal, row-stochastic attention matrix (float64)."""
-    return normalise(scores(program, table), program.fallback)
+    total, allowed = _parts(program, table)
+    return normalise(total, program.fallback, program.form, allowed)
 
 
 def empty_rows(program: ir.Program, table: TokenTable) -> np.ndarray:
-    """Which rows fell back (their clipped score sum was 0 or not finite)."""
-    total = np.maximum(scores(program, table), 0.0).sum(axis=1)
-    return ~((total > 0) & np.isfinite(total))
+    """Which rows fell back: linear — the clipped admissible score sum was 0 or
+    not finite; softmax — no key was admissible."""
+    total, allowed = _parts(program, table)
+    if program.form == "softmax":
+        return ~allowed.any(axis=1)
+    sums = np.maximum(np.where(allowed, total, 0.0), 0.0).sum(axis=1)
+    return ~((sums > 0) & np.isfinite(sums))

@@ -30,6 +30,17 @@ FUNCTIONS = {"exp": 1, "log": 1, "sqrt": 1, "abs": 1, "pow": 2, "min": 2, "max":
 SELECTIONS = ("nearest", "first", "spread")
 #: what an empty row becomes
 FALLBACKS = ("first", "self", "previous", "uniform")
+#: how a program combines its terms (``combine``; linear when not declared)
+FORMS = ("linear", "softmax")
+#: softmax logits are clamped to [-LOGIT_BOUND, LOGIT_BOUND] before the softmax
+#: (see `attndsl.interpreter`): beyond ±745 exp already saturates, and a bound
+#: keeps one-ulp differences between math libraries (NumPy vs Numba's libm)
+#: below 1e-11 of the attention instead of amplifying them without limit
+LOGIT_BOUND = 1e4
+#: bounds on lexicons: entries per lexicon, lexicons per program, characters per key
+MAX_LEXICON_ENTRIES = 256
+MAX_LEXICONS = 16
+MAX_LEXICON_KEY = 64
 
 ALL_FEATURES = (
     STRING_FEATURES
@@ -111,7 +122,26 @@ class Indicator:
     condition: "Bool"
 
 
-Num = Union[Const, Dist, Position, NumFeature, Similarity, Arith, Negate, Func, Indicator]
+@dataclass(frozen=True)
+class Lexicon:
+    """A named word table: lower-cased text → weight (keys distinct, non-empty,
+    at most `MAX_LEXICON_ENTRIES`).  Carried by value in every read, so a term
+    means the same wherever it is evaluated and identical terms share work."""
+
+    name: str
+    entries: tuple[tuple[str, float], ...]
+
+
+@dataclass(frozen=True)
+class LexiconRead:
+    """``name(p)``: the lexicon's weight of ``lower(p)``; 0 for text it does not
+    hold and outside the sequence."""
+
+    lexicon: Lexicon
+    at: At
+
+
+Num = Union[Const, Dist, Position, NumFeature, Similarity, Arith, Negate, Func, Indicator, LexiconRead]
 
 # --------------------------------------------------------------- strings
 
@@ -227,10 +257,16 @@ class Term:
 
 @dataclass(frozen=True)
 class Program:
+    """A validated program.  ``form``: ``linear`` or ``softmax`` (`FORMS`);
+    ``masks``: factors (an `Indicator` or a `Select`) that every admissible key
+    must make non-zero — see `attndsl.interpreter` for the exact meaning."""
+
     name: str
     terms: tuple[Term, ...]
     fallback: str = "first"
     uses_syntax: bool = False
+    form: str = "linear"
+    masks: tuple[Factor, ...] = ()
 
 
 def walk(node):
@@ -239,6 +275,8 @@ def walk(node):
     if isinstance(node, Program):
         for term in node.terms:
             yield from walk(term)
+        for mask in node.masks:
+            yield from walk(mask)
         return
     if isinstance(node, Term):
         for f in node.factors:

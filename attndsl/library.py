@@ -191,7 +191,7 @@ def _canonical_first(programs: Sequence[LibraryProgram]) -> list[LibraryProgram]
     out, seen = [], set()
     for p in programs:
         prog = p.program()
-        key = (prog.terms, prog.fallback)
+        key = (prog.terms, prog.fallback, prog.form, prog.masks)
         if key not in seen:
             seen.add(key)
             out.append(p)

@@ -65,6 +65,7 @@ _TERMINAL_NAMES = {
     "AND": "'and'",
     "NOT": "'not'",
     "IN": "'in'",
+    "COLON": "':'",
     "$END": "end of file",
 }
 
@@ -122,6 +123,7 @@ class _Build(Transformer):
         uses_syntax = False
         fallback, fallback_span = "first", ast.Span()
         terms: tuple = ()
+        extra = _Declarations()
         for child in rest:
             if child == "uses_syntax":
                 uses_syntax = True
@@ -129,7 +131,10 @@ class _Build(Transformer):
                 fallback, fallback_span = child[1], child[2]
             elif isinstance(child, list):
                 terms = tuple(child)
-        return ast.Program(str(name_token), terms, fallback, uses_syntax, _span(name_token), fallback_span)
+            else:
+                extra.add(child)
+        return ast.Program(str(name_token), terms, fallback, uses_syntax, _span(name_token), fallback_span,
+                           **extra.fields())
 
     def uses_syntax(self, meta, children):
         return "uses_syntax"
@@ -219,6 +224,48 @@ class _Build(Transformer):
 
     def not_(self, meta, children):
         return ast.Not(children[0], _span(meta))
+
+    # -- softmax form, masks and lexicons (declarations before the terms)
+    def combine(self, meta, children):
+        (token,) = children
+        return ("combine", str(token), _span(token))
+
+    def mask_condition(self, meta, children):
+        return ("mask", ast.Indicator(children[0], _span(meta)))
+
+    def mask_call(self, meta, children):
+        return ("mask", children[0])
+
+    def lexicon(self, meta, children):
+        name_token, *entries = children
+        entries = tuple(e for e in entries if isinstance(e, ast.LexiconEntry))
+        return ("lexicon", ast.Lexicon(str(name_token), entries, _span(name_token)))
+
+    def lex_entry(self, meta, children):
+        key, weight = children
+        return ast.LexiconEntry(_decode_string(key), weight.value, _span(key))
+
+
+class _Declarations:
+    """Collects a program's ``combine``, ``mask`` and ``lexicon`` declarations
+    (a later ``combine`` overrides an earlier one, as ``fallback`` does)."""
+
+    def __init__(self) -> None:
+        self.form, self.form_span = "linear", ast.Span()
+        self.masks: list = []
+        self.lexicons: list = []
+
+    def add(self, child) -> None:
+        kind = child[0] if isinstance(child, tuple) and child else None
+        if kind == "combine":
+            self.form, self.form_span = child[1], child[2]
+        elif kind == "mask":
+            self.masks.append(child[1])
+        elif kind == "lexicon":
+            self.lexicons.append(child[1])
+
+    def fields(self) -> dict:
+        return dict(form=self.form, masks=tuple(self.masks), lexicons=tuple(self.lexicons), form_span=self.form_span)
 
 
 def _fold(node, children):

@@ -2,7 +2,9 @@
 
 One program per block, one term per line, every weight written out, the
 fewest parentheses that keep the tree, strings JSON-escaped, numbers in their
-shortest exact form.
+shortest exact form.  Declarations come first, in a fixed order: ``uses
+syntax``, ``combine`` (only when not linear), ``fallback`` (only when not
+first), lexicons (one entry per line), masks.
 """
 from __future__ import annotations
 
@@ -103,12 +105,34 @@ def format_term(term: ast.Term, first: bool) -> str:
     return f"{'-' if negative else '+'} {body}"
 
 
+def format_lexicon(lexicon: ast.Lexicon, indent: str = "    ") -> list[str]:
+    """A lexicon as a readable table: one ``"word": weight`` per line, in source order."""
+    if not lexicon.entries:
+        return [f"{indent}lexicon {lexicon.name} {{}}"]
+    rows = [f"{indent}{indent}{format_string(e.key)}: {format_number(e.weight)}" for e in lexicon.entries]
+    rows = [row + "," for row in rows[:-1]] + rows[-1:]
+    return [f"{indent}lexicon {lexicon.name} {{", *rows, f"{indent}}}"]
+
+
+def format_mask(node: ast.Expr) -> str:
+    """``[condition]`` or a selection call (the two forms the grammar accepts)."""
+    if isinstance(node, ast.Indicator):
+        return f"[{format_expr(node.condition)}]"
+    return _expr(node)
+
+
 def format_program(program: ast.Program, indent: str = "    ") -> str:
     lines = [f"program {program.name} {{"]
     if program.uses_syntax:
         lines.append(f"{indent}uses syntax")
+    if program.form != "linear":
+        lines.append(f"{indent}combine {program.form}")
     if program.fallback != "first":
         lines.append(f"{indent}fallback {program.fallback}")
+    for lexicon in program.lexicons:
+        lines.extend(format_lexicon(lexicon, indent))
+    for mask in program.masks:
+        lines.append(f"{indent}mask {format_mask(mask)}")
     for i, term in enumerate(program.terms):
         lines.append(indent + format_term(term, first=(i == 0)))
     lines.append("}")

@@ -37,6 +37,13 @@ synthesis sequences (the normative metric, not a surrogate of it):
    validator (so every result round-trips through the parser), and its IoU
    is whatever that compiled program scores.
 
+4. **Softmax** (``softmax_terms > 0``, ``attndsl synthesize --softmax-terms N``):
+   the same evaluated pool is also fitted as a ``combine softmax`` program
+   (`attndsl.softmax_fit`: greedy selection by the cross-entropy gradient,
+   convex L-BFGS fits, soft-IoU refinement, the shortest near-tie wins); it
+   is a further candidate, and the pooled library picks per head, by
+   synthesis IoU, between it and the linear programs.
+
 Terms are scaled so that their mean row sum is 1 where they are active, so a
 weight reads roughly as the share of a row's mass the term gets; the printed
 weight includes that scale.  Everything is deterministic for a seed (ties go
@@ -585,11 +592,16 @@ class SearchSettings:
     use_gates: bool = True
     n_words: int = 16
     seed: int = 0
+    softmax_terms: int = 0  # > 0: also fit a `combine softmax` program with at most this many terms
+
 
     def as_dict(self) -> dict:
         from dataclasses import asdict
 
-        return asdict(self)
+        out = asdict(self)
+        if not out["softmax_terms"]:  # off: manifests of linear-only runs stay as they were
+            del out["softmax_terms"]
+        return out
 
 
 @dataclass(frozen=True)
@@ -618,18 +630,21 @@ class SearchResult:
     path: tuple[str, ...]
     path_iou: tuple[float, ...]
     seconds: float
+    softmax_source: str = ""  # the `combine softmax` fit (`attndsl.softmax_fit`), when asked for
+    softmax_fit_iou: float = 0.0
 
     def as_dict(self) -> dict:
         return {
             "layer": self.layer, "head": self.head, "name": self.name, "source": self.source,
             "fit_iou": self.fit_iou, "path": list(self.path), "path_iou": list(self.path_iou),
-            "seconds": self.seconds,
+            "seconds": self.seconds, "softmax_source": self.softmax_source, "softmax_fit_iou": self.softmax_fit_iou,
         }
 
     @classmethod
     def from_dict(cls, d: dict) -> "SearchResult":
         return cls(int(d["layer"]), int(d["head"]), d["name"], d["source"], float(d["fit_iou"]),
-                   tuple(d["path"]), tuple(float(x) for x in d["path_iou"]), float(d.get("seconds", 0.0)))
+                   tuple(d["path"]), tuple(float(x) for x in d["path_iou"]), float(d.get("seconds", 0.0)),
+                   d.get("softmax_source", ""), float(d.get("softmax_fit_iou", 0.0)))
 
 
 class _HeadFit:
@@ -854,8 +869,29 @@ def search_head(
         comps, weights, objective = final.comps, final.weights, final.objective
         data, gate_names, shares = full_data, final.gate_names, final.mass_shares()
     source = program_source(name, data, comps, weights, gate_names, shares=shares)
+    soft_source, soft_iou = "", 0.0
+    if settings.softmax_terms > 0:
+        soft_source, soft_iou = _search_softmax(f"{name}_softmax", screen_data, screen_attention, settings,
+                                                full_data, full_attention)
     return SearchResult(layer, head, name, source, float(objective), tuple(path), tuple(path_iou),
-                        time.perf_counter() - start)
+                        time.perf_counter() - start, soft_source, soft_iou)
+
+
+def _search_softmax(name: str, screen_data: SearchData, screen_attention: np.ndarray, settings: SearchSettings,
+                    full_data: SearchData | None, full_attention: np.ndarray | None) -> tuple[str, float]:
+    """A `combine softmax` program over the same pool: selected and fitted on the
+    screening sequences, weights refitted on every synthesis sequence."""
+    from .softmax_fit import SoftmaxSettings, fit_softmax, refit, softmax_source
+
+    s = SoftmaxSettings(max_terms=settings.softmax_terms)
+    d = screen_data
+    fit = fit_softmax(d.values, screen_attention, d.row_start, d.row_len, d.row_seq, d.two_n, s)
+    if full_data is not None and full_attention is not None:
+        d = full_data
+        fit = refit(d.values, full_attention, d.row_start, d.row_len, d.row_seq, d.two_n, fit, s)
+    texts = [d.specs[i].factors for i in fit.specs]
+    scales = [float(d.scales[i]) for i in fit.specs]
+    return softmax_source(name, texts, fit.weights, scales), float(fit.iou)
 
 
 def _sink_index(data: SearchData) -> int:

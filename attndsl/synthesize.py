@@ -165,6 +165,9 @@ def _search_candidates(result: SearchResult) -> list[LibraryProgram]:
         name = f"{result.name}_step2"
         out.append(LibraryProgram(name, rename_program(result.path[1], name), "search", result.layer, result.head,
                                   result.path_iou[1]))
+    if result.softmax_source:  # the softmax fit competes with the linear programs in the pooled library
+        out.append(LibraryProgram(f"{result.name}_softmax", result.softmax_source, "search", result.layer,
+                                  result.head, result.softmax_fit_iou))
     return out
 
 

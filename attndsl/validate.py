@@ -7,6 +7,7 @@ run reports them all.  Programs with problems produce no IR.
 """
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, field
 
@@ -26,6 +27,7 @@ class _Checker:
     source: str
     uses_syntax: bool = False
     diagnostics: list[Diagnostic] = field(default_factory=list)
+    lexicons: dict[str, ir.Lexicon] = field(default_factory=dict)
 
     # -- reporting
     def error(self, span: ast.Span, message: str, expected: str = "") -> None:
@@ -48,14 +50,80 @@ class _Checker:
                 f"unknown fallback '{program.fallback}'",
                 "one of " + ", ".join(ir.FALLBACKS),
             )
+        if program.form not in ir.FORMS:
+            self.error(
+                program.form_span if program.form_span.line else program.span,
+                f"unknown combination '{program.form}'",
+                "combine linear or combine softmax",
+            )
+        self.lexicons = self.declare_lexicons(program.lexicons)
         if not program.terms:
             self.error(program.span, f"program '{program.name}' has no terms", "at least one term, e.g. 1 * [k == q - 1]")
+        masks = []
+        for mask in program.masks:
+            try:
+                masks.append(self.mask(mask))
+            except _Bad:
+                pass
         terms = []
         for term in program.terms:
             terms.append(self.term(term))
         if len(self.diagnostics) > before:
             return None
-        return ir.Program(program.name, tuple(terms), program.fallback, program.uses_syntax)
+        return ir.Program(program.name, tuple(terms), program.fallback, program.uses_syntax,
+                          program.form, tuple(masks))
+
+    def mask(self, node: ast.Expr) -> ir.Factor:
+        """``mask [c]`` → an indicator; ``mask nearest(c)`` (any selection) → the selection."""
+        if isinstance(node, ast.Indicator):
+            return ir.Indicator(self.expect(node.condition, BOOL))
+        if isinstance(node, ast.Call) and node.name in ir.SELECTIONS:
+            return self.factor(node)
+        self.fail(_span_of(node), "a mask must be a [condition] or a selection",
+                  "mask [punct(k)] or mask nearest(tok(k) == tok(q))")
+
+    def declare_lexicons(self, lexicons) -> dict[str, ir.Lexicon]:
+        """Check every lexicon declaration; the valid ones become readable names."""
+        found: dict[str, ir.Lexicon] = {}
+        if len(lexicons) > ir.MAX_LEXICONS:
+            self.error(lexicons[ir.MAX_LEXICONS].span, f"a program may declare at most {ir.MAX_LEXICONS} lexicons",
+                       "fewer lexicons, or one lexicon holding more words")
+        reserved = set(ir.ALL_FEATURES) | set(ir.FUNCTIONS) | set(ir.SELECTIONS) | {"q", "k", "d", "true", "false"}
+        for lexicon in lexicons:
+            ok = True
+            if lexicon.name in reserved:
+                self.error(lexicon.span, f"lexicon name '{lexicon.name}' is already a name of the language",
+                           "another name, e.g. key_words")
+                ok = False
+            elif lexicon.name in found:
+                self.error(lexicon.span, f"duplicate lexicon name '{lexicon.name}'", "a unique name per lexicon")
+                ok = False
+            if len(lexicon.entries) > ir.MAX_LEXICON_ENTRIES:
+                self.error(lexicon.span,
+                           f"lexicon '{lexicon.name}' has {len(lexicon.entries)} entries; at most "
+                           f"{ir.MAX_LEXICON_ENTRIES} are allowed", "keep the words with the largest weights")
+            seen: set[str] = set()
+            for entry in lexicon.entries:
+                key = entry.key
+                if not key:
+                    self.error(entry.span, "a lexicon key cannot be empty", 'a word such as "the"')
+                elif len(key) > ir.MAX_LEXICON_KEY:
+                    self.error(entry.span, f"lexicon key is {len(key)} characters long; at most {ir.MAX_LEXICON_KEY}",
+                               "a shorter word")
+                elif key != key.lower():
+                    self.error(entry.span, f"lexicon key {json.dumps(key, ensure_ascii=False)} is not lower-case "
+                               "(lexicons are read on lower-cased text)",
+                               json.dumps(key.lower(), ensure_ascii=False))
+                elif key in seen:
+                    self.error(entry.span, f"duplicate key {json.dumps(key, ensure_ascii=False)} in lexicon "
+                               f"'{lexicon.name}'", "each word once")
+                seen.add(key)
+                if not math.isfinite(entry.weight):
+                    self.error(entry.span, f"lexicon weight {entry.weight} is not a finite number",
+                               "a finite number such as 0.5")
+            if ok:  # a bad entry is reported above; the name still resolves, so reads raise no second error
+                found[lexicon.name] = ir.Lexicon(lexicon.name, tuple((e.key, float(e.weight)) for e in lexicon.entries))
+        return found
 
     def term(self, term: ast.Term) -> ir.Term | None:
         if not math.isfinite(term.weight):
@@ -143,8 +211,9 @@ class _Checker:
                 return NUM, ir.Dist()
             case "true" | "false":
                 return BOOL, ir.BoolConst(name == "true")
-        if name in ir.ALL_FEATURES:
-            self.fail(span, f"feature '{name}' needs a position", f"{name}(k) or {name}(q)")
+        if name in ir.ALL_FEATURES or name in self.lexicons:
+            kind = "lexicon" if name in self.lexicons else "feature"
+            self.fail(span, f"{kind} '{name}' needs a position", f"{name}(k) or {name}(q)")
         if name in ir.FUNCTIONS or name in ir.SELECTIONS:
             self.fail(span, f"'{name}' is a function and needs arguments", f"{name}(...)")
         self.fail(span, f"unknown name '{name}'", "q, k, d, true, false, or a feature call such as tok(k)")
@@ -181,6 +250,10 @@ class _Checker:
             if failed:
                 raise _Bad
             return NUM, ir.Func(name, tuple(values))
+        if name in self.lexicons:
+            if len(args) != 1:
+                self.fail(span, f"lexicon {name}() takes 1 position, got {len(args)}", f"{name}(k)")
+            return NUM, ir.LexiconRead(self.lexicons[name], self.position(args[0], name))
         if name in ir.SYNTAX_FEATURES and not self.uses_syntax:
             self.error(span, f"feature '{name}' needs syntax; add 'uses syntax' to the program", "uses syntax")
         cross = name in ir.CROSS_BOOL_FEATURES or name in ir.CROSS_NUMBER_FEATURES
@@ -199,7 +272,7 @@ class _Checker:
             if name in ir.CROSS_BOOL_FEATURES:
                 return BOOL, ir.Same(name, positions[0], positions[1])
             return NUM, ir.Similarity(positions[0], positions[1])
-        self.fail(span, f"unknown feature or function '{name}'", _suggest(name))
+        self.fail(span, f"unknown feature or function '{name}'", _suggest(name, self.lexicons))
 
     def compare(self, node: ast.Compare):
         (lkind, lhs), (rkind, rhs) = self.both(lambda: self.expr(node.left), lambda: self.expr(node.right))
@@ -245,10 +318,10 @@ def _span_of(node) -> ast.Span:
     return span
 
 
-def _suggest(name: str) -> str:
+def _suggest(name: str, lexicons=()) -> str:
     import difflib
 
-    known = list(ir.ALL_FEATURES) + list(ir.FUNCTIONS) + list(ir.SELECTIONS)
+    known = list(ir.ALL_FEATURES) + list(ir.FUNCTIONS) + list(ir.SELECTIONS) + list(lexicons)
     close = difflib.get_close_matches(name, known, n=3)
     if close:
         return "did you mean " + " or ".join(close) + "?"

@@ -1,6 +1,9 @@
 """Program evaluation: Numba kernels vs emitted Python vs the NumPy interpreter.
 
-Programs: the standard library (syntax-free ones) plus 30 generated programs.
+Programs: the standard library (syntax-free, linear ones) plus 30 generated
+programs; the softmax rows use the library's softmax programs, the same 30
+generated programs declared ``combine softmax`` (every third masked) and one
+program reading a 64-word lexicon (`benchmarks.common.softmax_programs`).
 Text: the TinyStories sample (see `benchmarks.common`).
 
 1. kernels vs the same programs as emitted Python (`attndsl.emit`), called one
@@ -31,7 +34,8 @@ import time
 
 from attndsl.batch import TokenBatch
 
-from .common import generate_programs, max_rss_mb, peak_traced_mb, row, sample_tables, stdlib_programs, timed
+from .common import (generate_programs, max_rss_mb, peak_traced_mb, row, sample_tables, softmax_programs,
+                     stdlib_programs, timed)
 
 _FIRST_CALL = r"""
 import time
@@ -73,8 +77,36 @@ def _evaluate_in_chunks(programs, tables, max_entries: int = 1 << 22) -> None:
         evaluate_programs(programs, TokenBatch.from_tables(chunk))
 
 
-def run(quick: bool) -> list[dict]:
+def _against_baselines(programs, emit_tables, interp_tables, prefix: str, extra: dict) -> list[dict]:
+    """Kernels vs emitted Python (per sequence) and vs the interpreter on the same programs."""
     from attndsl import emit, interpreter
+    from attndsl.kernels import evaluate_programs
+
+    P = len(programs)
+    functions = [emit.load_function(p) for p in programs]
+    records = [t.records() for t in emit_tables]
+
+    def run_emitted():
+        for f in functions:
+            for r in records:
+                f(r)
+
+    emit_s, _ = timed(run_emitted)
+    emit_batch = TokenBatch.from_tables(emit_tables)
+    kernel_s, _ = timed(lambda: evaluate_programs(programs, emit_batch), repeat=3)
+    rows = [row(f"{prefix}evaluate: kernels vs emitted Python", "emitted Python, per sequence", emit_s, kernel_s,
+                P * sum(map(len, emit_tables)), sequences=len(emit_tables), tokens=sum(map(len, emit_tables)), **extra)]
+    interp_s, _ = timed(lambda: [interpreter.evaluate(p, t) for p in programs for t in interp_tables])
+    interp_batch = TokenBatch.from_tables(interp_tables)
+    kernel_s, _ = timed(lambda: evaluate_programs(programs, interp_batch), repeat=3)
+    rows.append(row(f"{prefix}evaluate: kernels vs interpreter", "NumPy interpreter", interp_s, kernel_s,
+                    P * sum(map(len, interp_tables)), sequences=len(interp_tables),
+                    tokens=sum(map(len, interp_tables)), **extra))
+    return rows
+
+
+def run(quick: bool) -> list[dict]:
+    from attndsl import interpreter
     from attndsl.kernels import encode_terms, evaluate_programs, program_table, warmup
 
     warmup()
@@ -90,31 +122,15 @@ def run(quick: bool) -> list[dict]:
     def entries(ts):
         return sum(len(t) * (len(t) + 1) // 2 for t in ts)
 
-    # 1. emitted Python, one sequence at a time
-    emit_tables = tables[:n_emit]
-    functions = [emit.load_function(p) for p in programs]
-    records = [t.records() for t in emit_tables]
-
-    def run_emitted():
-        for f in functions:
-            for r in records:
-                f(r)
-
-    emit_s, _ = timed(run_emitted)
-    emit_batch = TokenBatch.from_tables(emit_tables)
-    kernel_s, _ = timed(lambda: evaluate_programs(programs, emit_batch), repeat=3)
-    results.append(row("evaluate: kernels vs emitted Python", "emitted Python, per sequence", emit_s, kernel_s,
-                       P * sum(map(len, emit_tables)), sequences=len(emit_tables), tokens=sum(map(len, emit_tables)),
-                       **extra))
-
-    # 2. the interpreter on a larger subset
+    # 1-2. emitted Python (one sequence at a time) and the interpreter, linear form
+    results += _against_baselines(programs, tables[:n_emit], tables[:n_interp], "", extra)
     interp_tables = tables[:n_interp]
-    interp_s, _ = timed(lambda: [interpreter.evaluate(p, t) for p in programs for t in interp_tables])
     interp_batch = TokenBatch.from_tables(interp_tables)
-    kernel_s, _ = timed(lambda: evaluate_programs(programs, interp_batch), repeat=3)
-    results.append(row("evaluate: kernels vs interpreter", "NumPy interpreter", interp_s, kernel_s,
-                       P * sum(map(len, interp_tables)), sequences=len(interp_tables),
-                       tokens=sum(map(len, interp_tables)), **extra))
+    interp_s = results[-1]["baseline_s"]
+    # the same targets for the softmax form (masks and a lexicon included)
+    soft = softmax_programs(30, tables, seed=0)
+    results += _against_baselines(soft, tables[:n_emit], interp_tables, "softmax: ",
+                                  dict(programs=len(soft), tokenizer=corpus.tokenizer))
 
     if not quick:  # the whole sample
         whole_s, _ = timed(lambda: _evaluate_in_chunks(programs, tables))

@@ -117,13 +117,33 @@ def sample_tables(n_sequences: int, max_tokens: int | None) -> Corpus:
 # ---------------------------------------------------------------- programs
 
 
-def stdlib_programs() -> list[ir.Program]:
+def stdlib_programs(form: str = "linear") -> list[ir.Program]:
+    """Syntax-free standard library programs of one combination form."""
     try:
         from attndsl import stdlib
 
-        return [p for p in stdlib.programs() if not p.uses_syntax]
+        return [p for p in stdlib.programs() if not p.uses_syntax and p.form == form]
     except Exception:
-        return list(_FALLBACK_LIBRARY)
+        return list(_FALLBACK_LIBRARY) if form == "linear" else []
+
+
+def softmax_programs(n_generated: int, tables, seed: int = 0) -> list[ir.Program]:
+    """Softmax programs for the softmax-form benchmarks: the library's, the
+    generated programs with ``combine softmax`` (every third also masked), and
+    one reading a 64-word lexicon of the sample's most frequent words."""
+    from collections import Counter
+    from dataclasses import replace
+
+    no_punct = ir.Indicator(ir.NotB(ir.BoolFeature("punct", ir.At("k"))))
+    generated = [replace(p, name=f"soft_{p.name}", form="softmax", masks=(no_punct,) if i % 3 == 0 else ())
+                 for i, p in enumerate(generate_programs(n_generated, seed=seed))]
+    counts = Counter(w for t in tables for w in t.lower if w)
+    rng = random.Random(seed)
+    lexicon = ir.Lexicon("frequent", tuple((w, round(rng.uniform(-2, 2), 2)) for w, _ in counts.most_common(64)))
+    lexical = ir.Program("soft_lexicon", (ir.Term(1.0, (ir.LexiconRead(lexicon, ir.At("k")),)),
+                                          ir.Term(2.0, (ir.Indicator(_k_eq_q_minus(1)),)),
+                                          ir.Term(-0.2, (ir.Dist(),))), "first", False, "softmax")
+    return stdlib_programs("softmax") + generated + [lexical]
 
 
 def _k_eq_q_minus(c: int) -> ir.Bool:

@@ -12,7 +12,8 @@ weighted combination of term outputs — which also makes weight fitting cheap:
 
 All values live on the batch's causal entries (``batch.tri_offsets``, see
 `attndsl.batch`).  Results equal `attndsl.interpreter.evaluate` (float64;
-same order of operations; non-finite → 0 after every operation).
+same order of operations; non-finite → 0 after every operation), in both
+combination forms (``combine linear`` and ``combine softmax``) and with masks.
 
 Outputs: dense over entries (`evaluate_programs`), CSR rows per program
 (`evaluate_sparse` / `to_csr`), or per-sequence n×n blocks (`dense_blocks`).
@@ -28,7 +29,7 @@ from attndsl import ir
 from attndsl.batch import TokenBatch
 
 from . import evaluator
-from .encoding import FALLBACK_CODES, EncodedTerms, ProgramTable, encode_terms, program_table
+from .encoding import FALLBACK_CODES, FORM_CODES, EncodedTerms, ProgramTable, combination_code, encode_terms, program_table
 
 __all__ = [
     "EncodedTerms",
@@ -95,8 +96,10 @@ def evaluate_terms(terms: Sequence[ir.Term], batch: TokenBatch) -> TermValues:
     return TermValues(terms, out, batch)
 
 
-def combine(weights, term_values: TermValues, fallback: str | Sequence[str] = "first") -> np.ndarray:
-    """Programs as weighted sums of term outputs, clipped, row-normalised, with fallback.
+def combine(weights, term_values: TermValues, fallback: str | Sequence[str] = "first",
+            form: str | Sequence[str] = "linear") -> np.ndarray:
+    """Programs as weighted sums of term outputs, combined in ``form`` (``linear``:
+    clipped and row-normalised; ``softmax``: the sums are logits), with fallback.
 
     ``weights``: float[T] (one program → float64[entries]) or float[P, T]
     (→ float64[P, entries]); ``fallback``: one name or one per program.
@@ -106,6 +109,9 @@ def combine(weights, term_values: TermValues, fallback: str | Sequence[str] = "f
     weight and combined with fitted weights equal the program
     ``Σ w_i * factors_i`` up to float rounding (the interpreter multiplies the
     weight first; the two differ only where an intermediate product overflows).
+    A NaN weight makes that term a mask: keys where its value is 0 get no mass
+    (as a program's ``mask`` declarations do).  ``form``: one name or one per
+    program.
     """
     w = np.asarray(weights, dtype=np.float64)
     single = w.ndim == 1
@@ -119,10 +125,16 @@ def combine(weights, term_values: TermValues, fallback: str | Sequence[str] = "f
     unknown = [f for f in fallbacks if f not in FALLBACK_CODES]
     if unknown:
         raise ValueError(f"unknown fallback {unknown[0]!r}; expected one of {', '.join(FALLBACK_CODES)}")
+    forms = [form] * n_programs if isinstance(form, str) else list(form)
+    if len(forms) != n_programs:
+        raise ValueError("give one form or one per program")
+    unknown = [f for f in forms if f not in FORM_CODES]
+    if unknown:
+        raise ValueError(f"unknown form {unknown[0]!r}; expected one of {', '.join(FORM_CODES)}")
     batch = term_values.batch
     prog_ptr = np.arange(0, (n_programs + 1) * n_terms, n_terms, dtype=np.int64)
     term_idx = np.tile(np.arange(n_terms, dtype=np.int64), n_programs)
-    codes = np.array([FALLBACK_CODES[f] for f in fallbacks], dtype=np.int64)
+    codes = np.array([combination_code(fo, f) for fo, f in zip(forms, fallbacks)], dtype=np.int64)
     out = np.zeros((n_programs, batch.n_entries), dtype=np.float64)
     if batch.n_entries:
         values = term_values.values if n_terms else np.zeros((0, batch.n_entries))

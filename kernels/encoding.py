@@ -33,6 +33,7 @@ OP_ADD, OP_SUB, OP_MUL, OP_DIV, OP_NEG = range(8, 13)
 OP_EXP, OP_LOG, OP_SQRT, OP_ABS, OP_POW, OP_MIN, OP_MAX = range(13, 20)
 OP_EQ, OP_NE, OP_LT, OP_LE, OP_GT, OP_GE = range(20, 26)
 OP_IN, OP_AND, OP_OR, OP_NOT, OP_SELECT = range(26, 31)
+OP_LEX = 31
 
 WIDTH = 6
 _ARITH = {"+": OP_ADD, "-": OP_SUB, "*": OP_MUL, "/": OP_DIV}
@@ -40,6 +41,10 @@ _FUNC = {"exp": OP_EXP, "log": OP_LOG, "sqrt": OP_SQRT, "abs": OP_ABS, "pow": OP
 _COMPARE = {"==": OP_EQ, "!=": OP_NE, "<": OP_LT, "<=": OP_LE, ">": OP_GT, ">=": OP_GE}
 SELECT_KINDS = {"nearest": 0, "first": 1, "spread": 2}
 FALLBACK_CODES = {"first": 0, "self": 1, "previous": 2, "uniform": 3}
+FORM_CODES = {"linear": 0, "softmax": 1}
+#: a program's combination code is ``fallback + FORM_STRIDE * form`` (one int64
+#: per program, so every kernel signature stays the same for both forms)
+FORM_STRIDE = 8
 _VAR = {"q": 0, "k": 1}
 
 
@@ -111,6 +116,8 @@ class _Encoder:
                 self.emit(_FUNC[name], pops=len(args))
             case ir.Indicator(condition=c):
                 self.cond(c)  # conditions already are 0.0 / 1.0
+            case ir.LexiconRead(lexicon=lexicon, at=at):
+                self.lexicon(lexicon, at)
             case _:
                 raise AssertionError(f"unhandled number node {node!r}")
 
@@ -172,6 +179,16 @@ class _Encoder:
         if negated:
             self.emit(OP_NOT, pops=1)
 
+    def lexicon(self, lexicon: ir.Lexicon, at: ir.At) -> None:
+        """``OP_LEX start count var offset``: the pool holds the keys' ids bound to
+        this batch (sorted, for binary search on the ``lower`` text id) then their
+        weights in the same order — run time compares integers only."""
+        pairs = sorted((self.batch.literal_id(key), float(w)) for key, w in lexicon.entries)
+        start = len(self.pool)
+        self.pool.extend(float(i) for i, _ in pairs)
+        self.pool.extend(w for _, w in pairs)
+        self.emit(OP_LEX, start, len(pairs), _VAR[at.var], at.offset, TEXT_COLUMNS.index("lower"))
+
     def syntax_check(self, name: str) -> None:
         # a batch without tokens (``attndsl compile`` encodes for one) has nothing to annotate
         if name in ir.SYNTAX_FEATURES and not self.batch.has_syntax and int(self.batch.offsets[-1]) > 0:
@@ -202,29 +219,48 @@ class ProgramTable:
     Program p sums ``coef[j] * value(term_idx[j])`` for j in
     ``prog_ptr[p]:prog_ptr[p+1]`` in order (for a program's own terms every
     coefficient is 1, which reproduces the interpreter's summation exactly).
+    An entry whose coefficient is NaN is one of the program's masks (a term
+    ``1 * mask``): keys where its value is 0 are not admissible.  Weights are
+    finite (the validator checks), so NaN is free to mark masks.
+    ``fallback[p]`` is the combination code ``FALLBACK_CODES[fallback] +
+    FORM_STRIDE * FORM_CODES[form]`` (`combination_code`).
     """
 
     terms: tuple[ir.Term, ...]  # distinct terms, in first-seen order
     prog_ptr: np.ndarray  # int64[P+1]
     term_idx: np.ndarray  # int64[J]
-    coef: np.ndarray  # float64[J]
-    fallback: np.ndarray  # int64[P] (FALLBACK_CODES)
+    coef: np.ndarray  # float64[J] (NaN: a mask)
+    fallback: np.ndarray  # int64[P] (combination codes)
+
+
+def combination_code(form: str, fallback: str) -> int:
+    """One int64 naming how a program turns scores into attention."""
+    return FALLBACK_CODES[fallback] + FORM_STRIDE * FORM_CODES[form]
+
+
+def mask_term(mask: ir.Factor) -> ir.Term:
+    """The term whose value decides a mask (non-zero: admissible)."""
+    return ir.Term(1.0, (mask,))
 
 
 def program_table(programs: Sequence[ir.Program], batch: TokenBatch | None = None) -> ProgramTable:
     """Deduplicate the terms of ``programs`` (identical ``ir.Term``s are evaluated once)."""
     index: dict[ir.Term, int] = {}
-    ptr, idx = [0], []
+    ptr, idx, coef = [0], [], []
     for program in programs:
         if batch is not None and program.uses_syntax and not batch.has_syntax and int(batch.offsets[-1]) > 0:
             raise ValueError(f"program '{program.name}' uses syntax features but the token batch has none")
         for term in program.terms:
             idx.append(index.setdefault(term, len(index)))
+            coef.append(1.0)
+        for mask in program.masks:
+            idx.append(index.setdefault(mask_term(mask), len(index)))
+            coef.append(np.nan)
         ptr.append(len(idx))
     return ProgramTable(
         terms=tuple(index),
         prog_ptr=np.array(ptr, dtype=np.int64),
         term_idx=np.array(idx, dtype=np.int64),
-        coef=np.ones(len(idx), dtype=np.float64),
-        fallback=np.array([FALLBACK_CODES[p.fallback] for p in programs], dtype=np.int64),
+        coef=np.array(coef, dtype=np.float64),
+        fallback=np.array([combination_code(p.form, p.fallback) for p in programs], dtype=np.int64),
     )

@@ -10,6 +10,8 @@ Compilation flags, and why:
   0 (``np.isfinite`` after each operation) and compare floats exactly;
   fast-math lets LLVM assume no NaN/inf and delete exactly those checks, which
   would make the kernels disagree with the reference interpreter.
+  The softmax form relies on the same IEEE behaviour: a logit difference that
+  overflows to −inf must give exp(−inf) = 0, as in NumPy.
 - ``error_model="numpy"``: division by zero gives inf/NaN (then 0) like NumPy
   instead of raising ``ZeroDivisionError`` as Python semantics would.
 
@@ -30,6 +32,12 @@ OP_ADD, OP_SUB, OP_MUL, OP_DIV, OP_NEG = range(8, 13)
 OP_EXP, OP_LOG, OP_SQRT, OP_ABS, OP_POW, OP_MIN, OP_MAX = range(13, 20)
 OP_EQ, OP_NE, OP_LT, OP_LE, OP_GT, OP_GE = range(20, 26)
 OP_IN, OP_AND, OP_OR, OP_NOT, OP_SELECT = range(26, 31)
+OP_LEX = 31
+#: combination codes: fallback + FORM_STRIDE * form (encoding.combination_code)
+FORM_STRIDE = 8
+#: softmax logits are clamped to ±LOGIT_BOUND (= attndsl.ir.LOGIT_BOUND; a literal
+#: here so the cached kernels do not depend on a module global changing)
+LOGIT_BOUND = 1e4
 
 
 @njit(inline="always", **_FLAGS)
@@ -234,6 +242,31 @@ def run_term(code, start, stop, pool, base, n, q0, q1, m, qv, kv,
                         x[r0 + k] = 0.0
                     if found >= 0:
                         x[r0 + found] = 1.0
+        elif op == OP_LEX:
+            # lexicon read: binary search of the lower-text id among the sorted key ids
+            # pool[a1 : a1+count]; the weight of key j is pool[j + count]
+            top = stack[sp]
+            count = code[pc, 2]
+            src = kv if code[pc, 3] == 1 else qv
+            off = code[pc, 4]
+            tcol = text_ids[code[pc, 5]]
+            for e in range(m):
+                i = src[e] + off
+                r = 0.0
+                if i >= 0 and i < n and count > 0:
+                    v = np.float64(tcol[base + i])
+                    lo = a1
+                    hi = a1 + count
+                    while lo < hi:
+                        mid = (lo + hi) // 2
+                        if pool[mid] < v:
+                            lo = mid + 1
+                        else:
+                            hi = mid
+                    if lo < a1 + count and pool[lo] == v:
+                        r = pool[lo + count]
+                top[e] = r
+            sp += 1
         else:  # unary numeric: NEG EXP LOG SQRT ABS NOT
             x = stack[sp - 1]
             if op == OP_NEG:
@@ -260,11 +293,19 @@ def run_term(code, start, stop, pool, base, n, q0, q1, m, qv, kv,
 
 @njit(**_FLAGS)
 def combine_row_block(q0, q1, m, values, weights_idx, weights, lo, hi, fallback, total, out):
-    """One program on rows q0..q1-1: out[:m] = normalise(Σ_j weights[j]·values[idx[j]])."""
+    """One program on rows q0..q1-1: out[:m] = normalise(Σ_j weights[j]·values[idx[j]]).
+
+    ``fallback`` is the combination code (fallback + FORM_STRIDE·form); an entry
+    with a NaN weight is a mask (keys where its value is 0 are not admissible;
+    ``out`` holds the admissible flags until the rows are normalised)."""
     for e in range(m):
         total[e] = 0.0
+    masked = False
     for j in range(lo, hi):
         w = weights[j]
+        if np.isnan(w):
+            masked = True
+            continue
         if w == 0.0:
             continue
         v = values[weights_idx[j]]
@@ -274,7 +315,73 @@ def combine_row_block(q0, q1, m, values, weights_idx, weights, lo, hi, fallback,
         else:
             for e in range(m):
                 total[e] = _fin(total[e] + _fin(w * v[e]))
-    normalise(q0, q1, total, fallback, out)
+    form = fallback // FORM_STRIDE
+    fb = fallback % FORM_STRIDE
+    if masked:
+        for e in range(m):
+            out[e] = 1.0
+        for j in range(lo, hi):
+            if np.isnan(weights[j]):
+                v = values[weights_idx[j]]
+                for e in range(m):
+                    if v[e] == 0.0:
+                        out[e] = 0.0
+    if form == 1:
+        softmax_rows(q0, q1, total, masked, fb, out)
+    else:
+        if masked:
+            for e in range(m):
+                if out[e] == 0.0:
+                    total[e] = 0.0
+        normalise(q0, q1, total, fb, out)
+
+
+@njit(**_FLAGS)
+def fallback_row(r0, q, fallback, out):
+    """The fallback's mass on row q (entries out[r0 .. r0+q])."""
+    for k in range(q + 1):
+        out[r0 + k] = 0.0
+    if fallback == 0:
+        out[r0] = 1.0
+    elif fallback == 1:
+        out[r0 + q] = 1.0
+    elif fallback == 2:
+        out[r0 + max(q - 1, 0)] = 1.0
+    else:
+        for k in range(q + 1):
+            out[r0 + k] = 1.0 / (q + 1)
+
+
+@njit(**_FLAGS)
+def softmax_rows(q0, q1, total, masked, fallback, out):
+    """Softmax of the logits (clamped to ±LOGIT_BOUND) over each row's admissible
+    keys (interpreter step 5): exp(s − max) / Σ exp(s − max); with ``masked``, ``out`` holds 1.0 for the
+    admissible entries on entry; a row with no admissible key takes the fallback."""
+    first_entry = q0 * (q0 + 1) // 2
+    for q in range(q0, q1):
+        r0 = q * (q + 1) // 2 - first_entry
+        top = -np.inf
+        found = False
+        for k in range(q + 1):
+            if (not masked) or out[r0 + k] != 0.0:
+                x = min(max(total[r0 + k], -LOGIT_BOUND), LOGIT_BOUND)
+                total[r0 + k] = x
+                if not found or x > top:
+                    top = x
+                found = True
+        if not found:
+            fallback_row(r0, q, fallback, out)
+            continue
+        s = 0.0
+        for k in range(q + 1):
+            if (not masked) or out[r0 + k] != 0.0:
+                x = np.exp(total[r0 + k] - top)
+                out[r0 + k] = x
+                s += x
+            else:
+                out[r0 + k] = 0.0
+        for k in range(q + 1):
+            out[r0 + k] = out[r0 + k] / s
 
 
 @njit(**_FLAGS)

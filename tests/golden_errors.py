@@ -156,5 +156,69 @@ GOLDEN = {
     'too_many_factors': (
         'program p {\n    1 * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d\n}\n',
         'too_many_factors.attn:2:265: more than 64 factors in one term\n        1 * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d\n                                                                                                                                                                                                                                                                            ^\n  expected: at most 64 factors; split the term, or combine conditions in one [ ]',
+    # softmax form, masks and lexicons
+    'unknown_combination': (
+        'program p {\n    combine soft\n    1 * [k == 0]\n}\n',
+        "unknown_combination.attn:2:13: unknown combination 'soft'\n        combine soft\n                ^\n  expected: combine linear or combine softmax",
+    ),
+    'mask_not_condition': (
+        'program p {\n    combine softmax\n    mask exp(d)\n    1 * [k == 0]\n}\n',
+        'mask_not_condition.attn:3:10: a mask must be a [condition] or a selection\n        mask exp(d)\n             ^\n  expected: mask [punct(k)] or mask nearest(tok(k) == tok(q))',
+    ),
+    'mask_number': (
+        'program p {\n    combine softmax\n    mask [len(k)]\n    1 * [k == 0]\n}\n',
+        'mask_number.attn:3:11: expected a condition here, got a number\n        mask [len(k)]\n              ^\n  expected: a condition, e.g. k == q - 1 or punct(k)',
+    ),
+    'mask_after_terms': (
+        'program p {\n    combine softmax\n    1 * [k == 0]\n    mask [punct(k)]\n}\n',
+        "mask_after_terms.attn:4:5: unexpected token 'mask'\n        mask [punct(k)]\n        ^\n  expected: '*', '+' or '-', '}'",
+    ),
+    'lexicon_upper_key': (
+        'program p {\n    lexicon w { "The": 1 }\n    1 * w(k)\n}\n',
+        'lexicon_upper_key.attn:2:17: lexicon key "The" is not lower-case (lexicons are read on lower-cased text)\n        lexicon w { "The": 1 }\n                    ^\n  expected: "the"',
+    ),
+    'lexicon_duplicate_key': (
+        'program p {\n    lexicon w { "the": 1, "a": 2, "the": 3 }\n    1 * w(k)\n}\n',
+        'lexicon_duplicate_key.attn:2:35: duplicate key "the" in lexicon \'w\'\n        lexicon w { "the": 1, "a": 2, "the": 3 }\n                                      ^\n  expected: each word once',
+    ),
+    'lexicon_empty_key': (
+        'program p {\n    lexicon w { "": 1 }\n    1 * w(k)\n}\n',
+        'lexicon_empty_key.attn:2:17: a lexicon key cannot be empty\n        lexicon w { "": 1 }\n                    ^\n  expected: a word such as "the"',
+    ),
+    'lexicon_reserved_name': (
+        'program p {\n    lexicon tok { "the": 1 }\n    1 * [k == 0]\n}\n',
+        'lexicon_reserved_name.attn:2:13: lexicon name \'tok\' is already a name of the language\n        lexicon tok { "the": 1 }\n                ^\n  expected: another name, e.g. key_words',
+    ),
+    'lexicon_duplicate_name': (
+        'program p {\n    lexicon w { "the": 1 }\n    lexicon w { "a": 1 }\n    1 * w(k)\n}\n',
+        'lexicon_duplicate_name.attn:3:13: duplicate lexicon name \'w\'\n        lexicon w { "a": 1 }\n                ^\n  expected: a unique name per lexicon',
+    ),
+    'lexicon_non_finite_weight': (
+        'program p {\n    lexicon w { "the": 1e999 }\n    1 * w(k)\n}\n',
+        'lexicon_non_finite_weight.attn:2:17: lexicon weight inf is not a finite number\n        lexicon w { "the": 1e999 }\n                    ^\n  expected: a finite number such as 0.5',
+    ),
+    'lexicon_missing_colon': (
+        'program p {\n    lexicon w { "the" 1 }\n    1 * w(k)\n}\n',
+        'lexicon_missing_colon.attn:2:23: unexpected number \'1\'\n        lexicon w { "the" 1 }\n                          ^\n  expected: \':\'',
+    ),
+    'lexicon_word_key': (
+        'program p {\n    lexicon w { the: 1 }\n    1 * w(k)\n}\n',
+        "lexicon_word_key.attn:2:17: unexpected name 'the'\n        lexicon w { the: 1 }\n                    ^\n  expected: '}', a string",
+    ),
+    'lexicon_too_large': (
+        'program p {\n    lexicon w {\n' + ',\n'.join(f'        "w{i}": 1' for i in range(257)) + '\n    }\n    1 * w(k)\n}\n',
+        "lexicon_too_large.attn:2:13: lexicon 'w' has 257 entries; at most 256 are allowed\n        lexicon w {\n                ^\n  expected: keep the words with the largest weights",
+    ),
+    'lexicon_without_position': (
+        'program p {\n    lexicon w { "the": 1 }\n    1 * w\n}\n',
+        "lexicon_without_position.attn:3:9: lexicon 'w' needs a position\n        1 * w\n            ^\n  expected: w(k) or w(q)",
+    ),
+    'lexicon_arity': (
+        'program p {\n    lexicon w { "the": 1 }\n    1 * w(q, k)\n}\n',
+        'lexicon_arity.attn:3:9: lexicon w() takes 1 position, got 2\n        1 * w(q, k)\n            ^\n  expected: w(k)',
+    ),
+    'lexicon_unknown': (
+        'program p {\n    lexicon words { "the": 1 }\n    1 * wrds(k)\n}\n',
+        "lexicon_unknown.attn:3:9: unknown feature or function 'wrds'\n        1 * wrds(k)\n            ^\n  expected: did you mean words or word or word_pos?",
     ),
 }

@@ -124,10 +124,44 @@ def _bad_exprs():
     )
 
 
+LEXICON_NAMES = ["key_words", "lex"]
+LEXICON_KEYS = sorted({w.lower() for w in VOCAB if w} | {"missing", "é"})
+finite_weights = st.floats(-10, 10, allow_nan=False)
+
+
+@st.composite
+def lexicons(draw, name: str, valid: bool = True):
+    """``lexicon name {...}``; valid ones have distinct, lower-cased, non-empty keys."""
+    keys = st.sampled_from(LEXICON_KEYS) if valid else st.sampled_from(STRINGS)
+    entries = draw(st.lists(st.tuples(keys, finite_weights), max_size=5,
+                            unique_by=(lambda e: e[0]) if valid else None))
+    return ast.Lexicon(name, tuple(ast.LexiconEntry(k, w) for k, w in entries))
+
+
+def _lexicon_reads(names):
+    """Factors reading the declared lexicons, alone or inside an expression."""
+    read = st.builds(lambda name, p: ast.Call(name, (p,)), st.sampled_from(names), positions())
+    return st.one_of(
+        read,
+        st.builds(lambda r: ast.Call("exp", (r,)), read),
+        st.builds(lambda r, n: ast.Indicator(ast.Compare(">", r, ast.Number(n))), read, st.sampled_from([0.0, 1.0])),
+    )
+
+
+def masks(syntax: bool, depth: int = 2):
+    selection = st.builds(lambda kind, c: ast.Call(kind, (c,)), st.sampled_from(ir.SELECTIONS), conds(syntax, depth))
+    return st.one_of(st.builds(ast.Indicator, conds(syntax, depth)), selection)
+
+
 @st.composite
 def programs(draw, valid: bool = True, max_terms: int = 4, depth: int = 2):
+    """Linear and softmax programs, with masks and lexicons (each drawn independently)."""
     syntax = draw(st.booleans())
+    declared = draw(st.lists(st.sampled_from(LEXICON_NAMES), unique=True, max_size=2))
+    lexicon_nodes = tuple(draw(lexicons(name, valid)) for name in declared)
     factor = factors(syntax, depth) if valid else st.one_of(factors(syntax, depth), _bad_exprs())
+    if declared:
+        factor = st.one_of(factor, _lexicon_reads(declared))
     terms = draw(
         st.lists(
             st.builds(ast.Term, weights, st.lists(factor, max_size=3).map(tuple)),
@@ -137,14 +171,18 @@ def programs(draw, valid: bool = True, max_terms: int = 4, depth: int = 2):
     )
     fallback = draw(st.sampled_from(ir.FALLBACKS))
     name = draw(st.sampled_from(NAMES))
-    return ast.Program(name, tuple(terms), fallback, syntax)
+    form = draw(st.sampled_from(ir.FORMS))
+    mask_nodes = tuple(draw(st.lists(masks(syntax, depth), max_size=2)))
+    return ast.Program(name, tuple(terms), fallback, syntax, form=form, masks=mask_nodes, lexicons=lexicon_nodes)
 
 
 @st.composite
 def modules(draw, valid: bool = True):
+    from dataclasses import replace
+
     progs = draw(st.lists(programs(valid=valid), min_size=0 if not valid else 1, max_size=3))
     if valid:  # unique names
-        progs = [ast.Program(f"{p.name}_{i}", p.terms, p.fallback, p.uses_syntax) for i, p in enumerate(progs)]
+        progs = [replace(p, name=f"{p.name}_{i}") for i, p in enumerate(progs)]
     return ast.Module(tuple(progs))
 
 

@@ -5,7 +5,8 @@ the surface syntax only reaches indirectly (negative constants, empty sets,
 literal-vs-literal comparisons).  Coverage: every IR node type, every
 feature (syntax ones when ``syntax=True``), q/k positions with offsets that
 run off both ends of the sequence, number and text sets (negated and not),
-all selections and all fallbacks.  Constants include values that overflow
+all selections and all fallbacks, both combination forms (linear, softmax),
+masks (indicators and selections) and lexicon reads.  Constants include values that overflow
 ``exp``/``pow`` and zeros that divide, so the non-finite → 0 rule is exercised.
 
 `token_tables` makes tables from a small vocabulary with repeats (so copies,
@@ -47,6 +48,16 @@ def texts(syntax: bool):
     return st.one_of(literal, st.builds(ir.StrFeature, st.sampled_from(names), positions()))
 
 
+#: lexicon keys: lower-cased words of the tables (so reads hit) and text no table holds
+LEXICON_KEYS = sorted({w.lower() for w in WORDS if w} | {"missing", "nsubj"})
+lexicon_tables = st.builds(
+    ir.Lexicon,
+    st.sampled_from(["lex", "key_words"]),
+    st.lists(st.tuples(st.sampled_from(LEXICON_KEYS), st.floats(-10, 10, allow_nan=False)),
+             max_size=8, unique_by=lambda e: e[0]).map(tuple),
+)
+
+
 @lru_cache(maxsize=None)
 def nums(syntax: bool, depth: int = 3):
     names = list(ir.NUMBER_FEATURES) + (list(ir.SYNTAX_NUMBER_FEATURES) if syntax else [])
@@ -56,6 +67,7 @@ def nums(syntax: bool, depth: int = 3):
         st.builds(ir.Position, st.sampled_from(["q", "k"])),
         st.builds(ir.NumFeature, st.sampled_from(names), positions()),
         st.builds(ir.Similarity, positions(), positions()),
+        st.builds(ir.LexiconRead, lexicon_tables, positions()),
     )
     if depth <= 0:
         return leaves
@@ -107,13 +119,24 @@ def _terms(syntax: bool, depth: int):
     return st.builds(ir.Term, weights, st.lists(factors(syntax, depth), max_size=3).map(tuple))
 
 
+@lru_cache(maxsize=None)
+def masks(syntax: bool, depth: int = 2):
+    """What a ``mask`` declaration lowers to: an indicator or a selection."""
+    return st.one_of(st.builds(ir.Indicator, conds(syntax, depth)),
+                     st.builds(ir.Select, st.sampled_from(ir.SELECTIONS), conds(syntax, depth)))
+
+
 @st.composite
-def programs(draw, syntax: bool | None = None, max_terms: int = 4, depth: int = 2) -> ir.Program:
-    """A random valid program; ``syntax=None`` draws whether it uses syntax."""
+def programs(draw, syntax: bool | None = None, max_terms: int = 4, depth: int = 2,
+             form: str | None = None) -> ir.Program:
+    """A random valid program; ``syntax=None`` draws whether it uses syntax and
+    ``form=None`` whether it is linear or softmax (with up to two masks)."""
     uses_syntax = draw(st.booleans()) if syntax is None else syntax
     terms = draw(st.lists(_terms(uses_syntax, depth), min_size=1, max_size=max_terms))
     fallback = draw(st.sampled_from(ir.FALLBACKS))
-    return ir.Program("p", tuple(terms), fallback, uses_syntax)
+    form = draw(st.sampled_from(ir.FORMS)) if form is None else form
+    mask_list = tuple(draw(st.lists(masks(uses_syntax, depth), max_size=2)))
+    return ir.Program("p", tuple(terms), fallback, uses_syntax, form, mask_list)
 
 
 def _table(words: list[str], bos: bool, syntax_labels) -> TokenTable:

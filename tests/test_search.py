@@ -185,3 +185,22 @@ def test_smollm2_previous_token_and_sink_heads_are_explained(tmp_path):
     sink_main = compile_program(results[1].source).terms[0].factors
     assert prev_main == compile_program("program p { 1 * [k == q - 1] }").terms[0].factors
     assert sink_main == compile_program("program p { 1 * [k == 0] }").terms[0].factors
+
+
+def test_softmax_fit_recovers_a_softmax_head():
+    """A head that *is* a softmax program: the softmax fit finds its terms and scores what it says."""
+    tables = _tables(24, seed=1)
+    truth = compile_program("program p {\n combine softmax\n 4 * [k == q - 1] + 3 * [k == 0]\n}")
+    mats = [np.stack([evaluate(truth, t)])[None].astype(np.float32) for t in tables]
+    source = DenseAttention(mats)
+    settings = search.SearchSettings(max_terms=2, screen_sequences=12, seed=0, softmax_terms=4)
+    (result,) = search.search_heads(source, tables, list(range(len(tables))), [(0, 0)], settings, progress=False)
+    program = compile_program(result.softmax_source)
+    assert program.form == "softmax" and len(program.terms) <= 4
+    assert format_module(parse(result.softmax_source)) == result.softmax_source
+    iou = score([program], source, TokenBatch.from_tables(tables)).iou[0, 0, 0]
+    assert iou > 0.95
+    assert abs(iou - result.softmax_fit_iou) < 0.01  # rounded weights score what the fit said
+    assert iou > score([compile_program(result.source)], source, TokenBatch.from_tables(tables)).iou[0, 0, 0]
+    again = search.SearchResult.from_dict(result.as_dict())
+    assert again == result

@@ -60,6 +60,23 @@ EXPECTED_A = {
     ),
 }
 
+def softmax_rows(n: int, logit, allowed=lambda q, k: True) -> np.ndarray:
+    """Row-wise softmax of ``logit(q, k)`` over the allowed keys k <= q."""
+    out = np.zeros((n, n))
+    for q in range(n):
+        keys = [k for k in range(q + 1) if allowed(q, k)]
+        e = np.array([math.exp(logit(q, k)) for k in keys])
+        out[q, keys] = e / e.sum()
+    return out
+
+
+_FUNCTION_WORDS_A = {0: 1.5, 3: -2.0, 4: 1.5, 7: -2.0}  # "The", ".", "The", "!" of sequence A
+EXPECTED_A.update({
+    "previous_soft": softmax_rows(8, lambda q, k: 4.0 * (k == q - 1) - 0.5 * (q - k)),
+    "function_words": softmax_rows(8, lambda q, k: _FUNCTION_WORDS_A.get(k, 0.0) - 0.25 * (q - k),
+                                   lambda q, k: k < q or q == 0),
+})
+
 EXPECTED_B = {
     "same_word": matrix(5, {0: {0: 1}, 1: {0: 1, 1: 1}, 2: {2: 1}, 3: {2: 1, 3: 1}, 4: {4: 1}}),
     "word_start": one_hot(5, [0, 0, 2, 2, 4]),

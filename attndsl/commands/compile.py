@@ -58,6 +58,13 @@ def describe(program: ir.Program) -> str:
                       | ({"sim"} if any(isinstance(n, ir.Similarity) for n in ir.walk(program)) else set()))
     selections = sorted({node.kind for node in ir.walk(program) if isinstance(node, ir.Select)})
     parts = [f"{len(program.terms)} term{'s' if len(program.terms) != 1 else ''}", f"fallback {program.fallback}"]
+    if program.form != "linear":
+        parts.insert(1, f"combine {program.form}")
+    if program.masks:
+        parts.append(f"{len(program.masks)} mask{'s' if len(program.masks) != 1 else ''}")
+    lexicons = sorted({node.lexicon.name for node in ir.walk(program) if isinstance(node, ir.LexiconRead)})
+    if lexicons:
+        parts.append("lexicons " + ", ".join(lexicons))
     if features:
         parts.append("features " + ", ".join(features))
     if selections:

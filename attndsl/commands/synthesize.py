@@ -34,6 +34,9 @@ def register(subparsers) -> None:
                         help=f"stop adding terms below this IoU gain (default {defaults.min_gain})")
     parser.add_argument("--screen-sequences", type=integer(1), default=defaults.screen_sequences, metavar="N",
                         help=f"synthesis sequences the search screens terms on (default {defaults.screen_sequences})")
+    parser.add_argument("--softmax-terms", type=integer(0), default=defaults.softmax_terms, metavar="N",
+                        help="also fit a `combine softmax` program of at most N terms per head, pooled with the "
+                             f"linear ones (default {defaults.softmax_terms}: off)")
     parser.add_argument("--library-cap", type=integer(1), default=1000, metavar="N", help="most programs in the library")
     parser.add_argument("--seed", type=integer(0), default=defaults.seed, help="search seed (default 0)")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
@@ -56,7 +59,8 @@ def run(args: argparse.Namespace) -> int:
     llm_config = config_from_args(args) if llm_requested(args) else None
     use_search = True if (args.search == "enumerative" or llm_config is None) else False
     settings = SearchSettings(max_terms=args.max_terms, min_gain=args.min_gain,
-                              screen_sequences=args.screen_sequences, seed=args.seed)
+                              screen_sequences=args.screen_sequences, seed=args.seed,
+                              softmax_terms=max(args.softmax_terms, 0))
     report = synthesize(args.run_dir, heads=args.heads, search=settings, llm_config=llm_config,
                         use_search=use_search, cap=args.library_cap, progress=not args.no_progress)
     for line in report.lines():
