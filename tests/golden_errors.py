@@ -151,11 +151,12 @@ GOLDEN = {
     ),
     'cr_line_endings': (
         'program p { # a comment\r    1 * [k == 0]\r}\rprogram r {\r    1 * [tok(k) = "."]\r}\r',
-        'cr_line_endings.attn:5:17: unexpected character \'=\'\n        1 * [tok(k) = "."]\n                    ^\n  expected: \')\', \'*\', \'+\' or \'-\', \',\', \'/\', \']\', \'and\', \'in\', \'not\', \'or\', \'}\', a comparison (== != < <= > >=)',
+        'cr_line_endings.attn:5:17: unexpected character \'=\'\n        1 * [tok(k) = "."]\n                    ^\n  expected: \'(\', \')\', \'*\', \'+\' or \'-\', \',\', \'/\', \'[\', \']\', \'}\', a comparison (== != < <= > >=), a name, a number',
     ),
     'too_many_factors': (
         'program p {\n    1 * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d\n}\n',
         'too_many_factors.attn:2:265: more than 64 factors in one term\n        1 * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d * d\n                                                                                                                                                                                                                                                                            ^\n  expected: at most 64 factors; split the term, or combine conditions in one [ ]',
+    ),
     # softmax form, masks and lexicons
     'unknown_combination': (
         'program p {\n    combine soft\n    1 * [k == 0]\n}\n',
