@@ -45,8 +45,14 @@ program unused_local {
 ASSIGNED = ("sink", "previous", "current", "uniform")
 
 
-def make_fake_run(path: Path, n_sequences: int = 10, kind: str = "llama", with_replacement: bool = True) -> Path:
-    """A run directory with a store, a library, best.csv and (optionally) a replacement CSV."""
+#: the short tier of the fake run: layer 2's heads read the sink program, the others their full one
+SHORT_LAYER = 2
+
+
+def make_fake_run(path: Path, n_sequences: int = 10, kind: str = "llama", with_replacement: bool = True,
+                  with_short: bool = False) -> Path:
+    """A run directory with a store, a library, best.csv and (optionally) a replacement CSV and a
+    short tier (``library/short.csv``: layer `SHORT_LAYER` gets the sink program)."""
     from attndsl.evaluate import Row, write_csv
     from attndsl.extract import extract
     from attndsl.report import BEST_COLUMNS
@@ -65,20 +71,26 @@ def make_fake_run(path: Path, n_sequences: int = 10, kind: str = "llama", with_r
     heldout, synthesis = store.heldout_indices, store.synthesis_indices
     dense = {i: store.dense(i) for i in range(store.n_sequences)}
     tables = dict(zip(range(store.n_sequences), store.tables(range(store.n_sequences))))
-    rows = []
-    for layer in range(store.n_layers):
-        for head in range(store.n_heads):
-            name = ASSIGNED[(layer * store.n_heads + head) % len(ASSIGNED)]
+    def table(short: bool) -> str:
+        rows = []
+        for layer in range(store.n_layers):
+            for head in range(store.n_heads):
+                name = ASSIGNED[(layer * store.n_heads + head) % len(ASSIGNED)]
+                if short and layer == SHORT_LAYER:
+                    name = "sink"
 
-            def mean(indices, metric):
-                return float(np.mean([metric(dense[i][layer, head], evaluate(programs[name], tables[i])) for i in indices]))
+                def mean(indices, metric):
+                    return float(np.mean([metric(dense[i][layer, head], evaluate(programs[name], tables[i])) for i in indices]))
 
-            rows.append(
-                [layer, head, name, mean(synthesis, iou_dense), mean(heldout, iou_dense), mean(heldout, iou_dense_ignore_sink),
-                 len(heldout), sum(store.lengths[i] for i in heldout)]
-            )
-    text = ",".join(BEST_COLUMNS) + "\n" + "".join(",".join(str(v) for v in row) + "\n" for row in rows)
-    atomic_write_text(library / "best.csv", text)
+                rows.append(
+                    [layer, head, name, mean(synthesis, iou_dense), mean(heldout, iou_dense), mean(heldout, iou_dense_ignore_sink),
+                     len(heldout), sum(store.lengths[i] for i in heldout)]
+                )
+        return ",".join(BEST_COLUMNS) + "\n" + "".join(",".join(str(v) for v in row) + "\n" for row in rows)
+
+    atomic_write_text(library / "best.csv", table(short=False))
+    if with_short:
+        atomic_write_text(library / "short.csv", table(short=True))
     if with_replacement:
         n_total = store.n_layers * store.n_heads
         points = []
