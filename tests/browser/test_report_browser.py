@@ -156,3 +156,23 @@ def test_report_in_headless_chromium(report, tmp_path):
     region = image[y0:y1, x0:x1].astype(int)
     assert region.size, "the heatmap is outside the screenshot"
     assert ((region[..., 2] - region[..., 0]) > 60).sum() > 20
+
+
+@pytest.mark.parametrize("text", ["/*@COLOURS@*/", "<!--<script>"])
+def test_hostile_strings_do_not_blank_the_page(report, tmp_path, text):
+    """A program string or a corpus file name holding a template marker or ``<!--<script>``."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from attndsl.report import build_report
+    from tests.test_report import _hostile_run, page_data
+
+    page = build_report(_hostile_run(report.parent, tmp_path, text))
+    data = page_data(page.read_text(encoding="utf-8"))
+    with headless_chromium(CHROMIUM, tmp_path / "profile") as driver:
+        driver.get(page.resolve().as_uri())
+        WebDriverWait(driver, 30).until(lambda d: d.execute_script("return document.body.dataset.ready === '1'"))
+        assert console_errors(driver) == []
+        assert len(driver.find_elements(By.CSS_SELECTOR, "#grid .cell")) == data["n_layers"] * data["n_heads"]
+        settings = driver.find_element(By.ID, "settings").text
+        assert text in settings  # the corpus name shows as text
