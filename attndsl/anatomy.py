@@ -186,7 +186,29 @@ def _query_phrase(cond: ir.Bool, negated: bool = False) -> str:
                 f"the token at {_at_name(at)} is {'not ' if neg else ''}one of {listed}"
         case ir.StrEquals(left=ir.StrFeature(), right=ir.StrLit(value=v), negated=neg):
             return f"the current token is {'not ' if neg != negated else ''}{repr_text(v)}"
+        case ir.NumCompare(op=op, left=left, right=right):
+            lin_l, lin_r = _linear(left), _linear(right)
+            if lin_l is not None and lin_r is not None:
+                a, _, c = (x - y for x, y in zip(lin_l, lin_r))
+                if a != 0:
+                    if a < 0:
+                        op = {"<": ">", "<=": ">=", ">": "<", ">=": "<="}.get(op, op)
+                    if negated:
+                        op = {"==": "!=", "!=": "==", "<": ">=", "<=": ">", ">": "<=", ">=": "<"}[op]
+                    words = {"==": "at position", "!=": "not at position", "<": "before position",
+                             "<=": "at or before position", ">": "after position", ">=": "at or after position"}[op]
+                    return f"the current token is {words} {-c / a:g}"
+            feats = [n for n in ir.walk(cond) if isinstance(n, ir.NumFeature)]
+            if len(feats) == 1 and feats[0].name == "len":
+                return f"the current token's length is {'not ' if negated else ''}{op} {_const_text(cond)}"
     return ("not " if negated else "") + "a condition on the current token holds"
+
+
+def _const_text(cond: ir.NumCompare) -> str:
+    for side in (cond.right, cond.left):
+        if isinstance(side, ir.Const):
+            return f"{side.value:g}"
+    return "a bound"
 
 
 def repr_text(text: str) -> str:

@@ -39,6 +39,16 @@ of the mass attributed to it; shares of terms of the same kind
   `MAIN_SHARE` (0.5) of the mass that is not parked → that category; else
   ``mixed``.
 
+One exception comes first: the copy rules (``induction``, ``duplicate``) can
+only fire on rows whose token occurred before (a copy term positive on an
+earlier key, k < q), which are rare in short text, so they are judged on the
+rows where they fire, as TransformerLens' duplicate and induction scores
+average over repeated tokens only.  On those rows, if the program's mass on
+the keys the copy terms select is at least `COPY_FLOOR` (0.2) and at least
+`COPY_SHARE` (0.5) of the mass not parked there, the head is a copy head (its
+``share`` is then that on-copies share; ``purity`` stays its share of all
+mass).
+
 The sink and the fallback are treated apart because most heads park spare
 attention on the first token, and a rule (an induction lookup, a copy) only
 fires on some rows: a head that puts 60 % on the sink and 40 % on the previous
@@ -47,7 +57,7 @@ category explains (for ``mixed``: the largest category's share).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Sequence
 
 import numpy as np
@@ -77,6 +87,12 @@ SINK_ONLY = 0.85
 MAIN_SHARE = 0.5
 #: category of the mass of rows that fall back
 FALLBACK_CATEGORY = {"first": "sink", "self": "self", "previous": "previous", "uniform": "uniform"}
+#: categories of rules that can only fire where the text repeats a token: judged on the rows where they fire
+COPY_CATEGORIES = ("induction", "duplicate")
+#: on the rows where a copy rule fires: the share of the mass not parked (sink, fallback) that must be on the
+#: copies, and the least share of all mass on them, for the head to be a copy head
+COPY_SHARE = 0.5
+COPY_FLOOR = 0.2
 #: synthesis sequences the shares are measured on (a seeded prefix of the synthesis split)
 SHARE_SEQUENCES = 64
 
@@ -103,6 +119,9 @@ class ProgramShares:
     program: str
     terms: tuple[TermShare, ...]  # program order; the fallback last (index -1) when it takes mass
     n_rows: int
+    #: copy category → (mass on the earlier keys its terms select, mass parked on the sink or the fallback —
+    #: both means over the rows where one of its terms fires on an earlier key —, share of rows it fires on)
+    active: dict = field(default_factory=dict)
 
     def by_category(self) -> dict[str, float]:
         out: dict[str, float] = {}
@@ -136,7 +155,7 @@ def measure_shares(program: ir.Program, batch) -> ProgramShares:
 
     n_terms = len(program.terms)
     kinds = [describe_term(t) for t in program.terms]
-    seq, q, _ = batch.entry_index()
+    seq, q, k = batch.entry_index()
     rows = (batch.offsets[seq] + q).astype(np.int64)
     keep_row = np.ones(batch.n_tokens, dtype=bool)
     keep_row[batch.offsets[:-1][np.asarray(batch.lengths) > 0]] = False  # query 0 of every sequence
@@ -159,14 +178,32 @@ def measure_shares(program: ir.Program, batch) -> ProgramShares:
     safe = np.where(pos_sum > 0, pos_sum, 1.0)
     entry_keep = keep_row[rows]
     shares = []
+    row_mass = []  # per term: attributed mass of every row
     for i in range(n_terms):
         part = np.where(fell_back | (pos_sum <= 0), 0.0, attention * positive[i] / safe)
         shares.append(float(part[entry_keep].sum()) / n_rows)
+        row_mass.append(np.bincount(rows, weights=np.where(entry_keep, part, 0.0), minlength=batch.n_tokens))
+    fallback_rows = np.bincount(rows, weights=np.where(fell_back & entry_keep, attention, 0.0), minlength=batch.n_tokens)
+    sink_rows = fallback_rows + sum((row_mass[i] for i in range(n_terms) if term_category(kinds[i]) == "sink"),
+                                    np.zeros(batch.n_tokens))
+    active = {}
+    for category in COPY_CATEGORIES:
+        members = [i for i in range(n_terms) if term_category(kinds[i]) == category]
+        if not members:
+            continue
+        selected = np.zeros(batch.n_entries, dtype=bool)
+        for i in members:
+            selected |= (positive[i] > 0) & (k < q)  # a copy of the query itself is no copy
+        fires = (np.bincount(rows, weights=selected.astype(np.float64), minlength=batch.n_tokens) > 0) & keep_row
+        if fires.any():
+            on_copies = np.bincount(rows, weights=np.where(selected, attention, 0.0), minlength=batch.n_tokens)
+            active[category] = (float(on_copies[fires].mean()), float(sink_rows[fires].mean()),
+                                float(fires.sum()) / n_rows)
     fallback_share = float(np.where(fell_back, attention, 0.0)[entry_keep].sum()) / n_rows
     terms = [TermShare(i, kinds[i], term_category(kinds[i]), shares[i]) for i in range(n_terms)]
     if fallback_share > 0:
         terms.append(TermShare(-1, None, FALLBACK_CATEGORY[program.fallback], fallback_share))
-    return ProgramShares(program.name, tuple(terms), n_rows)
+    return ProgramShares(program.name, tuple(terms), n_rows, active)
 
 
 def categorise(shares: ProgramShares) -> Category:
@@ -184,6 +221,11 @@ def categorise(shares: ProgramShares) -> Category:
             terms_by[t.category] = terms_by.get(t.category, 0.0) + t.share / total
     sink = terms_by.get("sink", 0.0)
     parked = sink + fallback
+    copies = [(share, key) for key, (share, parked_there, _) in shares.active.items()
+              if share >= COPY_FLOOR and share >= COPY_SHARE * (1.0 - parked_there)]
+    if copies:  # a copy rule that dominates the rows where it can fire
+        share, key = max(copies, key=lambda sk: (sk[0], -order.index(sk[1])))
+        return Category(key, share, by.get(key, 0.0), by.get("sink", 0.0), by)
     if parked >= SINK_ONLY:
         key, value = min(by.items(), key=lambda kv: (-kv[1], order.index(kv[0])))
         return Category(key, value, value, by.get("sink", 0.0), by)

@@ -188,4 +188,11 @@ def _gloss_shares(program: ir.Program, shares) -> str:
         sentence += "; otherwise " + ", ".join(f"{text} ({_pct(share)})" for text, share in named[1:])
     if left:
         sentence += f"; {left} smaller part{'s' if left > 1 else ''} not named"
+    from .categories import COPY_FLOOR
+
+    for category, (on_copies, _, fires) in sorted(getattr(shares, "active", {}).items()):
+        if on_copies >= COPY_FLOOR:
+            what = "the token after an earlier copy" if category == "induction" else "earlier copies"
+            sentence += (f"; where the token occurred before ({_pct(fires)} of tokens), "
+                         f"{_pct(on_copies)} on {what}")
     return sentence + "."

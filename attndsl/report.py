@@ -336,8 +336,12 @@ def collect(run_dir: str | Path, examples: int = DEFAULT_EXAMPLES, max_tokens: i
     if best and compiled:
         from .explanations import explain_run
 
-        explained = explain_run(run_dir)
-        if explained.share_source != "synthesis":
+        try:
+            explained = explain_run(run_dir)
+        except UserError as error:  # e.g. best.csv names a program the library lacks: show the rest
+            notes.append(f"No head categories: {error}")
+            explained = None
+        if explained is not None and explained.share_source != "synthesis":
             notes.append("No attention store: term shares measured on the built-in stories, split into words.")
     explanation = {(h.layer, h.head): h for h in explained.heads} if explained is not None else {}
 

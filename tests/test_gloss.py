@@ -74,3 +74,12 @@ def test_a_single_term_program_gets_all_the_attention():
 ])
 def test_gloss_words(source, words):
     assert words.lower() in gloss(compile_source(source)[0]).lower()
+
+
+def test_a_copy_rule_is_glossed_on_the_rows_where_it_fires():
+    program = compile_source("program p { 0.5 * [k == 0] + 1 * nearest(same_tok(q, k) and k < q) }")[0]
+    batch = TokenBatch.from_tables([table_from_words("the cat saw the dog and the cat ran .".split())])
+    text = gloss(program, measure_shares(program, batch))
+    # of the 9 rows q >= 1, 3 repeat a token ("the" twice, "cat"); the first "the" copies the first token
+    # (all its mass is on the copy), the other two put 1 / 1.5 on theirs: (1 + 2/3 + 2/3) / 3 = 78 %
+    assert text.endswith("where the token occurred before (33 % of tokens), 78 % on earlier copies.")
