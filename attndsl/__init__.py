@@ -2,8 +2,11 @@
 
 The one-call pipeline is `attndsl.explain(...)` (extract → synthesise →
 score → replace → report); each stage also has its own module and command.
+`attndsl.open_run(path)` reads a finished run back: every head with its
+category, gloss, programs and scores (HTML in Jupyter).
 """
 from .explain import ExplainResult, explain
+from .explanations import open_run
 
-__all__ = ["ExplainResult", "explain"]
+__all__ = ["ExplainResult", "explain", "open_run"]
 __version__ = "0.1.0"

@@ -22,6 +22,7 @@ COMMAND_MODULES = (
     "attndsl.commands.extract",
     "attndsl.commands.synthesize",
     "attndsl.commands.score",
+    "attndsl.commands.heads",
     "attndsl.commands.replace",
     "attndsl.commands.qa",
     "attndsl.commands.explain",

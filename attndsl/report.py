@@ -45,6 +45,7 @@ import csv
 import html
 import json
 import math
+import re
 import time
 from dataclasses import dataclass, field
 from importlib import resources
@@ -84,6 +85,23 @@ COLOUR_STOPS = (
 )
 #: colour of a head without a program
 MISSING_COLOUR = (204, 204, 204)
+#: the grid's colour of each head category (`attndsl.categories.CATEGORIES`; a qualitative palette)
+CATEGORY_COLOURS = {
+    "sink": (190, 190, 200),
+    "self": (141, 211, 199),
+    "previous": (31, 119, 180),
+    "offset": (23, 190, 207),
+    "local": (158, 218, 229),
+    "induction": (214, 39, 40),
+    "duplicate": (255, 127, 14),
+    "sentence": (44, 160, 44),
+    "punctuation": (148, 103, 189),
+    "word": (188, 189, 34),
+    "syntactic": (140, 86, 75),
+    "lexical": (227, 119, 194),
+    "uniform": (255, 224, 130),
+    "mixed": (90, 90, 90),
+}
 
 
 def iou_colour(value: float) -> tuple[int, int, int]:
@@ -197,6 +215,9 @@ class ReportData:
     heatmaps: str  # base64 of uint8 [heads*examples*2*tri(m)] (see module doc), "" if none
     example_iou: list[list[float | None]]  # [head row][example]
     perplexity: list[dict]
+    categories: list[dict]  # present categories, taxonomy order: key, label, count, best head, per-layer counts
+    hypotheses: list[dict]  # user programs scored with `attndsl score --library` and the heads they fit best
+    heatmap_mode: str  # how long sequences are shown ("scroll": full resolution in a scrolling box)
     settings: dict
     completed: dict
     versions: dict
@@ -205,8 +226,22 @@ class ReportData:
     notes: list[str] = field(default_factory=list)
 
     def to_json(self) -> str:
+        """The page's data as JSON that is safe inside a ``<script>`` element.
+
+        ``<``, ``>`` and ``&`` are written as ``\\u003c``, ``\\u003e`` and
+        ``\\u0026`` (still the same JSON strings), so no program text or file
+        name can close the element or open an HTML comment (``<!--``, which
+        would swallow the rest of the page) — the page always parses.
+        """
         payload = {name: getattr(self, name) for name in self.__dataclass_fields__}
-        return json.dumps(_json_safe(payload), ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+        text = json.dumps(_json_safe(payload), ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+        return escape_script_json(text)
+
+
+def escape_script_json(text: str) -> str:
+    """JSON text with ``<``, ``>``, ``&`` and the JS line separators as ``\\u`` escapes."""
+    return (text.replace("&", "\\u0026").replace("<", "\\u003c").replace(">", "\\u003e")
+            .replace("\u2028", "\\u2028").replace("\u2029", "\\u2029"))
 
 
 def _json_safe(value: Any) -> Any:
@@ -292,24 +327,44 @@ def collect(run_dir: str | Path, examples: int = DEFAULT_EXAMPLES, max_tokens: i
         library_meta = read_json(library_dir / LIBRARY_JSON, LIBRARY_META_SCHEMA)
         library_size = max(library_size, len(library_meta["programs"]))
 
-    # programs that are some head's best, most heads first
+    # the explanation stage: category, gloss and tiers of every head
+    explained = None
+    if best and compiled:
+        from .explanations import explain_run
+
+        try:
+            explained = explain_run(run_dir)
+        except UserError as error:  # e.g. best.csv names a program the library lacks: show the rest
+            notes.append(f"No head categories: {error}")
+            explained = None
+        if explained is not None and explained.share_source != "synthesis":
+            notes.append("No attention store: term shares measured on the built-in stories, split into words.")
+    explanation = {(h.layer, h.head): h for h in explained.heads} if explained is not None else {}
+
+    # programs that are some head's best (short or full), most heads first
     by_program: dict[str, list[HeadResult]] = {}
     for row in best:
         by_program.setdefault(row.program_name, []).append(row)
+    for h in explanation.values():
+        if "short" in h.programs and h.programs["short"].name not in by_program:
+            by_program[h.programs["short"].name] = []
     program_names = sorted(by_program, key=lambda name: (-len(by_program[name]), name))
     program_index = {name: i for i, name in enumerate(program_names)}
+    glosses = {p.name: p.gloss for h in explanation.values() for p in h.programs.values()}
     programs = [
         {
             "name": name,
             "source": sources.get(name, f"# source of {name} not found in {LIBRARY_ATTN}"),
+            "gloss": glosses.get(name, ""),
             "n_heads": len(by_program[name]),
             "mean_iou": _nanmean([r.heldout_iou for r in by_program[name]]),
             "heads": [[r.layer, r.head] for r in by_program[name]],
         }
         for name in program_names
     ]
-    heads = [
-        {
+    heads = []
+    for r in best:
+        entry = {
             "layer": r.layer,
             "head": r.head,
             "program": program_index[r.program_name],
@@ -319,8 +374,25 @@ def collect(run_dir: str | Path, examples: int = DEFAULT_EXAMPLES, max_tokens: i
             "n_sequences": r.n_heldout_sequences,
             "n_tokens": r.n_heldout_tokens,
         }
-        for r in best
-    ]
+        h = explanation.get((r.layer, r.head))
+        if h is not None:
+            short = h.programs.get("short")
+            entry.update({
+                "category": h.category.key,
+                "category_share": h.category.share,
+                "purity": h.category.purity,
+                "sink_share": h.category.sink_share,
+                "shares": h.category.shares,
+                "gloss": h.gloss,
+                "short": None if short is None else {
+                    "program": program_index[short.name], "heldout_iou": short.heldout_iou,
+                    "heldout_iou_no_sink": short.heldout_iou_no_sink, "synthesis_iou": short.synthesis_iou,
+                },
+                "buckets": h.full.buckets,
+            })
+        heads.append(entry)
+    categories = _category_overview(explained, n_layers) if explained is not None else []
+    hypotheses = _read_hypotheses(run_dir)
 
     # heatmaps on shared held-out examples
     example_rows: list[dict] = []
@@ -388,6 +460,9 @@ def collect(run_dir: str | Path, examples: int = DEFAULT_EXAMPLES, max_tokens: i
         heatmaps=base64.b64encode(blob).decode("ascii"),
         example_iou=example_iou,
         perplexity=perplexity,
+        categories=categories,
+        hypotheses=hypotheses,
+        heatmap_mode="scroll",
         settings=stages,
         # the explain driver's own bookkeeping (which stages ran in its last call) is not a result
         completed={k: v for k, v in manifest.get("completed", {}).items() if k != "explain"},
@@ -396,6 +471,33 @@ def collect(run_dir: str | Path, examples: int = DEFAULT_EXAMPLES, max_tokens: i
         generated=time.strftime("%Y-%m-%d %H:%M:%S %Z"),
         notes=notes,
     )
+
+
+def _category_overview(explained, n_layers: int) -> list[dict]:
+    """Present categories in taxonomy order: count, per-layer counts and the best example head."""
+    from .categories import CATEGORIES
+
+    counts = explained.category_counts()
+    best = explained.best_of_category()
+    out = []
+    for key in CATEGORIES:
+        if key not in counts:
+            continue
+        per_layer = [0] * n_layers
+        for h in explained.heads:
+            if h.category.key == key and h.layer < n_layers:
+                per_layer[h.layer] += 1
+        example = best[key]
+        out.append({"key": key, "label": CATEGORIES[key], "count": counts[key], "per_layer": per_layer,
+                    "best": [example.layer, example.head], "colour": CATEGORY_COLOURS[key]})
+    return out
+
+
+def _read_hypotheses(run_dir: Path) -> list[dict]:
+    """The user programs `attndsl score --library` scored (``scores/*.hypotheses.json``), if any."""
+    from .hypotheses import read_hypotheses
+
+    return read_hypotheses(run_dir)
 
 
 def _nanmean(values: Sequence[float]) -> float:
@@ -411,20 +513,26 @@ def template() -> str:
     return resources.files("attndsl").joinpath("data", TEMPLATE).read_text(encoding="utf-8")
 
 
+_MARKER = re.compile(r"/\*@([A-Z]+)@\*/")
+
+
 def render(data: ReportData) -> str:
-    """The complete HTML page for ``data`` (data inlined as JSON)."""
-    payload = data.to_json().replace("</", "<\\/")  # no "</script>" inside the script element
-    config = json.dumps({"stops": COLOUR_STOPS, "missing": MISSING_COLOUR})
+    """The complete HTML page for ``data`` (data inlined as JSON).
+
+    The template's markers are replaced in one pass over the template only,
+    so a marker that appears inside the data (a program string
+    ``"/*@COLOURS@*/"``) is never substituted; the data is JSON escaped for a
+    script element (`ReportData.to_json`).
+    """
+    config = escape_script_json(json.dumps({"stops": COLOUR_STOPS, "missing": MISSING_COLOUR,
+                                            "categories": CATEGORY_COLOURS}))
+    values = {"TITLE": html.escape(data.title), "DATA": data.to_json(), "COLOURS": config}
     page = template()
-    for marker, value in (
-        ("/*@TITLE@*/", html.escape(data.title)),
-        ("/*@DATA@*/", payload),
-        ("/*@COLOURS@*/", config),
-    ):
-        if marker not in page:
-            raise RuntimeError(f"report template lacks {marker}")
-        page = page.replace(marker, value, 1)
-    return page
+    found = set(_MARKER.findall(page))
+    missing = sorted(set(values) - found)
+    if missing:
+        raise RuntimeError(f"report template lacks /*@{missing[0]}@*/")
+    return _MARKER.sub(lambda m: values.get(m.group(1), m.group(0)), page)
 
 
 def build_report(

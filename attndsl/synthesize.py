@@ -34,6 +34,7 @@ from typing import Sequence
 import numpy as np
 
 from .errors import UserError
+from .naming import rename_library
 from .library import HeadChoice, LibraryProgram, build_library, choose_best, read_library, summary_lines, write_library
 from .rundir import Run, atomic_write_json, atomic_write_text, open_run, read_json
 from .search import SearchResult, SearchSettings, search_heads
@@ -335,6 +336,7 @@ def synthesize(
         raise UserError("no head has candidate programs (see llm/heads.json for why)")
     seed = search.seed if search is not None else 0
     library = build_library(candidates, store, tables, synth, cap=cap, seed=seed, progress=progress)
+    library = rename_library(library, tables)  # names that say what each program does
     choices = choose_best(library, store, tables, synth, store.tables(held), held, top_k=top_k, progress=progress)
     write_library(run.file(LIBRARY_DIR), library.programs, choices)
     report = SynthesisReport(tuple(choices), len(library.programs), len(candidates), len(todo), len(done),

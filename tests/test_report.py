@@ -45,8 +45,14 @@ program unused_local {
 ASSIGNED = ("sink", "previous", "current", "uniform")
 
 
-def make_fake_run(path: Path, n_sequences: int = 10, kind: str = "llama", with_replacement: bool = True) -> Path:
-    """A run directory with a store, a library, best.csv and (optionally) a replacement CSV."""
+#: the short tier of the fake run: layer 2's heads read the sink program, the others their full one
+SHORT_LAYER = 2
+
+
+def make_fake_run(path: Path, n_sequences: int = 10, kind: str = "llama", with_replacement: bool = True,
+                  with_short: bool = False) -> Path:
+    """A run directory with a store, a library, best.csv and (optionally) a replacement CSV and a
+    short tier (``library/short.csv``: layer `SHORT_LAYER` gets the sink program)."""
     from attndsl.evaluate import Row, write_csv
     from attndsl.extract import extract
     from attndsl.report import BEST_COLUMNS
@@ -65,20 +71,26 @@ def make_fake_run(path: Path, n_sequences: int = 10, kind: str = "llama", with_r
     heldout, synthesis = store.heldout_indices, store.synthesis_indices
     dense = {i: store.dense(i) for i in range(store.n_sequences)}
     tables = dict(zip(range(store.n_sequences), store.tables(range(store.n_sequences))))
-    rows = []
-    for layer in range(store.n_layers):
-        for head in range(store.n_heads):
-            name = ASSIGNED[(layer * store.n_heads + head) % len(ASSIGNED)]
+    def table(short: bool) -> str:
+        rows = []
+        for layer in range(store.n_layers):
+            for head in range(store.n_heads):
+                name = ASSIGNED[(layer * store.n_heads + head) % len(ASSIGNED)]
+                if short and layer == SHORT_LAYER:
+                    name = "sink"
 
-            def mean(indices, metric):
-                return float(np.mean([metric(dense[i][layer, head], evaluate(programs[name], tables[i])) for i in indices]))
+                def mean(indices, metric):
+                    return float(np.mean([metric(dense[i][layer, head], evaluate(programs[name], tables[i])) for i in indices]))
 
-            rows.append(
-                [layer, head, name, mean(synthesis, iou_dense), mean(heldout, iou_dense), mean(heldout, iou_dense_ignore_sink),
-                 len(heldout), sum(store.lengths[i] for i in heldout)]
-            )
-    text = ",".join(BEST_COLUMNS) + "\n" + "".join(",".join(str(v) for v in row) + "\n" for row in rows)
-    atomic_write_text(library / "best.csv", text)
+                rows.append(
+                    [layer, head, name, mean(synthesis, iou_dense), mean(heldout, iou_dense), mean(heldout, iou_dense_ignore_sink),
+                     len(heldout), sum(store.lengths[i] for i in heldout)]
+                )
+        return ",".join(BEST_COLUMNS) + "\n" + "".join(",".join(str(v) for v in row) + "\n" for row in rows)
+
+    atomic_write_text(library / "best.csv", table(short=False))
+    if with_short:
+        atomic_write_text(library / "short.csv", table(short=True))
     if with_replacement:
         n_total = store.n_layers * store.n_heads
         points = []
@@ -240,3 +252,90 @@ def test_report_command_rebuilds_the_report(fake_run, tmp_path, capsys):
     assert args.func(args) == 0
     assert out.exists() and len(page_data(out.read_text(encoding="utf-8"))["examples"]) == 1
     assert str(out) in capsys.readouterr().out
+
+
+# ------------------------------------------------------- explanations in the report
+
+
+def test_report_opens_on_categories_with_glosses(fake_run):
+    from attndsl.categories import CATEGORIES
+    from attndsl.report import build_report
+
+    data = page_data(build_report(fake_run).read_text(encoding="utf-8"))
+    assert all(h["category"] in CATEGORIES and h["gloss"] for h in data["heads"])
+    by_program = {"sink": "sink", "previous": "previous", "current": "self", "uniform": "uniform"}
+    for h in data["heads"]:
+        assert h["category"] == by_program[data["programs"][h["program"]]["name"]]
+    counts = {c["key"]: c["count"] for c in data["categories"]}
+    assert counts == {"sink": 3, "self": 3, "previous": 3, "uniform": 3}
+    for c in data["categories"]:
+        assert sum(c["per_layer"]) == c["count"]
+        best = next(h for h in data["heads"] if [h["layer"], h["head"]] == c["best"])
+        assert best["category"] == c["key"]
+    assert data["heatmap_mode"] == "scroll"
+    text = build_report(fake_run).read_text(encoding="utf-8")
+    assert text.index('id="categories"') < text.index('id="grid"')  # the overview comes first
+
+
+def _hostile_run(fake_run, tmp_path, text: str):
+    """The fake run with one head's program holding ``text`` as a string, and ``text`` in the corpus name."""
+    import shutil
+
+    from attndsl.printer import format_string
+    from attndsl.rundir import read_json, atomic_write_json
+
+    run = tmp_path / "hostile"
+    shutil.copytree(fake_run, run)
+    library = run / "library"
+    hostile = f"program hostile {{\n    1 * [tok(k) == {format_string(text)}]\n}}\n"
+    (library / "library.attn").write_text((library / "library.attn").read_text() + "\n" + hostile)
+    lines = (library / "best.csv").read_text().splitlines()
+    cells = lines[1].split(",")
+    cells[2] = "hostile"
+    lines[1] = ",".join(cells)
+    (library / "best.csv").write_text("\n".join(lines) + "\n")
+    manifest = read_json(run / "manifest.json")
+    manifest["stages"]["extract"]["corpus"] = f"/data/{text}/stories.txt"
+    atomic_write_json(run / "manifest.json", manifest)
+    return run
+
+
+@pytest.mark.parametrize("text", ["/*@COLOURS@*/", "<!--<script>", "</script><script>alert(1)</script>", "/*@DATA@*/ & <b>"])
+def test_no_string_breaks_the_page(fake_run, tmp_path, text):
+    from html.parser import HTMLParser
+
+    from attndsl.report import build_report
+
+    page = build_report(_hostile_run(fake_run, tmp_path, text)).read_text(encoding="utf-8")
+
+    class Scripts(HTMLParser):
+        def __init__(self):
+            super().__init__()
+            self.scripts, self.current = [], None
+
+        def handle_starttag(self, tag, attrs):
+            if tag == "script":
+                self.current = [dict(attrs), ""]
+
+        def handle_data(self, data):
+            if self.current is not None:
+                self.current[1] += data
+
+        def handle_endtag(self, tag):
+            if tag == "script" and self.current is not None:
+                self.scripts.append(self.current)
+                self.current = None
+
+    parser = Scripts()
+    parser.feed(page)
+    assert len(parser.scripts) == 2  # the data and the code, nothing more, nothing swallowed
+    attrs, payload = parser.scripts[0]
+    assert attrs.get("id") == "report-data"
+    assert "<" not in payload and ">" not in payload and "&" not in payload
+    data = json.loads(payload)
+    hostile = next(p for p in data["programs"] if p["name"] == "hostile")
+    assert json.dumps(text)[1:-1] in hostile["source"] or text in hostile["source"]
+    assert text in data["settings"]["extract"]["corpus"]
+    code = parser.scripts[1][1]
+    assert "const COLOURS = {" in code and "/*@" not in code  # the template's own markers were replaced
+    assert len(data["heads"]) == data["n_layers"] * data["n_heads"]

@@ -3,7 +3,10 @@
 Each head gets the library program that fits it best on the synthesis
 sequences; its held-out IoU (and the variant ignoring key 0) is written to a
 CSV and summarised: mean, quartiles, per-layer means, and how many held-out
-sequences and tokens the numbers rest on.
+sequences and tokens the numbers rest on.  With ``--library``, it also says
+for each of the file's programs which heads it explains best and how well
+(held-out IoU, beside the run's own program for those heads), and saves that
+as ``RUN/scores/<file stem>.hypotheses.json`` for the report.
 """
 from __future__ import annotations
 
@@ -35,4 +38,10 @@ def run(args: argparse.Namespace) -> int:
     for line in summary_lines(choices, size):
         print(line)
     print(f"per head: {path}")
+    if args.library is not None:
+        from ..hypotheses import hypothesis_lines, score_hypotheses
+
+        print("heads each program explains best:")
+        for line in hypothesis_lines(score_hypotheses(args.run_dir, args.library, choices)):
+            print(line)
     return 0

@@ -1,5 +1,7 @@
-"""The report in headless Chromium: loads without errors, a head can be
-selected, its heatmaps render, and the screenshot shows the grid and them.
+"""The report in headless Chromium: loads without errors and opens on the
+category overview; a category and a head can be clicked, the head's gloss and
+both programs (short and full) show, its heatmaps render, and the screenshot
+shows the grid (IoU view) and them.
 
 Skips only when Chromium (or its driver) is not installed.  The screenshot is
 written to the test's temporary directory, copied into the fake run as
@@ -29,7 +31,7 @@ def report(tmp_path_factory) -> Path:
     from attndsl.report import build_report
     from tests.test_report import make_fake_run
 
-    run = make_fake_run(tmp_path_factory.mktemp("browser") / "run")
+    run = make_fake_run(tmp_path_factory.mktemp("browser") / "run", with_short=True)
     return build_report(run)
 
 
@@ -48,7 +50,7 @@ def test_report_in_headless_chromium(report, tmp_path):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    from attndsl.report import iou_colour
+    from attndsl.report import CATEGORY_COLOURS, iou_colour
     from tests.test_report import page_data
 
     data = page_data(report.read_text(encoding="utf-8"))
@@ -59,18 +61,52 @@ def test_report_in_headless_chromium(report, tmp_path):
         assert console_errors(driver) == []
         assert driver.execute_script("return window.__reportErrors") == []
 
-        # the grid: one cell per head, coloured by held-out IoU
+        # the page opens on the answer: the category overview is the first thing under the header,
+        # on screen, and the grid is coloured by category
+        first_section = driver.execute_script("return document.querySelector('main section').id")
+        assert first_section == "heads-section"
+        overview = driver.find_element(By.ID, "categories")
+        top = driver.execute_script("return arguments[0].getBoundingClientRect().top", overview)
+        assert 0 <= top < driver.execute_script("return window.innerHeight")
+        assert top < driver.execute_script("return document.getElementById('grid').getBoundingClientRect().top")
+        rows = driver.find_elements(By.CSS_SELECTOR, "#categories .category-row")
+        assert [r.get_attribute("data-category") for r in rows] == [c["key"] for c in data["categories"]]
+        assert sum(int(r.find_elements(By.TAG_NAME, "td")[1].text) for r in rows) == len(data["heads"])
         cells = driver.find_elements(By.CSS_SELECTOR, "#grid .cell")
         assert len(cells) == data["n_layers"] * data["n_heads"]
+        for h in data["heads"]:
+            colour = driver.find_element(By.ID, f"cell-{h['layer']}-{h['head']}").value_of_css_property("background-color")
+            assert colour.replace(" ", "") == "rgba({},{},{},1)".format(*CATEGORY_COLOURS[h["category"]]) or \
+                colour.replace(" ", "") == "rgb({},{},{})".format(*CATEGORY_COLOURS[h["category"]])
 
-        # select a head by clicking its cell
+        # click a category: its best example head opens, the other categories' cells dim
+        previous = next(c for c in data["categories"] if c["key"] == "previous")
+        driver.find_element(By.CSS_SELECTOR, "#categories .category-row[data-category='previous']").click()
+        assert driver.find_element(By.ID, "head-title").text == "Layer {}, head {}".format(*previous["best"])
+        assert "previous token" in driver.find_element(By.ID, "head-category").text
+        dimmed = {(int(c.get_attribute("data-layer")), int(c.get_attribute("data-head")))
+                  for c in driver.find_elements(By.CSS_SELECTOR, "#grid .cell.dim")}
+        assert dimmed == {(h["layer"], h["head"]) for h in data["heads"] if h["category"] != "previous"}
+
+        # click a head: its gloss and both programs
         driver.find_element(By.ID, "cell-2-1").click()
         title = driver.find_element(By.ID, "head-title").text
         assert title == "Layer 2, head 1"
+        assert driver.find_element(By.ID, "head-gloss").text == target["gloss"]
         source = driver.find_element(By.ID, "program-source").text
         program = data["programs"][target["program"]]
         assert source.startswith(f"program {program['name']}")
+        short = driver.find_element(By.ID, "program-source-short").text
+        assert short.startswith("program " + data["programs"][target["short"]["program"]]["name"])
+        assert short != source
         assert f"{target['heldout_iou']:.3f}" in driver.find_element(By.ID, "head-scores").text
+
+        # clicking the category again shows every head; then the IoU view
+        driver.find_element(By.CSS_SELECTOR, "#categories .category-row[data-category='previous']").click()
+        assert driver.find_elements(By.CSS_SELECTOR, "#grid .cell.dim") == []
+        driver.find_element(By.ID, "view-iou").click()
+        assert driver.find_element(By.ID, "grid").get_attribute("data-view") == "iou"
+        driver.find_element(By.ID, "cell-2-1").click()
 
         # its heatmaps: real and program side by side for every example, drawn
         canvases = driver.find_elements(By.CSS_SELECTOR, "#heatmaps canvas.heatmap")
@@ -120,3 +156,23 @@ def test_report_in_headless_chromium(report, tmp_path):
     region = image[y0:y1, x0:x1].astype(int)
     assert region.size, "the heatmap is outside the screenshot"
     assert ((region[..., 2] - region[..., 0]) > 60).sum() > 20
+
+
+@pytest.mark.parametrize("text", ["/*@COLOURS@*/", "<!--<script>"])
+def test_hostile_strings_do_not_blank_the_page(report, tmp_path, text):
+    """A program string or a corpus file name holding a template marker or ``<!--<script>``."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from attndsl.report import build_report
+    from tests.test_report import _hostile_run, page_data
+
+    page = build_report(_hostile_run(report.parent, tmp_path, text))
+    data = page_data(page.read_text(encoding="utf-8"))
+    with headless_chromium(CHROMIUM, tmp_path / "profile") as driver:
+        driver.get(page.resolve().as_uri())
+        WebDriverWait(driver, 30).until(lambda d: d.execute_script("return document.body.dataset.ready === '1'"))
+        assert console_errors(driver) == []
+        assert len(driver.find_elements(By.CSS_SELECTOR, "#grid .cell")) == data["n_layers"] * data["n_heads"]
+        settings = driver.find_element(By.ID, "settings").text
+        assert text in settings  # the corpus name shows as text
