@@ -409,6 +409,12 @@ def describe_term(term: ir.Term) -> TermKind:
                 decays = decays or bool(_decay(factor))
                 t.add("window" if not decays else "decay")
                 continue
+            lexicon = next((n for n in ir.walk(factor) if isinstance(n, ir.LexiconRead) and n.at.var == "k"), None)
+            if lexicon is not None:  # a weighted word table read at the key: lexical, its best-liked words first
+                ranked = sorted(lexicon.lexicon.entries, key=lambda kv: (-kv[1], kv[0]))
+                t.add("lexical", "lexicon")
+                t.words = tuple(word for word, weight in ranked if weight > 0) or tuple(w for w, _ in ranked)
+                continue
             feats = {getattr(n, "name", None) for n in ir.walk(factor) if isinstance(n, (ir.NumFeature, ir.Similarity))}
             if any(isinstance(n, ir.Similarity) for n in ir.walk(factor)):
                 t.add("duplicate", "sim")

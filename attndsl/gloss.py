@@ -147,10 +147,16 @@ def gloss(program: ir.Program, shares=None) -> str:
     if not kinds:
         return f"{_capital(_FALLBACK_PHRASE[program.fallback])} (the program has no terms)."
     parts = []
+    softmax = program.form == "softmax"
     for term, kind in zip(program.terms, kinds):
         text = term_text(kind)
-        parts.append(text if len(kinds) == 1 else f"{text} (weight {_weight(term.weight)})")
-    sentence = _join(parts)
+        if softmax:  # weights are additive preferences (logits), so their sign matters
+            parts.append(f"{text} ({_logit(term.weight)})")
+        else:
+            parts.append(text if len(kinds) == 1 else f"{text} (weight {_weight(term.weight)})")
+    sentence = ("a softmax preferring " + _join(parts)) if softmax else _join(parts)
+    if program.masks:
+        sentence += ", " + _join([_mask_text(m) for m in program.masks])
     if program.fallback != "first" or all(k.selection == "nearest" for k in kinds):
         sentence += f"; where nothing matches, {_FALLBACK_PHRASE[program.fallback]}"
     return _capital(sentence) + "."
@@ -158,6 +164,18 @@ def gloss(program: ir.Program, shares=None) -> str:
 
 def _weight(value: float) -> str:
     return f"{value:g}"
+
+
+def _logit(value: float) -> str:
+    return f"logit {value:+g}"
+
+
+def _mask_text(mask) -> str:
+    """'only over …' for one mask factor (an indicator or a selection), in the term vocabulary."""
+    kind = describe_term(ir.Term(1.0, (mask,)))
+    if kind.kind in ("other", "uniform", "broad"):  # no plainer words than the program's own condition
+        return "only over the keys its mask admits"
+    return f"only over {term_text(kind)}"
 
 
 def _join(parts: list[str]) -> str:

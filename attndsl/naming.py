@@ -12,6 +12,8 @@ head each program was written for stays in its metadata (``layer``,
 """
 from __future__ import annotations
 
+import dataclasses
+
 import re
 from typing import Sequence
 
@@ -113,7 +115,6 @@ def keeps_own_name(name: str, origin: str) -> bool:
 
 def name_library(programs: Sequence, shares_by_name: dict | None = None) -> list:
     """``LibraryProgram``s renamed after what they do, unique within the list (order kept)."""
-    from .library import LibraryProgram
     from .prompts import rename_program
 
     shares_by_name = shares_by_name or {}
@@ -133,7 +134,7 @@ def name_library(programs: Sequence, shares_by_name: dict | None = None) -> list
             name = f"{base}_{n}"
         taken.add(name)
         if name != p.name:
-            p = LibraryProgram(name, rename_program(p.source, name), p.origin, p.layer, p.head, p.synthesis_iou)
+            p = dataclasses.replace(p, name=name, source=rename_program(p.source, name))  # metadata kept
         out.append(p)
     return out
 

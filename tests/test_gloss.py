@@ -33,6 +33,10 @@ STDLIB_GLOSSES = {
     "same_word": "All pieces of the current word.",
     "word_start": "The start of the current word.",
     "last_sentence_end": "The most recent “.”, “!” or “?”; where nothing matches, the first token.",
+    "previous_soft": "A softmax preferring the previous token (logit +4) and recent tokens, fading with distance "
+                     "(logit -0.5); where nothing matches, the token itself.",
+    "function_words": "A softmax preferring the words “a” or “the” (logit +1) and recent tokens, fading with "
+                      "distance (logit -0.25), only over the keys its mask admits.",
 }
 
 
