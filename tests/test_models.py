@@ -11,7 +11,7 @@ from tests.tiny import save_tiny
 @pytest.fixture(scope="module")
 def saved(tmp_path_factory):
     root = tmp_path_factory.mktemp("models")
-    return {kind: save_tiny(kind, root / kind) for kind in ("gpt2", "llama")}
+    return {kind: save_tiny(kind, root / kind) for kind in ("gpt2", "llama", "qwen2", "gemma3")}
 
 
 def test_load_a_saved_gpt2_and_gqa_llama(saved):
@@ -25,6 +25,19 @@ def test_load_a_saved_gpt2_and_gqa_llama(saved):
     # the hash names the weights: the same files give the same hash, other files another
     assert load_model(str(saved["llama"])).file_hash == llama.file_hash != gpt2.file_hash
     assert len(llama.file_hash) == 64
+
+
+def test_load_saved_qwen2_and_gemma3_text_models(saved):
+    """Qwen2 (biased projections) and Gemma-3 (Gemma3ForCausalLM, text config) load eager, with their shapes."""
+    qwen = load_model(str(saved["qwen2"]))
+    assert type(qwen.model).__name__ == "Qwen2ForCausalLM"
+    assert (qwen.n_layers, qwen.n_heads, qwen.n_kv_heads) == (2, 4, 2)
+    assert qwen.model.model.layers[0].self_attn.q_proj.bias is not None
+    gemma = load_model(str(saved["gemma3"]))
+    assert type(gemma.model).__name__ == "Gemma3ForCausalLM"
+    assert (gemma.n_layers, gemma.n_heads, gemma.n_kv_heads) == (3, 4, 2)
+    assert gemma.model.config._attn_implementation == "eager"
+    assert [m.self_attn.sliding_window for m in gemma.model.model.layers] == [4, None, 4]
 
 
 def test_missing_files_and_unknown_aliases_are_user_errors(tmp_path, monkeypatch):

@@ -26,11 +26,9 @@ TEXTS = [
 PREV = compile_program("program prev { fallback self\n 1 * [k == q - 1] }")
 FIRST = compile_program("program first { 1 * [k == 0] }")
 
-MODELS = {
-    "gpt2": (tiny.tiny_gpt2, tiny.bpe_tokenizer),
-    "llama": (tiny.tiny_llama_gqa, tiny.metaspace_tokenizer),
-    "mistral": (tiny.tiny_mistral_sliding, tiny.metaspace_tokenizer),
-}
+#: the five families: GPT-2 (fused c_attn), Llama (GQA), Mistral (sliding window),
+#: Qwen2 (biased projections), Gemma-3 (sliding + global layers, q/k norms, query_pre_attn_scalar)
+MODELS = {kind: tiny._KINDS[kind] for kind in tiny.FAMILIES}
 
 
 @pytest.fixture(scope="module", params=sorted(MODELS))
