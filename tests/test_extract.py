@@ -142,6 +142,34 @@ def test_cli_extract_with_a_saved_model(tiny_dir, tmp_path, capsys):
     assert open_store(tmp_path / "run").n_sequences == 5
 
 
+def test_cli_summary_reports_lengths_and_short_sequences(tiny_dir, tmp_path, capsys):
+    """Paragraph-per-story text: the summary says no sequence came near --max-tokens and
+    names the separator option; with --txt-separator endoftext the sequences fill up."""
+    corpus = tmp_path / "paragraphs.txt"
+    corpus.write_text("\n\n".join(["The cat sat on the mat. The dog ran in the park."] * 20) + "\n")
+    common = ["extract", "--model", str(tiny_dir), "--corpus", str(corpus), "--max-tokens", "48", "--no-progress"]
+    assert main([*common, "--out", str(tmp_path / "cut")]) == 0
+    out = capsys.readouterr().out
+    assert "sequence lengths: min" in out and "0 of 20 hold at least 75% of --max-tokens 48" in out
+    assert "note: no sequence came near --max-tokens 48" in out and "--txt-separator endoftext" in out
+    assert main([*common, "--out", str(tmp_path / "joined"), "--txt-separator", "endoftext"]) == 0
+    out = capsys.readouterr().out
+    assert "sequence lengths: min" in out and "note:" not in out
+    store = open_store(tmp_path / "joined")
+    assert max(store.lengths) >= 0.75 * 48 and all(n <= 48 for n in store.lengths)
+    assert main([*common, "--out", str(tmp_path / "one"), "--max-sentences", "1", "--txt-separator", "endoftext"]) == 0
+    assert "--max-sentences 1 ends every sequence first" in capsys.readouterr().out
+
+
+def test_length_summary_counts():
+    from attndsl.extract import length_summary
+
+    lines = length_summary([10, 20, 30, 60, 64], 64)
+    assert lines[0].startswith("sequence lengths: min 10, 10% 14, median 30, 90% 62.4, max 64 tokens")
+    assert "2 of 5 hold at least 75%" in lines[0] and len(lines) == 1
+    assert length_summary([], 64) == []
+
+
 def test_cli_errors_are_clear_and_damage_nothing(tiny_dir, tmp_path, capsys, monkeypatch):
     import huggingface_hub.constants
 
