@@ -3,7 +3,11 @@
 The one-call pipeline is `attndsl.explain(...)` (extract → synthesise →
 score → replace → report); each stage also has its own module and command.
 """
-from .explain import ExplainResult, explain
+from . import threads as _threads
+
+_threads.prepare_environment()  # before torch or Numba load their OpenMP runtimes (attndsl.threads)
+
+from .explain import ExplainResult, explain  # noqa: E402
 
 __all__ = ["ExplainResult", "explain"]
 __version__ = "0.1.0"

@@ -147,6 +147,9 @@ def extract(
     """
     from tqdm.auto import tqdm
 
+    from .threads import apply_env
+
+    apply_env()  # $ATTNDSL_THREADS sizes torch's and Numba's pools together
     if batch_size < 1:
         raise UserError("--batch-size must be at least 1")
     if max_sequences is not None and max_sequences < 1:
