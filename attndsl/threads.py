@@ -22,7 +22,7 @@ of heavy stages (`attndsl.extract.extract`, `attndsl.surrogate.attach`) call
 leaves a Python caller's own torch/Numba settings alone.
 
 The wait policy.  Measured on a 2-core machine shared with other jobs
-(``benchmarks/bench_threads.py``), the CPU time of a stage grows about 4×
+(``benchmarks/bench_threads.py``), the CPU time of a stage grows 4–8×
 with the OpenMP runtimes' default wait policy, and most of it is torch's own
 pool: its workers spin between the many small parallel regions of a forward
 pass while the neighbours want the cores.  ``OMP_WAIT_POLICY=PASSIVE`` (idle
