@@ -198,7 +198,7 @@ def check_smollm2(device: str, report: dict, corpus: str | None) -> bool:
     import torch
 
     from attndsl import stdlib, surrogate
-    from attndsl.corpus import load_corpus, make_sequences
+    from attndsl.corpus import Corpus, load_corpus, make_sequences
     from attndsl.errors import UserError
     from attndsl.extract import record_codes
     from attndsl.models import load_model
@@ -222,7 +222,9 @@ def check_smollm2(device: str, report: dict, corpus: str | None) -> bool:
         assignment = surrogate.Assignment.from_items(
             (l, h, programs[i % len(programs)]) for i, (l, h) in enumerate(heads[: len(heads) // 4])
         )
-        source = load_corpus(corpus) if corpus else load_corpus("builtin")
+        # the stories joined into one text, so packing fills every sequence to the length asked
+        stories = list((load_corpus(corpus) if corpus else load_corpus("builtin")).documents)
+        source = Corpus("joined", ["\n\n".join(stories)])
         for max_tokens, count in ((64, 16), (256, 4)):
             sequences = make_sequences(source, loaded.tokenizer, max_tokens=max_tokens, max_sequences=count * 10)
             tables = sorted((s.table for s in sequences), key=len, reverse=True)[:count]
