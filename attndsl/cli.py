@@ -35,6 +35,10 @@ def build_parser() -> argparse.ArgumentParser:
         prog="attndsl",
         description="Explain transformer attention heads with small compiled programs.",
     )
+    parser.add_argument(
+        "--threads", default=None, metavar="N",
+        help="threads for torch and Numba together (default: $ATTNDSL_THREADS, else every core this process may use; 0 = every core)",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for name in COMMAND_MODULES:
@@ -55,6 +59,9 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as stop:  # a bad flag (argparse printed why) or --help: the code, not an exception
         return stop.code if isinstance(stop.code, int) else 2
     try:
+        from .threads import configure
+
+        configure(args.threads)  # one pool size for torch and Numba, before any heavy stage
         return int(args.func(args) or 0)
     except AttnError as error:
         print(error.render(), file=sys.stderr)

@@ -4,8 +4,12 @@ A corpus spec is one of
 
 - ``builtin``: about 100 short original stories in the TinyStories style,
   written for the project (``attndsl/data/stories.txt``),
-- a ``.txt`` file: stories separated by lines that hold ``<|endoftext|>``
-  (if the file has any), otherwise by blank lines,
+- a ``.txt`` file: stories separated as ``txt_separator`` says (`TXT_SEPARATORS`):
+  ``auto`` (default) — by lines that hold ``<|endoftext|>`` if the file has
+  any, otherwise by blank lines; ``endoftext`` — only by ``<|endoftext|>``
+  lines, so blank-line paragraphs stay inside one story (a file without such
+  a line is one story); ``blank-line`` — by blank lines and by
+  ``<|endoftext|>`` lines, every paragraph its own story,
 - a ``.jsonl`` file: one JSON object per line, the story in ``text_field``,
 - ``hf:DATASET[:SPLIT]``: a Hugging Face dataset read with ``datasets``
   (streamed; needs the hub).
@@ -33,6 +37,9 @@ from .tokens import _encode, table_from_ids
 
 BUILTIN = "builtin"
 SEPARATOR = "<|endoftext|>"
+#: how a .txt corpus is cut into stories (packing never crosses a story)
+TXT_SEPARATORS = ("auto", "endoftext", "blank-line")
+_BLANK_LINE = re.compile(r"\n[ \t]*\n")
 _SENTENCE_END = re.compile(r"[.!?]+[\"'”’)\]]*(?=\s|$)|\n")
 
 
@@ -57,10 +64,18 @@ class TextSequence:
         return [int(i) for i in self.table.token_id]
 
 
-def split_documents(text: str) -> list[str]:
-    """Stories of a .txt file: separated by ``<|endoftext|>`` lines, else blank lines."""
+def split_documents(text: str, separator: str = "auto") -> list[str]:
+    """Stories of a .txt file, cut as ``separator`` says (see the module docstring).
+
+    ``auto``: ``<|endoftext|>`` lines if the file has any, else blank lines;
+    ``endoftext``: ``<|endoftext|>`` lines only (blank lines are paragraph
+    breaks inside a story); ``blank-line``: blank lines and ``<|endoftext|>`` lines.
+    """
+    if separator not in TXT_SEPARATORS:
+        raise UserError(f"unknown .txt separator {separator!r}; choose one of {', '.join(TXT_SEPARATORS)}")
     lines = text.splitlines()
-    if any(line.strip() == SEPARATOR for line in lines):
+    has_endoftext = any(line.strip() == SEPARATOR for line in lines)
+    if separator == "endoftext" or (separator == "auto" and has_endoftext):
         docs, current = [], []
         for line in lines:
             if line.strip() == SEPARATOR:
@@ -70,12 +85,22 @@ def split_documents(text: str) -> list[str]:
                 current.append(line)
         docs.append("\n".join(current))
     else:
-        docs = re.split(r"\n[ \t]*\n", text)
+        stories = "\n".join("" if line.strip() == SEPARATOR else line for line in lines)
+        docs = _BLANK_LINE.split(stories)
     return [d.strip() for d in docs if d.strip()]
 
 
-def load_corpus(spec: str = BUILTIN, text_field: str = "text") -> Corpus:
-    """Open a corpus by spec (see the module docstring); bad specs are UserErrors."""
+def load_corpus(spec: str = BUILTIN, text_field: str = "text", txt_separator: str = "auto") -> Corpus:
+    """Open a corpus by spec (see the module docstring); bad specs are UserErrors.
+
+    ``txt_separator`` (one of `TXT_SEPARATORS`) applies to ``.txt`` files only;
+    anything but ``auto`` for another kind of corpus is refused.
+    """
+    if txt_separator not in TXT_SEPARATORS:
+        raise UserError(f"--txt-separator must be one of {', '.join(TXT_SEPARATORS)}, not {txt_separator!r}")
+    is_txt = spec not in (BUILTIN,) and not spec.startswith("hf:") and Path(spec).suffix != ".jsonl"
+    if txt_separator != "auto" and not is_txt:
+        raise UserError(f"--txt-separator {txt_separator} applies to .txt corpora only, not {spec!r}")
     if spec == BUILTIN:
         text = resources.files("attndsl").joinpath("data", "stories.txt").read_text(encoding="utf-8")
         return Corpus(spec, split_documents(text))
@@ -90,7 +115,7 @@ def load_corpus(spec: str = BUILTIN, text_field: str = "text") -> Corpus:
         raise UserError(f"corpus file {spec} is not UTF-8 text: {error}") from error
     if path.suffix == ".jsonl":
         return Corpus(spec, _jsonl_documents(path, text, text_field))
-    return Corpus(spec, split_documents(text))
+    return Corpus(spec, split_documents(text, txt_separator))
 
 
 def _jsonl_documents(path: Path, text: str, field: str) -> list[str]:

@@ -32,6 +32,8 @@ from .store import CODEC, STORE_DIRNAME, SequenceRecord, Store, StoreWriter, enc
 
 STAGE = "extract"
 CHUNK_SIZE = 16
+#: a sequence "came near" --max-tokens when it holds at least this share of it
+NEAR_MAX_TOKENS = 0.75
 
 
 def attention_modules(model) -> list[tuple[int, object]]:
@@ -134,16 +136,21 @@ def extract(
     text_field: str = "text",
     progress: bool = True,
     on_chunk: Callable[[int], None] | None = None,
+    txt_separator: str = "auto",
 ) -> Store:
     """Record the attention of ``model`` on ``corpus`` into ``run_dir``; resumable.
 
     ``model`` is a spec for `load_model` or an already loaded model; ``syntax``
     is False, True (spaCy) or a provider object (see `attndsl.syntax`).
     ``on_chunk(chunk)`` is called after each chunk is written (tests use it to
-    interrupt).  Returns the finished `Store`.
+    interrupt).  ``txt_separator`` says how a .txt corpus is cut into stories
+    (`attndsl.corpus.TXT_SEPARATORS`).  Returns the finished `Store`.
     """
     from tqdm.auto import tqdm
 
+    from .threads import apply_env
+
+    apply_env()  # $ATTNDSL_THREADS sizes torch's and Numba's pools together
     if batch_size < 1:
         raise UserError("--batch-size must be at least 1")
     if max_sequences is not None and max_sequences < 1:
@@ -156,7 +163,7 @@ def extract(
     loaded = model if isinstance(model, LoadedModel) else load_model(model, device=device, dtype=dtype)
     check_max_tokens(loaded, max_tokens)
     sequences: list[TextSequence] = make_sequences(
-        load_corpus(corpus, text_field=text_field),
+        load_corpus(corpus, text_field=text_field, txt_separator=txt_separator),
         loaded.tokenizer,
         max_tokens=max_tokens,
         max_sentences=max_sentences,
@@ -174,6 +181,7 @@ def extract(
         "tokenizer": tokenizer_settings(loaded.tokenizer),
         "corpus": corpus,
         "text_field": text_field,
+        "txt_separator": txt_separator,
         "corpus_hash": corpus_hash(sequences),
         "n_sequences": len(sequences),
         "max_sequences": max_sequences,
@@ -222,3 +230,33 @@ def extract(
             },
         )
     return store
+
+
+def length_summary(lengths: Sequence[int], max_tokens: int, max_sentences: int | None = None) -> list[str]:
+    """Lines describing how long the sequences came out, and why when none came near ``max_tokens``.
+
+    Packing never crosses a story and stops at ``max_sentences``, so a corpus
+    of short stories (or a .txt file cut at every blank line) gives sequences
+    far shorter than asked; the user should be told rather than find out from
+    the attention maps.
+    """
+    if not len(lengths):
+        return []
+    a = np.asarray(lengths)
+    near = int((a >= NEAR_MAX_TOKENS * max_tokens).sum())
+    p10, median, p90 = (float(x) for x in np.percentile(a, [10, 50, 90]))
+    lines = [
+        f"sequence lengths: min {a.min()}, 10% {p10:g}, median {median:g}, 90% {p90:g}, max {a.max()} tokens; "
+        f"{near} of {len(a)} hold at least {NEAR_MAX_TOKENS:.0%} of --max-tokens {max_tokens}"
+    ]
+    if near == 0:
+        if max_sentences is not None:
+            why = f"--max-sentences {max_sentences} ends every sequence first"
+        else:
+            why = (
+                "packing never crosses a story and the stories are shorter; a .txt corpus without "
+                "<|endoftext|> lines is cut at every blank line — --txt-separator endoftext keeps "
+                "blank-line paragraphs inside one story"
+            )
+        lines.append(f"note: no sequence came near --max-tokens {max_tokens} (longest {a.max()}): {why}")
+    return lines

@@ -744,6 +744,9 @@ def attach(model, assignment: Assignment, tokenizer=None, pattern_fn: PatternFn 
     raises `UserError` at the first call whose token features carry none.
     ``pattern_fn`` defaults to `default_pattern_fn()`.
     """
+    from .threads import apply_env
+
+    apply_env()  # $ATTNDSL_THREADS sizes torch's and Numba's pools together
     return SurrogateHandle(model, assignment, tokenizer, pattern_fn)._attach()
 
 

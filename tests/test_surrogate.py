@@ -26,11 +26,9 @@ TEXTS = [
 PREV = compile_program("program prev { fallback self\n 1 * [k == q - 1] }")
 FIRST = compile_program("program first { 1 * [k == 0] }")
 
-MODELS = {
-    "gpt2": (tiny.tiny_gpt2, tiny.bpe_tokenizer),
-    "llama": (tiny.tiny_llama_gqa, tiny.metaspace_tokenizer),
-    "mistral": (tiny.tiny_mistral_sliding, tiny.metaspace_tokenizer),
-}
+#: the five families: GPT-2 (fused c_attn), Llama (GQA), Mistral (sliding window),
+#: Qwen2 (biased projections), Gemma-3 (sliding + global layers, q/k norms, query_pre_attn_scalar)
+MODELS = {kind: tiny._KINDS[kind] for kind in tiny.FAMILIES}
 
 
 @pytest.fixture(scope="module", params=sorted(MODELS))
@@ -83,6 +81,26 @@ def test_identity_own_attention_reproduces_logits_exactly(model_and_tokenizer, p
     with attach(model, _own_assignment(model, every_head), tokenizer, pattern_fn=fn) as handle:
         logits = handle.logits(tables=tables, padding_side=padding_side)
     assert torch.equal(logits, reference.logits)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_identity_holds_in_half_precision(model_and_tokenizer, dtype):
+    """bf16/fp16 models (the GPU path's dtypes): own attention substituted is still bit-identical."""
+    import copy
+
+    model, tokenizer = model_and_tokenizer
+    model = copy.deepcopy(model).to(dtype)
+    tables = _tables(tokenizer)
+    ids, mask = batch_from_tables(tables, surrogate.pad_id_of(tokenizer), "left")
+    reference = _eager_run(model, ids, mask, output_attentions=True)
+    assert reference.logits.dtype == dtype
+    n_layers, n_heads = surrogate.model_shape(model)
+    every_head = [(l, h) for l in range(n_layers) for h in range(n_heads)]
+    fn = _own_attention_pattern_fn(reference.attentions, mask.bool())
+    with attach(model, _own_assignment(model, every_head), tokenizer, pattern_fn=fn) as handle:
+        assert torch.equal(handle.logits(tables=tables, padding_side="left"), reference.logits)
+    with attach(model, Assignment.from_items([(0, 0, PREV)]), tokenizer) as handle:  # programs cast to the model dtype
+        assert handle.logits(tables=tables).dtype == dtype and handle._patterns.dtype == dtype
 
 
 def test_empty_assignment_is_bit_identical_to_eager(model_and_tokenizer):

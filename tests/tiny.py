@@ -3,9 +3,9 @@
 - `bpe_tokenizer()`: byte-level BPE like GPT-2 (no BOS added, ``<|endoftext|>``).
 - `metaspace_tokenizer()`: SentencePiece-style Metaspace BPE like Llama (``▁``
   markers, ``<s>`` BOS added by the post-processor, ``<unk>`` for unseen chars).
-- `tiny_gpt2()`, `tiny_llama_gqa()`, `tiny_mistral_sliding()`: randomly
-  initialised models (fixed seed) built from configs, vocab matching the
-  tokenizer; `tiny_loaded(kind)` wraps one as `attndsl.models.LoadedModel`.
+- `tiny_gpt2()`, `tiny_llama_gqa()`, `tiny_mistral_sliding()`,
+  `tiny_qwen2_bias()`, `tiny_gemma3()`: randomly initialised models (fixed
+  seed) built from configs, vocab matching the tokenizer; `tiny_loaded(kind)` wraps one as `attndsl.models.LoadedModel`.
 - `save_tiny(kind, directory)`: write one to disk so `load_model(path)` can load it.
 """
 from __future__ import annotations
@@ -136,11 +136,83 @@ def tiny_mistral_sliding(vocab_size: int | None = None):
     return _seeded(lambda: MistralForCausalLM(config))
 
 
+def tiny_qwen2_bias(vocab_size: int | None = None):
+    """Qwen2: biased q/k/v projections (the bias is the family's difference from Llama), GQA."""
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    config = Qwen2Config(
+        vocab_size=vocab_size or len(bpe_tokenizer()),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        bos_token_id=0,
+        eos_token_id=0,
+        tie_word_embeddings=True,
+        attn_implementation="eager",
+    )
+
+    def build():
+        model = Qwen2ForCausalLM(config)
+        import torch
+
+        with torch.no_grad():  # random init zeroes biases; make them matter
+            for layer in model.model.layers:
+                for proj in (layer.self_attn.q_proj, layer.self_attn.k_proj, layer.self_attn.v_proj):
+                    proj.bias.normal_(0.0, 0.5)
+        return model
+
+    return _seeded(build)
+
+
+def tiny_gemma3(vocab_size: int | None = None):
+    """Gemma-3 text model: sliding-window (4 tokens) and global layers, q/k RMS norms,
+    ``query_pre_attn_scalar`` scaling (not head_dim), embedding scaling, tied head."""
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+    config = Gemma3TextConfig(
+        vocab_size=vocab_size or len(metaspace_tokenizer()),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=8,
+        query_pre_attn_scalar=12,
+        sliding_window=4,
+        layer_types=["sliding_attention", "full_attention", "sliding_attention"],
+        max_position_embeddings=256,
+        pad_token_id=0,
+        bos_token_id=1,
+        eos_token_id=2,
+        attn_implementation="eager",
+    )
+
+    def build():
+        model = Gemma3ForCausalLM(config)
+        import torch
+
+        with torch.no_grad():  # q/k norm weights start at 0 (scale 1 + w); make them matter
+            for layer in model.model.layers:
+                layer.self_attn.q_norm.weight.normal_(0.0, 0.5)
+                layer.self_attn.k_norm.weight.normal_(0.0, 0.5)
+        return model
+
+    return _seeded(build)
+
+
 _KINDS = {
     "gpt2": (tiny_gpt2, bpe_tokenizer),
     "llama": (tiny_llama_gqa, metaspace_tokenizer),
     "mistral": (tiny_mistral_sliding, metaspace_tokenizer),
+    "qwen2": (tiny_qwen2_bias, bpe_tokenizer),
+    "gemma3": (tiny_gemma3, metaspace_tokenizer),
 }
+
+#: every model family the identity tests cover
+FAMILIES = tuple(sorted(_KINDS))
 
 
 def tiny_loaded(kind: str = "gpt2"):

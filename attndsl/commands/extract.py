@@ -19,6 +19,12 @@ def register(subparsers) -> None:
     parser.add_argument("--model", default="smollm2", help="alias (smollm2), .gguf file, model directory or hub id")
     parser.add_argument("--corpus", default="builtin", help="builtin, a .txt or .jsonl file, or hf:DATASET[:SPLIT]")
     parser.add_argument("--text-field", default="text", help="field holding the text in .jsonl / hf corpora")
+    parser.add_argument(
+        "--txt-separator", default="auto", choices=("auto", "endoftext", "blank-line"),
+        help="how a .txt corpus is cut into stories (packing never crosses one): auto = <|endoftext|> lines "
+        "if the file has any, else blank lines; endoftext = only <|endoftext|> lines, so blank-line "
+        "paragraphs stay in one story; blank-line = every blank line too (default auto)",
+    )
     parser.add_argument("--out", required=True, metavar="RUN", help="run directory (created if missing)")
     parser.add_argument("--max-sequences", type=integer(1), default=None, metavar="N")
     parser.add_argument("--max-tokens", type=integer(2), default=64, help="tokens per sequence, BOS included (default 64)")
@@ -35,7 +41,7 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..extract import extract
+    from ..extract import extract, length_summary
 
     store = extract(
         args.out,
@@ -52,10 +58,13 @@ def run(args: argparse.Namespace) -> int:
         syntax=args.syntax,
         text_field=args.text_field,
         progress=not args.no_progress,
+        txt_separator=args.txt_separator,
     )
     print(
         f"{args.out}: {store.n_sequences} sequences ({len(store.synthesis_indices)} synthesis, "
         f"{len(store.heldout_indices)} held-out), {sum(store.lengths)} tokens, "
         f"{store.n_layers}x{store.n_heads} heads, {store.size_bytes() / 1e6:.1f} MB"
     )
+    for line in length_summary(store.lengths, args.max_tokens, args.max_sentences):
+        print(line)
     return 0

@@ -1,0 +1,68 @@
+"""How store size, extraction and scoring time grow with sequence length (64 → 256 → 1024 tokens).
+
+``python benchmarks/long_context.py [N_SEQUENCES]`` (default 4): SmolLM2, the
+TinyStories sample's stories joined into one text (``--txt-separator
+endoftext`` on a file without ``<|endoftext|>``, so packing fills every
+sequence to the length asked), N sequences at each of 64, 256 and 1024
+tokens.  For each length it prints the store's bytes (12-bit codec, 270
+heads), the extraction wall time (`attndsl.extract.extract`, batch 1), the
+scoring wall time of the standard library against every head
+(`attndsl.scoring.score`), and the process's peak resident memory so far
+(``ru_maxrss``; lengths run in increasing order, so each peak belongs to the
+longest length up to there).  Not a ``bench_`` module: minutes of CPU.
+"""
+from __future__ import annotations
+
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import attndsl  # noqa: F401  (thread setting first)
+from benchmarks.common import load_stories
+
+
+def main(n_sequences: int = 4) -> int:
+    from attndsl import stdlib
+    from attndsl.batch import TokenBatch
+    from attndsl.extract import extract
+    from attndsl.models import load_model
+    from attndsl.scoring import score
+
+    stories = load_stories(400)
+    if not stories:
+        print("needs the TinyStories sample (ATTNDSL_TINYSTORIES)", file=sys.stderr)
+        return 1
+    loaded = load_model("smollm2")
+    programs = [p for p in stdlib.programs() if not p.uses_syntax]
+    print(f"{'tokens':>6} {'seqs':>4} {'store MB':>9} {'MB/seq':>8} {'extract s':>9} {'s/seq':>7} {'score s':>8} {'peak RSS MB':>11}")
+    with tempfile.TemporaryDirectory() as scratch:
+        corpus = Path(scratch) / "joined.txt"
+        corpus.write_text("\n\n".join(stories) + "\n", encoding="utf-8")
+        for max_tokens in (64, 256, 1024):
+            start = time.perf_counter()
+            store = extract(
+                Path(scratch) / f"run{max_tokens}", loaded, str(corpus), max_sequences=n_sequences,
+                max_tokens=max_tokens, batch_size=1, progress=False, txt_separator="endoftext",
+            )
+            extract_s = time.perf_counter() - start
+            indices = list(range(store.n_sequences))
+            batch = TokenBatch.from_tables(store.tables(indices))
+            start = time.perf_counter()
+            score(programs, store, batch, indices)
+            score_s = time.perf_counter() - start
+            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+            mb = store.size_bytes() / 1e6
+            print(
+                f"{max_tokens:>6} {store.n_sequences:>4} {mb:>9.1f} {mb / store.n_sequences:>8.2f} {extract_s:>9.1f} "
+                f"{extract_s / store.n_sequences:>7.2f} {score_s:>8.2f} {peak:>11.0f}   (lengths {min(store.lengths)}–{max(store.lengths)}, {len(programs)} programs)"
+            )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(*(int(a) for a in sys.argv[1:2])))
