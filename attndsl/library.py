@@ -25,9 +25,11 @@ terms, sets and lexicons of at most `SHORT_MAX_ENTRIES` entries: for people),
 chosen the same way among the library's short programs.  Candidates marked
 ``tier="short"`` (the search's short variants) join the library after the
 cap and compete only for the short tier, so the full tier is exactly what it
-would be without them — unless a short program beats the full choice on
-synthesis, in which case it becomes the full program too (the full tier is
-the best program; short IoU ≤ full IoU on synthesis always holds).
+would be without them.  The short tier is the best short program that does
+not beat the full one on synthesis (short IoU ≤ full IoU on synthesis always
+holds; a short-only candidate that beats the full program by a hair is passed
+over); only when every short candidate beats the full program does the best
+of them become the full program too.
 Held-out IoU of both tiers is also kept per sequence, for the per-length
 table ``library/buckets.csv`` (`bucket_rows`).
 
@@ -320,20 +322,21 @@ def choose_best(
     full = _score([programs[i] for i in needed], source, synth_batch, synthesis_indices, progress=progress).iou
     row_of = {p: r for r, p in enumerate(needed)}
 
-    def pick(layer: int, head: int, cands: set[int]) -> tuple[int, float] | None:
-        if not cands:
-            return None
+    def ranked(layer: int, head: int, cands: set[int]) -> list[tuple[int, float]]:
         scored = sorted(((round(float(full[row_of[i], layer, head]), _TIE_DECIMALS), -i) for i in cands), reverse=True)
-        value, neg = scored[0]
-        return -neg, float(value)
+        return [(-neg, float(value)) for value, neg in scored]
 
     best: dict[tuple[int, int], tuple[int, float]] = {}
     best_short: dict[tuple[int, int], tuple[int, float] | None] = {}
     for key in shortlist:
-        best[key] = pick(*key, shortlist[key])
-        best_short[key] = pick(*key, short_list[key])
-        if best_short[key] is not None and best_short[key][1] > best[key][1]:
-            best[key] = best_short[key]  # the full tier is the best program, short or not
+        best[key] = ranked(*key, shortlist[key])[0]
+        shorts = ranked(*key, short_list[key])
+        # the best short program that does not beat the full one (so the full tier stays what it
+        # was without short-only candidates); only if every short one beats it, the best becomes full too
+        within = [s for s in shorts if s[1] <= best[key][1]]
+        best_short[key] = within[0] if within else (shorts[0] if shorts else None)
+        if not within and shorts:
+            best[key] = shorts[0]
     winners = sorted({i for i, _ in best.values()} | {s[0] for s in best_short.values() if s is not None})
     held_batch = TokenBatch.from_tables(heldout_tables)
     lengths = np.asarray(held_batch.lengths, dtype=np.int64)

@@ -61,18 +61,25 @@ def test_each_head_gets_a_short_program_no_better_than_its_full_one():
         assert float(np.mean(c.short_heldout_sequence_iou)) == pytest.approx(c.short_heldout_iou, abs=1e-6)
 
 
-def test_short_only_candidates_do_not_change_the_full_tier_unless_better():
+def test_short_only_candidates_never_change_the_full_tier_unless_no_short_program_is_worse():
     base = [_lib("punct", SOURCES["punct"], layer=0, head=0, iou=0.9), _lib("sink", SOURCES["sink"], iou=0.1)]
     _, without, _, _ = _choose(base, ["previous", "punct"])
     extra = [_lib("previous", SOURCES["previous"], layer=0, head=0, iou=0.3, tier="short")]
     lib, with_extra, _, _ = _choose(base + extra, ["previous", "punct"])
     assert lib.n_full == 2 and [p.name for p in lib.programs][-1] == "previous"
-    # head 1 (punct): the extra is not better, its full choice is untouched
-    assert with_extra[(0, 1)].program_name == without[(0, 1)].program_name == "punct"
-    assert with_extra[(0, 1)].heldout_iou == without[(0, 1)].heldout_iou
-    # head 0 attends like "previous": the short-only candidate wins on synthesis, so it is the full program too
-    assert with_extra[(0, 0)].short_program_name == with_extra[(0, 0)].program_name == "previous"
-    assert with_extra[(0, 0)].synthesis_iou > without[(0, 0)].synthesis_iou
+    for key in without:  # the full tier's columns are exactly as without the short-only candidate
+        assert with_extra[key].row()[:len(library.BEST_COLUMNS)] == without[key].row()[:len(library.BEST_COLUMNS)]
+    # head 0 attends like "previous", which beats the full program: the short tier takes the best short
+    # program that does not beat it
+    assert with_extra[(0, 0)].program_name == with_extra[(0, 0)].short_program_name == "punct"
+    # when every short program beats the full one, the best of them is both tiers
+    SOURCES["long"] = LONG
+    try:
+        _, only, _, _ = _choose([_lib("long", LONG, layer=0, head=0, iou=0.9)] + extra, ["previous"])
+    finally:
+        del SOURCES["long"]
+    assert only[(0, 0)].program_name == only[(0, 0)].short_program_name == "previous"
+    assert only[(0, 0)].synthesis_iou == pytest.approx(1.0, abs=1e-6)
 
 
 def test_short_only_candidate_behaving_like_a_library_program_is_dropped():
