@@ -177,3 +177,24 @@ def test_search_writes_a_short_variant_within_the_bounds():
     assert short.name == "L0_H0_short" and library.is_short(short)
     assert 0.0 < result.short_fit_iou <= result.fit_iou
     assert search.SearchResult.from_dict(result.as_dict()) == result
+
+
+def test_mix_lengths_alternates_single_sentences_and_packed_text():
+    from attndsl.corpus import Corpus, load_corpus, make_sequences
+    from tests.tiny import bpe_tokenizer
+
+    docs = load_corpus("builtin").documents[:4]
+    tokenizer = bpe_tokenizer()
+
+    def texts(documents, **kw):
+        return [s.text for s in make_sequences(Corpus("t", list(documents)), tokenizer, max_tokens=40, **kw)]
+
+    mixed = texts(docs, mix_lengths=True)
+    expected = []
+    for number, doc in enumerate(docs):
+        expected += texts([doc], max_sentences=1) if number % 2 == 0 else texts([doc])
+    assert mixed == expected
+    assert texts(docs[1:2]) != texts(docs[1:2], max_sentences=1)  # the packed half really is longer
+    assert texts(docs, mix_lengths=True, max_sentences=2)[:len(texts(docs[:1], max_sentences=2))] == \
+        texts(docs[:1], max_sentences=2)
+    assert texts(docs) == texts(docs, mix_lengths=False)  # off by default: as before
