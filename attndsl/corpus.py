@@ -185,10 +185,15 @@ def make_sequences(
     seed: int = 0,
     add_bos: bool | None = None,
     max_sentences: int | None = None,
+    mix_lengths: bool = False,
 ) -> list[TextSequence]:
     """Pack each story's sentences into sequences of at most ``max_tokens`` tokens
     and, if given, at most ``max_sentences`` sentences (1 = one sentence per
-    sequence, the protocol of the paper's reported numbers)."""
+    sequence, the protocol of the paper's reported numbers).
+
+    ``mix_lengths``: one run of several lengths — the stories alternate between
+    short sequences (``max_sentences`` sentences, 1 when not given) and text
+    packed up to ``max_tokens`` (the first story is short)."""
     if max_tokens < 2:
         raise UserError("--max-tokens must be at least 2")
     if max_sentences is not None and max_sentences < 1:
@@ -203,8 +208,11 @@ def make_sequences(
         sequences.append(TextSequence(text, table, split_of(text, heldout_fraction, seed)))
         return max_sequences is not None and len(sequences) >= max_sequences
 
-    for document in corpus.documents:
+    for number, document in enumerate(corpus.documents):
         spans = sentence_spans(document)
+        limit = max_sentences
+        if mix_lengths:
+            limit = (max_sentences or 1) if number % 2 == 0 else None
         i = 0
         while i < len(spans):
             start = spans[i][0]
@@ -217,7 +225,7 @@ def make_sequences(
                 i += 1
                 continue
             j = i + 1
-            while j < len(spans) and (max_sentences is None or j - i < max_sentences):
+            while j < len(spans) and (limit is None or j - i < limit):
                 candidate = _encode(tokenizer, document[start : spans[j][1]], add_bos)
                 if len(candidate[0]) > max_tokens:
                     break

@@ -127,6 +127,7 @@ def extract(
     max_sequences: int | None = None,
     max_tokens: int = 64,
     max_sentences: int | None = None,
+    mix_lengths: bool = False,
     batch_size: int = 8,
     device: str = "cpu",
     dtype: str = "float32",
@@ -141,7 +142,8 @@ def extract(
     """Record the attention of ``model`` on ``corpus`` into ``run_dir``; resumable.
 
     ``model`` is a spec for `load_model` or an already loaded model; ``syntax``
-    is False, True (spaCy) or a provider object (see `attndsl.syntax`).
+    is False, True (spaCy) or a provider object (see `attndsl.syntax`);
+    ``mix_lengths`` mixes short and packed sequences (`attndsl.corpus.make_sequences`).
     ``on_chunk(chunk)`` is called after each chunk is written (tests use it to
     interrupt).  ``txt_separator`` says how a .txt corpus is cut into stories
     (`attndsl.corpus.TXT_SEPARATORS`).  Returns the finished `Store`.
@@ -167,6 +169,7 @@ def extract(
         loaded.tokenizer,
         max_tokens=max_tokens,
         max_sentences=max_sentences,
+        mix_lengths=mix_lengths,
         max_sequences=max_sequences,
         heldout_fraction=heldout_fraction,
         seed=seed,
@@ -193,6 +196,8 @@ def extract(
         "codec": CODEC,
         "chunk_size": CHUNK_SIZE,
     }
+    if mix_lengths:  # only when on: manifests of single-length runs stay as they were
+        settings["mix_lengths"] = True
     run = open_run(run_dir, STAGE, settings)
     records = [SequenceRecord.from_table(table, s.split) for table, s in zip(tables, sequences)]
     writer = StoreWriter(run.file(STORE_DIRNAME), loaded.n_layers, loaded.n_heads, records, CHUNK_SIZE)

@@ -19,9 +19,24 @@ Steps (`build_library`, then `choose_best`):
    (and the programs written for it) are scored on all synthesis sequences,
    and the best is that head's program.  Held-out IoU is computed for it.
 
+Two tiers per head: the *full* program (the best, as above: for fidelity and
+substitution) and the *short* program (`is_short`: at most `SHORT_MAX_TERMS`
+terms, sets and lexicons of at most `SHORT_MAX_ENTRIES` entries: for people),
+chosen the same way among the library's short programs.  Candidates marked
+``tier="short"`` (the search's short variants) join the library after the
+cap and compete only for the short tier, so the full tier is exactly what it
+would be without them.  The short tier is the best short program that does
+not beat the full one on synthesis (short IoU ≤ full IoU on synthesis always
+holds; a short-only candidate that beats the full program by a hair is passed
+over); only when every short candidate beats the full program does the best
+of them become the full program too.
+Held-out IoU of both tiers is also kept per sequence, for the per-length
+table ``library/buckets.csv`` (`bucket_rows`).
+
 Files (atomic) in a run: ``library/library.attn`` (all programs),
 ``library/library.json`` (origin, head written for, synthesis IoU per
-program), ``library/best.csv`` (one row per head).
+program), ``library/best.csv`` (one row per head, both tiers),
+``library/buckets.csv`` (held-out IoU per length bucket).
 """
 from __future__ import annotations
 
@@ -29,7 +44,7 @@ import csv
 import hashlib
 import io
 import math
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Sequence
 
@@ -43,11 +58,18 @@ from .validate import compile_source
 
 BEST_COLUMNS = ("layer", "head", "program_name", "synthesis_iou", "heldout_iou", "heldout_iou_no_sink",
                 "n_heldout_sequences", "n_heldout_tokens")
+#: the short tier's columns, written after `BEST_COLUMNS` (files without them read as "no short program")
+SHORT_COLUMNS = ("short_program_name", "short_synthesis_iou", "short_heldout_iou")
+#: the header ``best.csv`` is written with
+BEST_CSV_COLUMNS = BEST_COLUMNS + SHORT_COLUMNS
+#: bounds of a short program (`is_short`): terms, and entries of any set or lexicon
+SHORT_MAX_TERMS = 3
+SHORT_MAX_ENTRIES = 8
 #: columns a best.csv must have (the others read as NaN / 0 when absent, e.g. in hand-made files)
 BEST_REQUIRED = ("layer", "head", "program_name", "heldout_iou")
 #: ``library.json``: metadata of each program of ``library.attn``
 LIBRARY_META_SCHEMA = {"programs": [{"name": str, "origin?": str, "layer?": (Int(0), None), "head?": (Int(0), None),
-                                     "synthesis_iou?": (float, None)}]}
+                                     "synthesis_iou?": (float, None), "tier?": str}]}
 
 
 @dataclass(frozen=True)
@@ -62,6 +84,7 @@ class LibraryProgram:
     synthesis_iou: float | None = None  # on that head, as its writer measured it
     writer: str | None = None  # who wrote it beyond the origin: the LLM's model name for origin "llm"
     rationale: str | None = None  # the writer's one-line hypothesis (LLM programs)
+    tier: str | None = None  # "short": a candidate for the short tier only (see the module docstring)
 
     def program(self) -> ir.Program:
         return compile_source(self.source, f"<{self.name}>")[0]
@@ -69,12 +92,34 @@ class LibraryProgram:
     def meta(self) -> dict:
         out = asdict(self)
         out.pop("source")
+        if out["tier"] is None:  # library.json of runs without short candidates stays as it was
+            del out["tier"]
         return out
+
+
+def is_short(program: ir.Program) -> bool:
+    """Whether ``program`` is short enough for people: at most `SHORT_MAX_TERMS` terms,
+    and every set (``x in {…}``, masks included) and lexicon at most `SHORT_MAX_ENTRIES` entries."""
+    if len(program.terms) > SHORT_MAX_TERMS:
+        return False
+    for node in ir.walk(program):
+        if isinstance(node, (ir.StrIn, ir.NumIn)) and len(node.values) > SHORT_MAX_ENTRIES:
+            return False
+        if isinstance(node, ir.Lexicon) and len(node.entries) > SHORT_MAX_ENTRIES:
+            return False
+    return True
 
 
 @dataclass(frozen=True)
 class HeadChoice:
-    """A head's best library program and its scores (one row of best.csv)."""
+    """A head's best library program and its scores (one row of best.csv), with its short tier.
+
+    ``short_*``: the head's best short program (`is_short`); name ``""`` and
+    scores None when the library has none for it (or the file predates tiers).
+    ``heldout_lengths`` / ``heldout_sequence_iou`` / ``short_heldout_sequence_iou``:
+    the held-out sequences' lengths and each tier's IoU on each of them, when
+    just scored (not stored in best.csv; `bucket_rows` uses them).
+    """
 
     layer: int
     head: int
@@ -84,10 +129,24 @@ class HeadChoice:
     heldout_iou_no_sink: float
     n_heldout_sequences: int
     n_heldout_tokens: int
+    short_program_name: str = ""
+    short_synthesis_iou: float | None = None
+    short_heldout_iou: float | None = None
+    heldout_lengths: np.ndarray | None = field(default=None, compare=False, repr=False)
+    heldout_sequence_iou: np.ndarray | None = field(default=None, compare=False, repr=False)
+    short_heldout_sequence_iou: np.ndarray | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def has_short(self) -> bool:
+        return bool(self.short_program_name)
 
     def row(self) -> list:
-        return [self.layer, self.head, self.program_name, f"{self.synthesis_iou:.6f}", f"{self.heldout_iou:.6f}",
+        """The `BEST_CSV_COLUMNS` cells (the `BEST_COLUMNS` ones exactly as before tiers existed)."""
+        base = [self.layer, self.head, self.program_name, f"{self.synthesis_iou:.6f}", f"{self.heldout_iou:.6f}",
                 f"{self.heldout_iou_no_sink:.6f}", self.n_heldout_sequences, self.n_heldout_tokens]
+        if not self.has_short:
+            return base + ["", "", ""]
+        return base + [self.short_program_name, f"{self.short_synthesis_iou:.6f}", f"{self.short_heldout_iou:.6f}"]
 
 
 # ------------------------------------------------------------------ pooling
@@ -99,11 +158,16 @@ def behaviour_key(values: np.ndarray) -> str:
     return hashlib.sha256(rounded.tobytes()).hexdigest()
 
 
-def dedupe(programs: Sequence[LibraryProgram], batch: TokenBatch, chunk: int = 32) -> list[LibraryProgram]:
-    """Drop programs whose outputs on ``batch`` equal an earlier program's (first one kept)."""
+def dedupe(programs: Sequence[LibraryProgram], batch: TokenBatch, chunk: int = 32,
+           seen: set[str] | None = None) -> list[LibraryProgram]:
+    """Drop programs whose outputs on ``batch`` equal an earlier program's (first one kept).
+
+    ``seen``: behaviour keys of programs kept before (updated in place), so a
+    second call drops programs that behave like those of the first."""
     from .kernels import evaluate_programs
 
-    kept, seen = [], set()
+    kept = []
+    seen = set() if seen is None else seen
     compiled = [p.program() for p in programs]
     for start in range(0, len(programs), chunk):
         values = evaluate_programs(compiled[start:start + chunk], batch)
@@ -143,6 +207,10 @@ class Library:
     programs: tuple[LibraryProgram, ...]
     screen_iou: np.ndarray  # float64 [P, layers, heads] on the screening subsample
     n_screen_sequences: int
+    n_full: int | None = None  # programs[:n_full] compete for the full tier (None: all); the rest are short-only
+
+    def full_tier(self, index: int) -> bool:
+        return self.n_full is None or index < self.n_full
 
 
 def _score(programs: Sequence[ir.Program], source, tables_batch: TokenBatch, seq_indices, **kw):
@@ -167,9 +235,14 @@ def build_library(
     synthesis_indices = np.asarray(synthesis_indices, dtype=np.int64)
     if len(synthesis_indices) == 0:
         raise UserError("no synthesis sequences to build the library on")
+    extras = [p for p in candidates if p.tier == "short"]
+    candidates = [p for p in candidates if p.tier != "short"]
+    if not candidates:  # only short candidates: they are the library
+        candidates, extras = [replace(p, tier=None) for p in extras], []
     ordered = sorted(candidates, key=lambda p: -(p.synthesis_iou if p.synthesis_iou is not None else -1.0))
     full_batch = TokenBatch.from_tables(synthesis_tables)
-    distinct = dedupe(_canonical_first(ordered), full_batch)
+    seen: set[str] = set()
+    distinct = dedupe(_canonical_first(ordered), full_batch, seen=seen)
     distinct = unique_names(distinct)
     screen = _subsample(len(synthesis_indices), screen_sequences, seed)
     screen_batch = TokenBatch.from_tables([synthesis_tables[i] for i in screen])
@@ -183,7 +256,16 @@ def build_library(
         order.sort()
         distinct = [distinct[i] for i in order]
         iou = iou[order]
-    return Library(tuple(distinct), iou, len(screen))
+    if not extras:
+        return Library(tuple(distinct), iou, len(screen))
+    # short-tier candidates: after the cap, never displacing a program; one behaving like a kept one is dropped
+    ordered = sorted(extras, key=lambda p: -(p.synthesis_iou if p.synthesis_iou is not None else -1.0))
+    more = dedupe(_canonical_first(ordered), full_batch, seen=seen)
+    more = unique_names(list(distinct) + more)[len(distinct):]
+    if more:
+        extra_iou = _score([p.program() for p in more], source, screen_batch, synthesis_indices[screen]).iou
+        iou = np.concatenate([iou, extra_iou])
+    return Library(tuple(distinct) + tuple(more), iou, len(screen), n_full=len(distinct))
 
 
 def _canonical_first(programs: Sequence[LibraryProgram]) -> list[LibraryProgram]:
@@ -219,37 +301,79 @@ def choose_best(
     top_k: int = 4,
     progress: bool = False,
 ) -> list[HeadChoice]:
-    """Each head's best program on all synthesis sequences, with its held-out IoU."""
+    """Each head's best program (and best short program) on all synthesis sequences, with held-out IoU."""
     programs = [p.program() for p in library.programs]
     n_layers, n_heads = library.screen_iou.shape[1:]
+    full_rows = np.array([i for i in range(len(programs)) if library.full_tier(i)], dtype=np.int64)
+    short_rows = np.array([i for i, p in enumerate(programs) if is_short(p)], dtype=np.int64)
     shortlist: dict[tuple[int, int], set[int]] = {}
+    short_list: dict[tuple[int, int], set[int]] = {}
     for layer in range(n_layers):
         for head in range(n_heads):
-            col = np.round(library.screen_iou[:, layer, head], _TIE_DECIMALS)
-            top = set(np.argsort(-col, kind="stable")[:top_k].tolist())
-            top |= {i for i, p in enumerate(library.programs) if p.layer == layer and p.head == head}
-            shortlist[(layer, head)] = top
-    needed = sorted(set().union(*shortlist.values()))
+            written = {i for i, p in enumerate(library.programs) if p.layer == layer and p.head == head}
+            col = np.round(library.screen_iou[full_rows, layer, head], _TIE_DECIMALS)
+            top = set(full_rows[np.argsort(-col, kind="stable")[:top_k]].tolist())
+            shortlist[(layer, head)] = top | {i for i in written if library.full_tier(i)}
+            col = np.round(library.screen_iou[short_rows, layer, head], _TIE_DECIMALS)
+            top = set(short_rows[np.argsort(-col, kind="stable")[:top_k]].tolist())
+            short_list[(layer, head)] = top | (written & set(short_rows.tolist()))
+    needed = sorted(set().union(*shortlist.values(), *short_list.values()))
     synth_batch = TokenBatch.from_tables(synthesis_tables)
     full = _score([programs[i] for i in needed], source, synth_batch, synthesis_indices, progress=progress).iou
     row_of = {p: r for r, p in enumerate(needed)}
-    best: dict[tuple[int, int], tuple[int, float]] = {}
-    for (layer, head), cands in shortlist.items():
+
+    def ranked(layer: int, head: int, cands: set[int]) -> list[tuple[int, float]]:
         scored = sorted(((round(float(full[row_of[i], layer, head]), _TIE_DECIMALS), -i) for i in cands), reverse=True)
-        value, neg = scored[0]
-        best[(layer, head)] = (-neg, float(value))
-    winners = sorted({i for i, _ in best.values()})
+        return [(-neg, float(value)) for value, neg in scored]
+
+    best: dict[tuple[int, int], tuple[int, float]] = {}
+    best_short: dict[tuple[int, int], tuple[int, float] | None] = {}
+    for key in shortlist:
+        best[key] = ranked(*key, shortlist[key])[0]
+        shorts = ranked(*key, short_list[key])
+        # the best short program that does not beat the full one (so the full tier stays what it
+        # was without short-only candidates); only if every short one beats it, the best becomes full too
+        within = [s for s in shorts if s[1] <= best[key][1]]
+        best_short[key] = within[0] if within else (shorts[0] if shorts else None)
+        if not within and shorts:
+            best[key] = shorts[0]
+    winners = sorted({i for i, _ in best.values()} | {s[0] for s in best_short.values() if s is not None})
     held_batch = TokenBatch.from_tables(heldout_tables)
-    held = _score([programs[i] for i in winners], source, held_batch, heldout_indices, ignore_sink=True,
-                  progress=progress)
+    lengths = np.asarray(held_batch.lengths, dtype=np.int64)
+    held_iou, held_iou0, held_seq = _heldout_scores([programs[i] for i in winners], source, held_batch,
+                                                     heldout_indices, progress)
     held_row = {p: r for r, p in enumerate(winners)}
+    n_seq, n_tok = len(held_batch), int(held_batch.n_tokens)
     out = []
     for (layer, head), (index, synth_value) in sorted(best.items()):
         r = held_row[index]
+        short = best_short[(layer, head)]
+        extra = {}
+        if short is not None:
+            rs = held_row[short[0]]
+            extra = dict(short_program_name=library.programs[short[0]].name, short_synthesis_iou=short[1],
+                         short_heldout_iou=float(held_iou[rs, layer, head]),
+                         short_heldout_sequence_iou=held_seq[rs, layer, head])
         out.append(HeadChoice(layer, head, library.programs[index].name, synth_value,
-                              float(held.iou[r, layer, head]), float(held.iou_ignore_sink[r, layer, head]),
-                              held.n_sequences, held.n_tokens))
+                              float(held_iou[r, layer, head]), float(held_iou0[r, layer, head]), n_seq, n_tok,
+                              heldout_lengths=lengths, heldout_sequence_iou=held_seq[r, layer, head], **extra))
     return out
+
+
+def _heldout_scores(programs: Sequence[ir.Program], source, batch: TokenBatch, indices, progress: bool,
+                    chunk: int = 32) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Mean IoU, mean key-0-ignoring IoU [P, L, H] and per-sequence IoU (float32 [P, L, H, S]).
+
+    Scored ``chunk`` programs at a time, so the per-sequence arrays of one call
+    stay small; each program's means do not depend on the others scored with it."""
+    means, means0, per_seq = [], [], []
+    for start in range(0, len(programs), chunk):
+        result = _score(programs[start:start + chunk], source, batch, indices, ignore_sink=True, per_sequence=True,
+                        progress=progress and start == 0)
+        means.append(result.iou)
+        means0.append(result.iou_ignore_sink)
+        per_seq.append(result.per_sequence.astype(np.float32))
+    return np.concatenate(means), np.concatenate(means0), np.concatenate(per_seq)
 
 
 # ------------------------------------------------------------------ files
@@ -269,7 +393,7 @@ def library_source(programs: Sequence[LibraryProgram]) -> str:
 def best_csv(choices: Sequence[HeadChoice]) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(BEST_COLUMNS)
+    writer.writerow(BEST_CSV_COLUMNS)
     for choice in choices:
         writer.writerow(choice.row())
     return buffer.getvalue()
@@ -279,7 +403,9 @@ def read_best_csv(path: str | Path, shape: tuple[int, int] | None = None) -> lis
     """The per-head table ``best.csv``, every row checked (`UserError` naming the file and line).
 
     With ``shape`` (the run's layers and heads) a head outside it is an error
-    too; so is a head listed twice.
+    too; so is a head listed twice.  The short-tier columns (`SHORT_COLUMNS`)
+    are optional: without them (files written before tiers) no head has a
+    short program.
     """
     path = Path(path)
     if not path.exists():
@@ -303,8 +429,18 @@ def read_best_csv(path: str | Path, shape: tuple[int, int] | None = None) -> lis
             _score_value(r.get("heldout_iou_no_sink"), "heldout_iou_no_sink", where),
             _count(r.get("n_heldout_sequences") or "0", "n_heldout_sequences", where),
             _count(r.get("n_heldout_tokens") or "0", "n_heldout_tokens", where),
+            *_short_cells(r, where),
         ))
     return rows
+
+
+def _short_cells(r: dict, where: str) -> tuple[str, float | None, float | None]:
+    """The short tier of a best.csv row: ``("", None, None)`` when it names no short program."""
+    name = (r.get("short_program_name") or "").strip()
+    if not name:
+        return "", None, None
+    return (name, _score_value(r.get("short_synthesis_iou"), "short_synthesis_iou", where),
+            _score_value(r.get("short_heldout_iou"), "short_heldout_iou", where))
 
 
 def _count(text: str, column: str, where: str) -> int:
@@ -331,14 +467,53 @@ def _score_value(text: str | None, column: str, where: str) -> float:
     return value
 
 
+def bucket_rows(choices: Sequence[HeadChoice]) -> list:
+    """Held-out IoU per length bucket (`attndsl.scoring.length_buckets`) of both tiers, from the
+    per-sequence scores the choices carry (empty when they carry none, e.g. read from best.csv).
+
+    Columns ``full`` (every head) and ``short`` (the heads with a short program)."""
+    from .scoring import length_buckets
+
+    scored = [c for c in choices if c.heldout_sequence_iou is not None and c.heldout_lengths is not None]
+    if not scored:
+        return []
+    lengths = scored[0].heldout_lengths
+    columns = {"full": np.stack([c.heldout_sequence_iou for c in scored])}
+    shorts = [c.short_heldout_sequence_iou for c in scored if c.short_heldout_sequence_iou is not None]
+    if shorts:
+        columns["short"] = np.stack(shorts)
+    return length_buckets(lengths, columns)
+
+
+def buckets_csv(rows) -> str:
+    """``buckets.csv``: bucket, min/max tokens, sequences, tokens, mean held-out IoU of each tier."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(("bucket", "min_tokens", "max_tokens", "sequences", "tokens", "mean_heldout_iou_full",
+                     "mean_heldout_iou_short"))
+    for r in rows:
+        short = r.means.get("short", float("nan"))
+        writer.writerow((r.label, r.low, "" if r.high is None else r.high, r.sequences, r.tokens,
+                         f"{r.means['full']:.6f}", "" if math.isnan(short) else f"{short:.6f}"))
+    return buffer.getvalue()
+
+
 def write_library(directory: str | Path, programs: Sequence[LibraryProgram], choices: Sequence[HeadChoice] | None,
                   best_name: str = "best.csv") -> None:
-    """``library.attn`` + ``library.json`` (+ ``best_name`` when choices are given), atomically."""
+    """``library.attn`` + ``library.json`` (+ ``best_name`` and ``buckets.csv`` when choices are given), atomically."""
     directory = Path(directory)
     atomic_write_text(directory / "library.attn", library_source(programs))
     atomic_write_json(directory / "library.json", {"programs": [p.meta() for p in programs]})
     if choices is not None:
         atomic_write_text(directory / best_name, best_csv(choices))
+        write_buckets(directory / "buckets.csv", choices)
+
+
+def write_buckets(path: str | Path, choices: Sequence[HeadChoice]) -> None:
+    """The per-length table of ``choices`` at ``path`` (nothing when they carry no per-sequence scores)."""
+    rows = bucket_rows(choices)
+    if rows:
+        atomic_write_text(Path(path), buckets_csv(rows))
 
 
 def read_library(attn_path: str | Path, meta_path: str | Path | None = None) -> list[LibraryProgram]:
@@ -375,7 +550,8 @@ def read_library(attn_path: str | Path, meta_path: str | Path | None = None) -> 
         names.add(prog.name)
         m = meta.get(prog.name, {})
         out.append(LibraryProgram(prog.name, format_program(prog) + "\n", m.get("origin", "user"), m.get("layer"),
-                                  m.get("head"), m.get("synthesis_iou"), m.get("writer"), m.get("rationale")))
+                                  m.get("head"), m.get("synthesis_iou"), m.get("writer"), m.get("rationale"),
+                                  m.get("tier")))
     return out
 
 
@@ -398,4 +574,18 @@ def summary_lines(choices: Sequence[HeadChoice], library_size: int | None = None
     layers = sorted({c.layer for c in choices})
     per_layer = [f"{layer}:{np.mean([c.heldout_iou for c in choices if c.layer == layer]):.3f}" for layer in layers]
     lines.append("per layer: " + " ".join(per_layer))
+    shorts = [c for c in choices if c.has_short]
+    if shorts:
+        same = sum(1 for c in shorts if c.short_program_name == c.program_name)
+        lines.append(f"short programs (<= {SHORT_MAX_TERMS} terms, sets <= {SHORT_MAX_ENTRIES} entries): "
+                     f"{len(shorts)}/{len(choices)} heads, mean held-out IoU "
+                     f"{np.mean([c.short_heldout_iou for c in shorts]):.4f} (full on the same heads "
+                     f"{np.mean([c.heldout_iou for c in shorts]):.4f}); synthesis: "
+                     f"{np.mean([c.short_synthesis_iou for c in shorts]):.4f}; {same} heads' full program is short")
+    rows = bucket_rows(choices)
+    if rows:
+        lines.append("held-out IoU by length (tokens: sequences, full" + (", short" if shorts else "") + "):")
+        for r in rows:
+            cells = f"{r.means['full']:.3f}" + (f", {r.means['short']:.3f}" if "short" in r.means else "")
+            lines.append(f"  {r.label:>9}: {r.sequences:>5} seq, {r.tokens:>7} tok, {cells}")
     return lines

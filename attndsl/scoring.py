@@ -307,3 +307,49 @@ def iou_dense_ignore_sink(A: np.ndarray, B: np.ndarray) -> float:
     A, B = np.asarray(A, dtype=np.float64)[..., 1:], np.asarray(B, dtype=np.float64)[..., 1:]
     denom = np.maximum(A, B).sum()
     return float(np.minimum(A, B).sum() / denom) if denom > 0 else 1.0
+
+
+# ------------------------------------------------------------------ length buckets
+
+#: upper ends (tokens, BOS included) of the length buckets that held-out IoU is reported in:
+#: 1–8, 9–16, 17–32, … 513–1024, then one open bucket.  The one definition every table uses.
+LENGTH_BUCKET_EDGES = (8, 16, 32, 64, 128, 256, 512, 1024)
+
+
+@dataclass(frozen=True)
+class BucketRow:
+    """One length bucket: its range, what it holds, and the mean of each scored column."""
+
+    label: str  # "1-8", "9-16", …, "1025+"
+    low: int
+    high: int | None  # None: open-ended
+    sequences: int
+    tokens: int
+    means: dict  # column name → mean over rows (heads) and the bucket's sequences
+
+
+def length_bucket(n: int) -> tuple[int, int | None]:
+    """The ``(low, high)`` bucket of a sequence of ``n`` tokens (`LENGTH_BUCKET_EDGES`)."""
+    low = 1
+    for high in LENGTH_BUCKET_EDGES:
+        if n <= high:
+            return low, high
+        low = high + 1
+    return low, None
+
+
+def length_buckets(lengths: Sequence[int], columns: dict) -> list[BucketRow]:
+    """Mean per-sequence scores by length bucket, for the buckets that hold sequences.
+
+    ``columns``: name → float[rows, S] (e.g. one row per head, one column per
+    sequence of ``lengths``); each mean is over all rows and the bucket's
+    sequences, i.e. the mean over heads of each head's mean in that bucket."""
+    lengths = np.asarray(lengths, dtype=np.int64)
+    keys = [length_bucket(int(n)) for n in lengths]
+    out = []
+    for low, high in sorted(set(keys)):
+        where = np.array([k == (low, high) for k in keys])
+        means = {name: float(np.asarray(values, dtype=np.float64)[:, where].mean()) for name, values in columns.items()}
+        label = f"{low}-{high}" if high is not None else f"{low}+"
+        out.append(BucketRow(label, low, high, int(where.sum()), int(lengths[where].sum()), means))
+    return out

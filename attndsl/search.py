@@ -44,6 +44,12 @@ synthesis sequences (the normative metric, not a surrogate of it):
    is a further candidate, and the pooled library picks per head, by
    synthesis IoU, between it and the linear programs.
 
+5. **Short variant** (the library's short tier, `attndsl.library.is_short`):
+   the greedy path's state while it had at most three terms, its head token
+   sets cut to their eight most useful words (by the lift they were chosen
+   by), with weights refined again on the synthesis sequences — a candidate
+   for people to read, beside the full program.
+
 Terms are scaled so that their mean row sum is 1 where they are active, so a
 weight reads roughly as the share of a row's mass the term gets; the printed
 weight includes that scale.  Everything is deterministic for a seed (ties go
@@ -63,6 +69,7 @@ from numba import njit, prange
 from . import ir
 from .batch import TokenBatch
 from .features import TokenTable
+from .library import SHORT_MAX_ENTRIES, SHORT_MAX_TERMS
 from .printer import format_module
 from .validate import compile_source
 
@@ -407,12 +414,21 @@ class HeadGate:
     """A gate made for one head from its own attention: a set of query or key tokens.
 
     ``side`` is ``"q"`` or ``"k"``; the condition is ``lower(side) in {words}``;
-    ``pairs`` are the pool terms (factor source) it is always tried on.
+    ``pairs`` are the pool terms (factor source) it is always tried on;
+    ``ranked`` holds the words most useful first (`truncated` keeps the best).
     """
 
     side: str
     words: tuple[str, ...]
     pairs: tuple[str, ...]
+    ranked: tuple[str, ...] = ()
+
+    def truncated(self, size: int) -> "HeadGate":
+        """The gate with only its ``size`` most useful words."""
+        if len(self.words) <= size:
+            return self
+        best = (self.ranked or self.words)[:size]
+        return HeadGate(self.side, tuple(sorted(best)), self.pairs, tuple(best))
 
     @property
     def text(self) -> str:
@@ -461,8 +477,8 @@ def head_gates(data: SearchData, attention: np.ndarray, max_words: int = 24, min
         good = np.flatnonzero((count >= min_count) & (lift > max(0.1, 0.3 * overall)))
         if len(good):
             good = good[np.argsort(-lift[good] * np.sqrt(count[good]), kind="stable")][:max_words]
-            words = tuple(sorted(id_text[i] for i in good))
-            out.append(HeadGate("q", words, _QUERY_PAIRS[kind]))
+            ranked = tuple(id_text[i] for i in good)
+            out.append(HeadGate("q", tuple(sorted(ranked)), _QUERY_PAIRS[kind], ranked))
     where = k >= 1
     ids = lower[tk[where]]
     keep = ids >= 0
@@ -475,8 +491,8 @@ def head_gates(data: SearchData, attention: np.ndarray, max_words: int = 24, min
         good = np.flatnonzero((count >= min_count * 4) & (lift >= 2.0))
         if len(good):
             good = good[np.argsort(-share[good], kind="stable")][:max_words]
-            words = tuple(sorted(id_text[i] for i in good))
-            out.append(HeadGate("k", words, _KEY_PAIRS))
+            ranked = tuple(id_text[i] for i in good)
+            out.append(HeadGate("k", tuple(sorted(ranked)), _KEY_PAIRS, ranked))
     return out
 
 
@@ -632,19 +648,23 @@ class SearchResult:
     seconds: float
     softmax_source: str = ""  # the `combine softmax` fit (`attndsl.softmax_fit`), when asked for
     softmax_fit_iou: float = 0.0
+    short_source: str = ""  # the short variant (module docstring, step 5), named ``{name}_short``
+    short_fit_iou: float = 0.0
 
     def as_dict(self) -> dict:
         return {
             "layer": self.layer, "head": self.head, "name": self.name, "source": self.source,
             "fit_iou": self.fit_iou, "path": list(self.path), "path_iou": list(self.path_iou),
             "seconds": self.seconds, "softmax_source": self.softmax_source, "softmax_fit_iou": self.softmax_fit_iou,
+            "short_source": self.short_source, "short_fit_iou": self.short_fit_iou,
         }
 
     @classmethod
     def from_dict(cls, d: dict) -> "SearchResult":
         return cls(int(d["layer"]), int(d["head"]), d["name"], d["source"], float(d["fit_iou"]),
                    tuple(d["path"]), tuple(float(x) for x in d["path_iou"]), float(d.get("seconds", 0.0)),
-                   d.get("softmax_source", ""), float(d.get("softmax_fit_iou", 0.0)))
+                   d.get("softmax_source", ""), float(d.get("softmax_fit_iou", 0.0)),
+                   d.get("short_source", ""), float(d.get("short_fit_iou", 0.0)))
 
 
 class _HeadFit:
@@ -852,10 +872,16 @@ def search_head(
     path = [program_source(f"{name}_step1", screen_data, fit.comps, fit.weights, fit.gate_names,
                            check=False, shares=fit.mass_shares())]
     path_iou = [fit.objective]
+    short_state = (list(fit.comps), list(fit.weights))  # the path's last state with at most SHORT_MAX_TERMS terms
+    short_open = True
     for step in range(settings.max_terms - 1):
         if not fit.step():
             break
         fit.refine()
+        if short_open and len(fit.comps) <= SHORT_MAX_TERMS:
+            short_state = (list(fit.comps), list(fit.weights))
+        else:  # the first state past the bound ends the short path
+            short_open = False
         path.append(program_source(f"{name}_step{len(path) + 1}", screen_data, fit.comps, fit.weights,
                                    fit.gate_names, check=False, shares=fit.mass_shares()))
         path_iou.append(fit.objective)
@@ -869,12 +895,29 @@ def search_head(
         comps, weights, objective = final.comps, final.weights, final.objective
         data, gate_names, shares = full_data, final.gate_names, final.mass_shares()
     source = program_source(name, data, comps, weights, gate_names, shares=shares)
+    short_source, short_iou = _short_program(f"{name}_short", short_state, gates, settings,
+                                             full_data if full_data is not None else screen_data,
+                                             full_attention if full_attention is not None else screen_attention)
     soft_source, soft_iou = "", 0.0
     if settings.softmax_terms > 0:
         soft_source, soft_iou = _search_softmax(f"{name}_softmax", screen_data, screen_attention, settings,
                                                 full_data, full_attention)
     return SearchResult(layer, head, name, source, float(objective), tuple(path), tuple(path_iou),
-                        time.perf_counter() - start, soft_source, soft_iou)
+                        time.perf_counter() - start, soft_source, soft_iou, short_source, short_iou)
+
+
+def _short_program(name: str, state, gates: Sequence[HeadGate], settings: SearchSettings, data: SearchData,
+                   attention: np.ndarray) -> tuple[str, float]:
+    """The short variant: ``state`` (components, weights of at most SHORT_MAX_TERMS terms) with
+    head token sets cut to SHORT_MAX_ENTRIES words, weights refined on ``data``."""
+    comps, weights = state
+    short_gates = [g.truncated(SHORT_MAX_ENTRIES) for g in gates]  # same order: component gate indices hold
+    fit = _HeadFit(data, attention, settings, short_gates)
+    fit.comps, fit.weights = list(comps), list(weights)
+    fit._rebuild()
+    fit.refine()
+    return program_source(name, data, fit.comps, fit.weights, fit.gate_names, shares=fit.mass_shares()), \
+        float(fit.objective)
 
 
 def _search_softmax(name: str, screen_data: SearchData, screen_attention: np.ndarray, settings: SearchSettings,

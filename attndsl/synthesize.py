@@ -99,7 +99,7 @@ def _head_file(run: Run, layer: int, head: int) -> Path:
 
 def _candidate(c: dict, layer: int, head: int) -> LibraryProgram:
     return LibraryProgram(c["name"], c["source"], c["origin"], layer, head, c.get("synthesis_iou"),
-                          c.get("writer"), c.get("rationale"))
+                          c.get("writer"), c.get("rationale"), c.get("tier"))
 
 
 def _writer_done(data: dict, writer: str) -> bool:
@@ -148,7 +148,8 @@ def _save_head(run: Run, layer: int, head: int, candidates: Sequence[LibraryProg
         "layer": layer, "head": head,
         "candidates": [{"name": c.name, "source": c.source, "origin": c.origin, "synthesis_iou": c.synthesis_iou,
                         **({"writer": c.writer} if c.writer else {}),
-                        **({"rationale": c.rationale} if c.rationale else {})}
+                        **({"rationale": c.rationale} if c.rationale else {}),
+                        **({"tier": c.tier} if c.tier else {})}
                        for c in candidates],
         **extra,
     })
@@ -158,7 +159,8 @@ def _save_head(run: Run, layer: int, head: int, candidates: Sequence[LibraryProg
 
 
 def _search_candidates(result: SearchResult) -> list[LibraryProgram]:
-    """The final program and the simplest structured step (sink + one term) of the greedy path."""
+    """The final program, the simplest structured step (sink + one term) of the greedy path,
+    the softmax fit when asked for, and the short variant (a candidate for the short tier only)."""
     from .prompts import rename_program
 
     out = [LibraryProgram(result.name, result.source, "search", result.layer, result.head, result.fit_iou)]
@@ -169,6 +171,9 @@ def _search_candidates(result: SearchResult) -> list[LibraryProgram]:
     if result.softmax_source:  # the softmax fit competes with the linear programs in the pooled library
         out.append(LibraryProgram(f"{result.name}_softmax", result.softmax_source, "search", result.layer,
                                   result.head, result.softmax_fit_iou))
+    if result.short_source:
+        out.append(LibraryProgram(f"{result.name}_short", result.short_source, "search", result.layer, result.head,
+                                  result.short_fit_iou, tier="short"))
     return out
 
 
@@ -346,10 +351,17 @@ def synthesize(
         "heads_done": len(done), "library_size": len(library.programs), "n_candidates": len(candidates),
         "mean_heldout_iou": float(np.mean(held_iou)),
         "mean_heldout_iou_no_sink": float(np.mean([c.heldout_iou_no_sink for c in choices])),
+        "mean_short_heldout_iou": _mean_short(choices),
         "n_heldout_sequences": choices[0].n_heldout_sequences, "n_heldout_tokens": choices[0].n_heldout_tokens,
         "seconds_last_call": report.seconds,
     })
     return report
+
+
+def _mean_short(choices: Sequence[HeadChoice]) -> float | None:
+    """Mean held-out IoU of the short tier over the heads that have one (None: no head has one)."""
+    values = [c.short_heldout_iou for c in choices if c.has_short]
+    return float(np.mean(values)) if values else None
 
 
 def score_library(
@@ -361,8 +373,9 @@ def score_library(
     """Score a library (default: the run's) against every head of the run.
 
     Returns the choices, the best.csv written, and the number of distinct
-    programs.  The run's own library writes ``library/best.csv``; another
-    file writes ``scores/<file stem>.best.csv`` and leaves the library alone.
+    programs.  The run's own library writes ``library/best.csv`` and
+    ``library/buckets.csv``; another file writes ``scores/<file stem>.best.csv``
+    and ``scores/<file stem>.buckets.csv`` and leaves the library alone.
     """
     store = open_store(run_dir)
     run = Run(Path(run_dir))
@@ -380,10 +393,11 @@ def score_library(
     library = build_library(programs, store, tables, synth, cap=max(len(programs), 1), progress=progress)
     choices = choose_best(library, store, tables, synth, store.tables(held), held, top_k=top_k, progress=progress)
     if path.resolve() == own.resolve():
-        out = run.file(LIBRARY_DIR, "best.csv")
+        out, buckets = run.file(LIBRARY_DIR, "best.csv"), run.file(LIBRARY_DIR, "buckets.csv")
     else:
-        out = run.file("scores", f"{path.stem}.best.csv")
-    from .library import best_csv
+        out, buckets = run.file("scores", f"{path.stem}.best.csv"), run.file("scores", f"{path.stem}.buckets.csv")
+    from .library import best_csv, write_buckets
 
     atomic_write_text(out, best_csv(choices))
+    write_buckets(buckets, choices)
     return choices, out, len(library.programs)

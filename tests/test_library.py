@@ -90,7 +90,7 @@ def test_files_round_trip(tmp_path):
     assert library.read_best_csv(tmp_path / "best.csv") == [
         library.HeadChoice(0, 1, "sink", 0.75, 0.7, 0.2, 10, 300)]
     header = (tmp_path / "best.csv").read_text().splitlines()[0]
-    assert header == ",".join(library.BEST_COLUMNS)
+    assert header == ",".join(library.BEST_CSV_COLUMNS)
     # any .attn file is a library, with origin "user"
     own = tmp_path / "mine.attn"
     own.write_text(SOURCES["previous"] + "\n" + SOURCES["current"] + "\n")

@@ -43,7 +43,8 @@ def test_synthesize_writes_programs_library_and_scores(run_dir, capsys, monkeypa
     rows = _rows(run_dir / "library" / "best.csv")
     assert len(rows) == 3 * 4  # tiny llama: 3 layers x 4 heads
     assert list(rows[0]) == ["layer", "head", "program_name", "synthesis_iou", "heldout_iou", "heldout_iou_no_sink",
-                             "n_heldout_sequences", "n_heldout_tokens"]
+                             "n_heldout_sequences", "n_heldout_tokens",
+                             "short_program_name", "short_synthesis_iou", "short_heldout_iou"]
     library = {p.name for p in compile_file(str(run_dir / "library" / "library.attn"))}
     assert {r["program_name"] for r in rows} <= library
     for r in rows:
@@ -53,6 +54,18 @@ def test_synthesize_writes_programs_library_and_scores(run_dir, capsys, monkeypa
             assert compile_file(str(run_dir / "programs" / f"L{layer}_H{head}.attn"))
     # random heads are close to uniform: the search must beat the sink by far
     assert sum(float(r["heldout_iou"]) for r in rows) / len(rows) > 0.8
+    # two tiers: every head has a short program within the bounds, no better than its full one on synthesis
+    from attndsl.library import is_short
+
+    programs = {p.name: p for p in compile_file(str(run_dir / "library" / "library.attn"))}
+    for r in rows:
+        assert is_short(programs[r["short_program_name"]])
+        assert float(r["short_synthesis_iou"]) <= float(r["synthesis_iou"])
+        assert 0.0 <= float(r["short_heldout_iou"]) <= 1.0
+    assert "short programs (<= 3 terms" in out and "held-out IoU by length" in out
+    buckets = _rows(run_dir / "library" / "buckets.csv")
+    assert sum(int(b["sequences"]) for b in buckets) == int(rows[0]["n_heldout_sequences"])
+    assert sum(int(b["tokens"]) for b in buckets) == int(rows[0]["n_heldout_tokens"])
 
 
 def test_resume_redoes_only_missing_heads_and_refuses_other_settings(run_dir, capsys):

@@ -30,6 +30,9 @@ def register(subparsers) -> None:
     parser.add_argument("--max-tokens", type=integer(2), default=64, help="tokens per sequence, BOS included (default 64)")
     parser.add_argument("--max-sentences", type=integer(1), default=None, metavar="N",
                         help="at most N sentences per sequence (1 = one sentence each, the paper's protocol)")
+    parser.add_argument("--mix-lengths", action="store_true",
+                        help="mix lengths in one run: stories alternate between short sequences (--max-sentences, "
+                             "default 1) and text packed up to --max-tokens")
     parser.add_argument("--heldout-fraction", type=number(0.0, 1.0), default=0.5, help="share of sequences held out (default 0.5)")
     parser.add_argument("--seed", type=integer(), default=0, help="salt of the split hash")
     parser.add_argument("--batch-size", type=integer(1), default=8)
@@ -50,6 +53,7 @@ def run(args: argparse.Namespace) -> int:
         max_sequences=args.max_sequences,
         max_tokens=args.max_tokens,
         max_sentences=args.max_sentences,
+        mix_lengths=args.mix_lengths,
         batch_size=args.batch_size,
         device=args.device,
         dtype=args.dtype,
