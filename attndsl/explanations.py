@@ -1,7 +1,7 @@
 """The explanation stage: every head of a run with its category, gloss and programs.
 
 `explain_run(run_dir)` reads a run's ``library/best.csv`` and
-``library/library.attn`` (and ``library/short.csv``, same columns, when the
+``library/library.attn`` (and best.csv's ``short_*`` columns, when the
 run has a *short* tier besides the full program), measures each distinct
 program's term shares on the first `attndsl.categories.SHARE_SEQUENCES`
 synthesis sequences of the run's attention store (on the built-in stories,
@@ -19,6 +19,8 @@ This is what the report, ``attndsl heads`` and `attndsl.open_run` show.
 """
 from __future__ import annotations
 
+import dataclasses
+
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +32,6 @@ from .gloss import gloss as make_gloss
 
 LIBRARY_DIR = "library"
 BEST_CSV = "best.csv"
-SHORT_CSV = "short.csv"
 LIBRARY_ATTN = "library.attn"
 #: the columns `HeadExplanation.row` gives (``attndsl heads`` prints them)
 HEAD_COLUMNS = ("layer", "head", "category", "share", "purity", "heldout_iou", "heldout_iou_no_sink", "program",
@@ -204,9 +205,14 @@ def explain_run(run_dir: str | Path, share_sequences: int | None = None) -> RunE
                         f"run `attndsl synthesize {run_dir}` first")
     if not (library / LIBRARY_ATTN).exists():
         raise UserError(f"{library / LIBRARY_ATTN} is missing")
-    tiers = {"full": sorted(read_best_csv(library / BEST_CSV), key=lambda r: (r.layer, r.head))}
-    if (library / SHORT_CSV).exists():
-        tiers["short"] = read_best_csv(library / SHORT_CSV)
+    full = sorted(read_best_csv(library / BEST_CSV), key=lambda r: (r.layer, r.head))
+    tiers = {"full": full}
+    if any(r.has_short for r in full):  # best.csv's short_* columns: the tier a person reads
+        tiers["short"] = [
+            dataclasses.replace(r, program_name=r.short_program_name, synthesis_iou=r.short_synthesis_iou,
+                                heldout_iou=r.short_heldout_iou, heldout_iou_no_sink=None)
+            for r in full if r.has_short
+        ]
     compiled = library_programs(library / LIBRARY_ATTN)
     sources = library_sources(library / LIBRARY_ATTN)
     n_layers = n_heads = 0

@@ -52,7 +52,7 @@ SHORT_LAYER = 2
 def make_fake_run(path: Path, n_sequences: int = 10, kind: str = "llama", with_replacement: bool = True,
                   with_short: bool = False) -> Path:
     """A run directory with a store, a library, best.csv and (optionally) a replacement CSV and a
-    short tier (``library/short.csv``: layer `SHORT_LAYER` gets the sink program)."""
+    short tier (best.csv's short_* columns: layer `SHORT_LAYER` gets the sink program)."""
     from attndsl.evaluate import Row, write_csv
     from attndsl.extract import extract
     from attndsl.report import BEST_COLUMNS
@@ -88,9 +88,18 @@ def make_fake_run(path: Path, n_sequences: int = 10, kind: str = "llama", with_r
                 )
         return ",".join(BEST_COLUMNS) + "\n" + "".join(",".join(str(v) for v in row) + "\n" for row in rows)
 
-    atomic_write_text(library / "best.csv", table(short=False))
-    if with_short:
-        atomic_write_text(library / "short.csv", table(short=True))
+    full = table(short=False)
+    if with_short:  # best.csv's short_* columns (attndsl.library.SHORT_COLUMNS)
+        from attndsl.library import SHORT_COLUMNS
+
+        short = table(short=True).splitlines()
+        lines = full.splitlines()
+        merged = [lines[0] + "," + ",".join(SHORT_COLUMNS)]
+        for row, short_row in zip(lines[1:], short[1:]):
+            name, syn, held = short_row.split(",")[2:5]
+            merged.append(f"{row},{name},{syn},{held}")
+        full = "\n".join(merged) + "\n"
+    atomic_write_text(library / "best.csv", full)
     if with_replacement:
         n_total = store.n_layers * store.n_heads
         points = []
