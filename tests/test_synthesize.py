@@ -66,6 +66,14 @@ def test_synthesize_writes_programs_library_and_scores(run_dir, capsys, monkeypa
     buckets = _rows(run_dir / "library" / "buckets.csv")
     assert sum(int(b["sequences"]) for b in buckets) == int(rows[0]["n_heldout_sequences"])
     assert sum(int(b["tokens"]) for b in buckets) == int(rows[0]["n_heldout_tokens"])
+    # the explanation (open_run, the report) reads both tiers from best.csv
+    import attndsl
+
+    run = attndsl.open_run(run_dir)
+    for r in rows:
+        head = run[int(r["layer"]), int(r["head"])]
+        assert head.short.name == r["short_program_name"] and head.full.name == r["program_name"]
+        assert head.short.heldout_iou == pytest.approx(float(r["short_heldout_iou"]))
 
 
 def test_resume_redoes_only_missing_heads_and_refuses_other_settings(run_dir, capsys):
