@@ -213,6 +213,10 @@ def explain_run(run_dir: str | Path, share_sequences: int | None = None) -> RunE
                                 heldout_iou=r.short_heldout_iou, heldout_iou_no_sink=None)
             for r in full if r.has_short
         ]
+    from .library import head_buckets_path, read_head_buckets
+
+    bucket_file = head_buckets_path(library / "buckets.csv")
+    buckets = read_head_buckets(bucket_file) if bucket_file.exists() else {}
     compiled = library_programs(library / LIBRARY_ATTN)
     sources = library_sources(library / LIBRARY_ATTN)
     n_layers = n_heads = 0
@@ -243,7 +247,7 @@ def explain_run(run_dir: str | Path, share_sequences: int | None = None) -> RunE
             programs[tier] = HeadProgram(tier, choice.program_name, sources[choice.program_name],
                                          glosses[choice.program_name], choice.synthesis_iou, choice.heldout_iou,
                                          choice.heldout_iou_no_sink, choice.n_heldout_sequences,
-                                         choice.n_heldout_tokens)
+                                         choice.n_heldout_tokens, buckets.get((r.layer, r.head, tier), {}))
         main = programs.get("short") or programs["full"]
         heads.append(HeadExplanation(r.layer, r.head, categorise(shares[main.name]), main.gloss, programs,
                                      shares[main.name]))

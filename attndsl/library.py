@@ -509,11 +509,61 @@ def write_library(directory: str | Path, programs: Sequence[LibraryProgram], cho
         write_buckets(directory / "buckets.csv", choices)
 
 
+HEAD_BUCKET_COLUMNS = ("layer", "head", "tier", "bucket", "sequences", "tokens", "heldout_iou")
+
+
+def head_bucket_rows(choices: Sequence[HeadChoice]) -> list[tuple]:
+    """Each head's held-out IoU per length bucket, per tier: rows of `HEAD_BUCKET_COLUMNS`."""
+    from .scoring import length_buckets
+
+    rows = []
+    for c in choices:
+        if c.heldout_sequence_iou is None or c.heldout_lengths is None:
+            continue
+        for tier, values in (("full", c.heldout_sequence_iou), ("short", c.short_heldout_sequence_iou)):
+            if values is None:
+                continue
+            for b in length_buckets(c.heldout_lengths, {"iou": np.asarray(values, dtype=np.float64)[None, :]}):
+                rows.append((c.layer, c.head, tier, b.label, b.sequences, b.tokens, b.means["iou"]))
+    return rows
+
+
+def head_buckets_path(buckets_path: str | Path) -> Path:
+    """Where the per-head table lives beside a ``…buckets.csv`` (``…head_buckets.csv``)."""
+    path = Path(buckets_path)
+    return path.with_name(path.name[: -len("buckets.csv")] + "head_buckets.csv")
+
+
 def write_buckets(path: str | Path, choices: Sequence[HeadChoice]) -> None:
-    """The per-length table of ``choices`` at ``path`` (nothing when they carry no per-sequence scores)."""
+    """The per-length table of ``choices`` at ``path`` and the per-head one beside it (`head_buckets_path`);
+    nothing when they carry no per-sequence scores."""
     rows = bucket_rows(choices)
     if rows:
         atomic_write_text(Path(path), buckets_csv(rows))
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow(HEAD_BUCKET_COLUMNS)
+        for layer, head, tier, label, sequences, tokens, iou in head_bucket_rows(choices):
+            writer.writerow((layer, head, tier, label, sequences, tokens, f"{iou:.6f}"))
+        atomic_write_text(head_buckets_path(path), buffer.getvalue())
+
+
+def read_head_buckets(path: str | Path) -> dict[tuple[int, int, str], dict[str, float]]:
+    """``(layer, head, tier)`` → {bucket label: held-out IoU} from a ``head_buckets.csv``
+    (every row checked: `UserError` naming the file and line)."""
+    from .rundir import read_csv
+
+    out: dict[tuple[int, int, str], dict[str, float]] = {}
+    for line, row in read_csv(path, HEAD_BUCKET_COLUMNS):
+        where = f"{path}:{line}"
+        try:
+            layer, head, iou = int(row["layer"]), int(row["head"]), float(row["heldout_iou"])
+        except ValueError as error:
+            raise UserError(f"{where}: layer, head and heldout_iou must be numbers") from error
+        if row["tier"] not in ("full", "short") or not (0.0 <= iou <= 1.0):
+            raise UserError(f"{where}: tier must be full or short and heldout_iou from 0 to 1")
+        out.setdefault((layer, head, row["tier"]), {})[row["bucket"]] = iou
+    return out
 
 
 def read_library(attn_path: str | Path, meta_path: str | Path | None = None) -> list[LibraryProgram]:

@@ -74,6 +74,17 @@ def test_synthesize_writes_programs_library_and_scores(run_dir, capsys, monkeypa
         head = run[int(r["layer"]), int(r["head"])]
         assert head.short.name == r["short_program_name"] and head.full.name == r["program_name"]
         assert head.short.heldout_iou == pytest.approx(float(r["short_heldout_iou"]))
+    # per head and tier, the bucket means weighted by their sequences give back the head's held-out IoU
+    per_head = _rows(run_dir / "library" / "head_buckets.csv")
+    for r in rows:
+        for tier, column in (("full", "heldout_iou"), ("short", "short_heldout_iou")):
+            mine = [b for b in per_head if (b["layer"], b["head"], b["tier"]) == (r["layer"], r["head"], tier)]
+            assert sum(int(b["sequences"]) for b in mine) == int(r["n_heldout_sequences"])
+            weighted = sum(int(b["sequences"]) * float(b["heldout_iou"]) for b in mine) / int(r["n_heldout_sequences"])
+            assert weighted == pytest.approx(float(r[column]), abs=1e-5)
+        head = run[int(r["layer"]), int(r["head"])]
+        assert head.full.buckets == {b["bucket"]: pytest.approx(float(b["heldout_iou"]))
+                                     for b in per_head if (b["layer"], b["head"], b["tier"]) == (r["layer"], r["head"], "full")}
 
 
 def test_resume_redoes_only_missing_heads_and_refuses_other_settings(run_dir, capsys):
