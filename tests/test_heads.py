@@ -130,5 +130,6 @@ def test_open_run_with_a_short_tier(tmp_path):
     head = run[SHORT_LAYER, 1]
     assert set(head.programs) == {"short", "full"}
     assert head.short.name == "sink" and head.full.name == "previous"
-    assert head.category.key == "sink"  # the category comes from the short program
+    assert head.category.key == "previous"  # the category comes from the full program ...
+    assert head.gloss == head.short.gloss and "first token" in head.gloss  # ... the gloss from the short one
     assert run[0, 1].category.key == "previous"
