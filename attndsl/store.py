@@ -42,10 +42,10 @@ fewest largest probabilities whose sum reaches m (ties broken by key order;
 always at least the row's largest entry, which is ≥ 1/n and never codes to 0)
 and drops the rest (`topmass_keep`).  Kept entries get exactly their log12
 code, so a topmass store is the log12 store with the dropped entries set to
-0.  A sequence is stored sparsely: ``uint16`` counts of non-zero kept codes
-per (query, head) [n, n_layers*n_heads], then one ``uint32`` per such entry,
-``key << 12 | code``, in (query, head, key) order — 2 bytes per row and 4 per
-kept entry instead of 1.5 per causal entry.  Each chunk index also records the
+0.  A sequence is stored sparsely (`pack_sparse`): a bitmap of the kept
+(non-zero) codes over its causal entries × heads, then the kept codes packed
+12-bit as for log12 — 1/8 byte per causal entry plus 1.5 bytes per kept one
+instead of 1.5 bytes per causal entry.  Each chunk index also records the
 entry count of every sequence (`TOPMASS_CHUNK_SCHEMA`), from which the offsets
 are checked as for log12.  ``meta.json`` records ``{"name": "topmass",
 "mass": m, ...}``.
@@ -158,36 +158,31 @@ def topmass_keep(probs, mass: float):
 
 
 def pack_sparse(codes: np.ndarray, n: int) -> tuple[bytes, int]:
-    """Sparse topmass bytes of dense codes [tri(n), width] (zeros are not stored), and the entry count."""
-    width = codes.shape[1]
-    rows, cols = np.tril_indices(n)
-    t, h = np.nonzero(codes)  # in (query, key, head) order
-    row = rows[t].astype(np.int64) * width + h
-    order = np.argsort(row, kind="stable")  # (query, head), keys stay increasing
-    counts = np.bincount(row, minlength=n * width).astype("<u2")
-    t, h = t[order], h[order]
-    entries = (cols[t].astype(np.uint32) << 12 | codes[t, h].astype(np.uint32)).astype("<u4")
-    return counts.tobytes() + entries.tobytes(), int(entries.size)
+    """Sparse topmass bytes of dense codes [tri(n), width] (zeros are not stored), and the entry count.
+
+    A bitmap of the non-zero codes over the [tri(n), width] array (C order,
+    ``np.packbits`` little-endian), then those codes packed 12-bit in the same order.
+    """
+    kept = np.ascontiguousarray(codes) != 0
+    values = codes[kept]
+    return np.packbits(kept.ravel(), bitorder="little").tobytes() + pack12(values), int(values.size)
 
 
 def sparse_size(n: int, width: int, entries: int) -> int:
-    return 2 * n * width + 4 * entries
+    return (tri_size(n) * width + 7) // 8 + packed_size(entries)
 
 
 def unpack_sparse(blob: bytes, n: int, width: int) -> np.ndarray:
     """Dense codes [tri(n), width] of `pack_sparse` bytes (dropped entries are code 0)."""
-    counts = np.frombuffer(blob, dtype="<u2", count=n * width).astype(np.int64)
-    entries = np.frombuffer(blob, dtype="<u4", offset=2 * n * width)
-    if counts.sum() != entries.size:
-        raise ValueError("entry counts do not match the entries")
-    row = np.repeat(np.arange(n * width), counts)
-    q, h = row // width, row % width
-    k = (entries >> 12).astype(np.int64)
-    if np.any(k > q):
-        raise ValueError("a key index above its query")
-    out = np.zeros((tri_size(n), width), dtype=np.uint16)
-    out[q * (q + 1) // 2 + k, h] = (entries & 0xFFF).astype(np.uint16)
-    return out
+    size = tri_size(n) * width
+    bitmap = (size + 7) // 8
+    kept = np.unpackbits(np.frombuffer(blob, dtype=np.uint8, count=bitmap), count=size, bitorder="little").astype(bool)
+    count = int(kept.sum())
+    if len(blob) != bitmap + packed_size(count):
+        raise ValueError("the bitmap does not match the number of stored codes")
+    out = np.zeros(size, dtype=np.uint16)
+    out[kept] = unpack12(blob[bitmap:], count)
+    return out.reshape(tri_size(n), width)
 
 
 def tri_size(n: int) -> int:

@@ -22,6 +22,7 @@ from attndsl.store import (
     decode,
     iou_error_bound,
     pack_sparse,
+    sparse_size,
     topmass_keep,
     tri_size,
     unpack_sparse,
@@ -38,7 +39,7 @@ def test_sparse_pack_roundtrip(n, width, seed):
     codes = rng.integers(0, 4096, size=(tri_size(n), width)).astype(np.uint16)
     codes[rng.random(codes.shape) < 0.6] = 0
     blob, entries = pack_sparse(codes, n)
-    assert entries == np.count_nonzero(codes) and len(blob) == 2 * n * width + 4 * entries
+    assert entries == np.count_nonzero(codes) and len(blob) == sparse_size(n, width, entries)
     assert np.array_equal(unpack_sparse(blob, n, width), codes)
 
 
@@ -159,7 +160,7 @@ def test_store_roundtrip_resume_and_damage(tmp_path):
     index = json.loads(index_path.read_text())
     for damage, message in (
         ({"entries": index["entries"][:1]}, "'entries' has 1"),
-        ({"entries": [index["entries"][0] + 1, index["entries"][1]]}, "offsets do not match"),
+        ({"entries": [index["entries"][0] + 2, index["entries"][1]]}, "offsets do not match"),
         ({"entries": [1, index["entries"][1]]}, "has 1 entries"),
         ({"entries": "x"}, "entries"),
     ):
@@ -204,3 +205,17 @@ def test_synthesize_score_and_report_work_on_a_topmass_store(stores, tmp_path, c
     assert cli.main(["score", str(run), "--no-progress"]) == 0
     assert cli.main(["report", str(run), "--out", str(tmp_path / "r.html")]) == 0
     assert (tmp_path / "r.html").stat().st_size > 0
+
+
+def test_cli_extract_topmass_reports_its_bound(tmp_path, capsys):
+    from tests.tiny import save_tiny
+
+    model = save_tiny("gpt2", tmp_path / "tiny-gpt2")
+    args = ["extract", "--model", str(model), "--out", str(tmp_path / "run"), "--max-sequences", "3", "--no-progress",
+            "--store-codec", "topmass", "--store-mass", "0.95"]
+    assert cli.main(args) == 0
+    store = Store(tmp_path / "run" / "attention")
+    bound = store.iou_error_bound(max(store.lengths))
+    assert f"IoU error at most {bound:.4f}" in capsys.readouterr().out and store.mass == 0.95
+    assert cli.main(args[:-1] + ["0.9"]) == 2  # another mass is another extraction
+    assert "other settings" in capsys.readouterr().err

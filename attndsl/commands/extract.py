@@ -12,7 +12,8 @@ def register(subparsers) -> None:
         help="record attention of every head on a corpus (resumable)",
         description=(
             "Load a causal LM, pack the corpus into sentence sequences, and store every "
-            "head's causal attention (12-bit, IoU error < 0.005) in RUN. Rerun the same "
+            "head's causal attention (12-bit, IoU error < 0.005; --store-codec topmass for long "
+            "sequences) in RUN. Rerun the same "
             "command to resume an interrupted extraction."
         ),
     )
@@ -77,6 +78,10 @@ def run(args: argparse.Namespace) -> int:
         f"{len(store.heldout_indices)} held-out), {sum(store.lengths)} tokens, "
         f"{store.n_layers}x{store.n_heads} heads, {store.size_bytes() / 1e6:.1f} MB"
     )
+    if store.codec != "log12":
+        n = max(store.lengths)
+        print(f"store codec {store.codec} (mass {store.mass:g} per row): IoU error at most "
+              f"{store.iou_error_bound(n):.4f} for sequences of {n} tokens")
     for line in length_summary(store.lengths, args.max_tokens, args.max_sentences):
         print(line)
     return 0
