@@ -219,3 +219,24 @@ def test_cli_extract_topmass_reports_its_bound(tmp_path, capsys):
     assert f"IoU error at most {bound:.4f}" in capsys.readouterr().out and store.mass == 0.95
     assert cli.main(args[:-1] + ["0.9"]) == 2  # another mass is another extraction
     assert "other settings" in capsys.readouterr().err
+
+
+def test_interrupted_topmass_extraction_resumes_to_the_same_store(tmp_path):
+    loaded = tiny_loaded("gpt2")
+    args = dict(max_sequences=34, max_tokens=24, batch_size=5, progress=False, store_codec="topmass", store_mass=MASS)
+    extract(tmp_path / "full", loaded, "builtin", **args)
+
+    def interrupt(chunk):
+        if chunk == 1:
+            raise RuntimeError("killed half-way")
+
+    with pytest.raises(RuntimeError):
+        extract(tmp_path / "part", loaded, "builtin", on_chunk=interrupt, **args)
+    resumed = []
+    extract(tmp_path / "part", loaded, "builtin", on_chunk=resumed.append, **args)
+    assert resumed == [2]
+
+    def files(run):
+        return {p.name: p.read_bytes() for p in sorted((run / "attention").iterdir())}
+
+    assert files(tmp_path / "part") == files(tmp_path / "full")
