@@ -5,7 +5,10 @@ attention module, which receives that layer's probabilities [batch, heads, n,
 n], quantises their causal lower triangle (`attndsl.store.encode_torch`, on the
 model's device) and lets them go before the next layer runs.  Only one layer's
 probabilities exist at a time (``output_attentions`` would keep all layers),
-plus the batch's 12-bit codes.  Only the model's backbone runs (no LM head):
+plus the batch's 12-bit codes.  With the ``topmass`` codec
+(``store_codec="topmass"``) the hook also zeroes the codes of the entries each
+row drops (`attndsl.store.topmass_keep`, on the probabilities) and the writer
+stores the rest sparsely.  Only the model's backbone runs (no LM head):
 extraction needs no logits.
 
 Resumable: sequences are fixed and written to the store first, then chunks of
@@ -28,7 +31,8 @@ from .errors import UserError
 from .model_files import check_max_tokens
 from .models import LoadedModel, load_model, tokenizer_settings
 from .rundir import open_run
-from .store import CODEC, STORE_DIRNAME, SequenceRecord, Store, StoreWriter, encode_torch, tri_size
+from .store import CODEC, CODECS, STORE_DIRNAME, TOPMASS, SequenceRecord, Store, StoreWriter, check_mass, encode_torch, \
+    topmass_keep, tri_size
 
 STAGE = "extract"
 CHUNK_SIZE = 16
@@ -86,8 +90,11 @@ def recording(model, on_layer: Callable[[int, object], None]) -> Iterator[None]:
             handle.remove()
 
 
-def record_codes(loaded: LoadedModel, batch: Sequence[Sequence[int]]) -> list[np.ndarray]:
-    """12-bit codes [n(n+1)/2, n_layers*n_heads] of each sequence's attention (one forward pass)."""
+def record_codes(loaded: LoadedModel, batch: Sequence[Sequence[int]], mass: float | None = None) -> list[np.ndarray]:
+    """12-bit codes [n(n+1)/2, n_layers*n_heads] of each sequence's attention (one forward pass).
+
+    With ``mass`` (the topmass codec) the entries each row drops are code 0.
+    """
     import torch
 
     lengths = [len(ids) for ids in batch]
@@ -106,6 +113,8 @@ def record_codes(loaded: LoadedModel, batch: Sequence[Sequence[int]]) -> list[np
     def on_layer(layer: int, probs) -> None:
         if probs.shape[1] != loaded.n_heads:
             raise UserError(f"layer {layer} has {probs.shape[1]} heads, expected {loaded.n_heads}")
+        if mass is not None:  # padding keys have probability 0: never needed to reach the mass
+            probs = torch.where(topmass_keep(probs, mass), probs, torch.zeros((), dtype=probs.dtype, device=probs.device))
         tri = encode_torch(probs[:, :, rows, cols])  # [B, H, T]
         tri = tri.transpose(1, 2).cpu().numpy().view(np.uint16)  # [B, T, H]
         for b, n in enumerate(lengths):
@@ -138,6 +147,8 @@ def extract(
     progress: bool = True,
     on_chunk: Callable[[int], None] | None = None,
     txt_separator: str = "auto",
+    store_codec: str = CODEC,
+    store_mass: float = 0.99,
 ) -> Store:
     """Record the attention of ``model`` on ``corpus`` into ``run_dir``; resumable.
 
@@ -146,7 +157,9 @@ def extract(
     ``mix_lengths`` mixes short and packed sequences (`attndsl.corpus.make_sequences`).
     ``on_chunk(chunk)`` is called after each chunk is written (tests use it to
     interrupt).  ``txt_separator`` says how a .txt corpus is cut into stories
-    (`attndsl.corpus.TXT_SEPARATORS`).  Returns the finished `Store`.
+    (`attndsl.corpus.TXT_SEPARATORS`).  ``store_codec`` is ``"log12"`` (every
+    causal entry) or ``"topmass"`` (each row's top entries up to ``store_mass``;
+    `attndsl.store`).  Returns the finished `Store`.
     """
     from tqdm.auto import tqdm
 
@@ -157,6 +170,9 @@ def extract(
         raise UserError("--batch-size must be at least 1")
     if max_sequences is not None and max_sequences < 1:
         raise UserError("--max-sequences must be at least 1")
+    if store_codec not in CODECS:
+        raise UserError(f"--store-codec must be one of {', '.join(CODECS)}, not {store_codec!r}")
+    mass = check_mass(store_mass) if store_codec == TOPMASS else None
     provider = None
     if syntax:
         from .syntax import SpacyProvider, annotate
@@ -193,14 +209,16 @@ def extract(
         "heldout_fraction": heldout_fraction,
         "seed": seed,
         "syntax": provider is not None and getattr(provider, "name", type(provider).__name__),
-        "codec": CODEC,
+        "codec": store_codec,
         "chunk_size": CHUNK_SIZE,
     }
+    if mass is not None:  # only for topmass: log12 manifests stay as they were
+        settings["store_mass"] = mass
     if mix_lengths:  # only when on: manifests of single-length runs stay as they were
         settings["mix_lengths"] = True
     run = open_run(run_dir, STAGE, settings)
     records = [SequenceRecord.from_table(table, s.split) for table, s in zip(tables, sequences)]
-    writer = StoreWriter(run.file(STORE_DIRNAME), loaded.n_layers, loaded.n_heads, records, CHUNK_SIZE)
+    writer = StoreWriter(run.file(STORE_DIRNAME), loaded.n_layers, loaded.n_heads, records, CHUNK_SIZE, store_codec, mass)
     missing = writer.missing_chunks()
     bar = tqdm(
         total=len(records),
@@ -215,7 +233,7 @@ def extract(
             codes: list[np.ndarray] = []
             for start in range(0, len(indices), batch_size):
                 batch = [records[i].token_ids for i in indices[start : start + batch_size]]
-                codes.extend(record_codes(loaded, batch))
+                codes.extend(record_codes(loaded, batch, mass))
                 bar.update(len(batch))
             writer.write_chunk(chunk, codes)
             if on_chunk is not None:

@@ -35,6 +35,36 @@ IoU = Σmin / (2n − Σmin) (or Σmin/Σmax computed directly) moves by at most
 ``2ε / (1 − ε)²`` — 0.0035 for n = 64, within the 0.005 required for every
 head; `iou_error_bound(n)` returns it.  Tests check the per-entry bound
 against ``output_attentions`` and the IoU bound on real heads.
+
+**Codec (``topmass``, for long sequences).**  ``attndsl extract --store-codec
+topmass --store-mass m`` (0 < m < 1) keeps, for each head and query row, the
+fewest largest probabilities whose sum reaches m (ties broken by key order;
+always at least the row's largest entry, which is ≥ 1/n and never codes to 0)
+and drops the rest (`topmass_keep`).  Kept entries get exactly their log12
+code, so a topmass store is the log12 store with the dropped entries set to
+0.  A sequence is stored sparsely (`pack_sparse`): a bitmap of the kept
+(non-zero) codes over its causal entries × heads, then the kept codes packed
+12-bit as for log12 — 1/8 byte per causal entry plus 1.5 bytes per kept one
+instead of 1.5 bytes per causal entry.  Each chunk index also records the
+entry count of every sequence (`TOPMASS_CHUNK_SCHEMA`), from which the offsets
+are checked as for log12.  ``meta.json`` records ``{"name": "topmass",
+"mass": m, ...}``.
+
+*No renormalisation*: decoded rows sum to the kept mass (≥ m up to the log12
+error), not to 1.  Renormalising would scale every kept entry by up to 1/m and
+its error is no smaller in the worst case; soft IoU compares entrywise min and
+max, so it needs no normalised rows.
+
+*Error bound.*  A row loses at most 1 − m of mass by dropping (the kept mass
+is ≥ m by construction; selection is in float64 on the model's probabilities)
+and the kept entries carry the log12 error (≤ δ·kept + n·FLOOR/2), so its L1
+error is ε ≤ (1 − m) + δ + n·FLOOR/2 and, by the same argument as above, a
+sequence's IoU against any row-stochastic prediction moves by at most
+``2ε / (1 − ε)²``: 0.0240 for m = 0.99 and n = 64, 0.0250 at n = 1024
+(`iou_error_bound(n, mass)`, `Store.iou_error_bound(n)`).  Against the log12
+store of the same attention the L1 difference is only the decoded dropped
+mass, ≤ (1 + δ)(1 − m) + n·FLOOR/2, below the same ε, so the bound also holds
+between the two stores (what the tests measure on real tiny-model heads).
 """
 from __future__ import annotations
 
@@ -52,7 +82,9 @@ from .features import TokenTable, table_from_spans
 from .rundir import Choice, Int, atomic_write_bytes, atomic_write_json, atomic_write_text, check, parse_json, read_json, read_text
 
 FORMAT = 1
-CODEC = "log12"
+CODEC = "log12"  # the default codec
+TOPMASS = "topmass"
+CODECS = (CODEC, TOPMASS)
 FLOOR = 1e-6
 N_CODES = 4096
 STEP = math.log(1.0 / FLOOR) / (N_CODES - 2)
@@ -74,6 +106,10 @@ META_SCHEMA = {
 }
 #: ``chunk-NNNNN.json``: sequences [start, stop), byte offset and CRC-32 of each, total bytes
 CHUNK_SCHEMA = {"sequences": [Int(0)], "offsets": [Int(0)], "crc32": [Int(0)], "bytes": Int(0)}
+#: a topmass chunk's index also holds the number of stored entries of each sequence
+TOPMASS_CHUNK_SCHEMA = {**CHUNK_SCHEMA, "entries": [Int(0)]}
+#: ``meta.json``'s codec of a topmass store
+TOPMASS_CODEC_SCHEMA = {"name": Choice((TOPMASS,)), "floor": float, "codes": Int(2), "mass": float}
 #: one line of ``sequences.jsonl``
 RECORD_SCHEMA = {
     "text": str,
@@ -90,10 +126,63 @@ _DECODE64[-1] = 1.0
 _DECODE = _DECODE64.astype(np.float32)
 
 
-def iou_error_bound(n: int) -> float:
-    """Largest change of a sequence's IoU that quantisation can cause (n tokens)."""
-    eps = ENTRY_RELATIVE_ERROR + n * FLOOR / 2
+def iou_error_bound(n: int, mass: float = 1.0) -> float:
+    """Largest change of a sequence's IoU that the codec can cause (n tokens).
+
+    ``mass`` is the topmass codec's kept mass per row (1.0: log12, nothing dropped).
+    """
+    eps = (1.0 - mass) + ENTRY_RELATIVE_ERROR + n * FLOOR / 2
     return 2 * eps / (1 - eps) ** 2
+
+
+def check_mass(mass: float) -> float:
+    """The topmass codec's ``mass``, checked (a `UserError` unless 0 < mass < 1)."""
+    if not isinstance(mass, (int, float)) or isinstance(mass, bool) or not 0.0 < float(mass) < 1.0:
+        raise UserError(f"--store-mass must be a number in (0, 1), not {mass!r}")
+    return float(mass)
+
+
+def topmass_keep(probs, mass: float):
+    """Bool torch mask (same shape) of the entries the topmass codec keeps in each last-axis row.
+
+    The fewest largest entries whose sum reaches ``mass`` (an entry is kept when
+    the mass of the larger ones before it, in float64, is still below ``mass``);
+    the largest is always kept.  Ties go to the lower key (stable sort).
+    """
+    import torch
+
+    values, order = torch.sort(probs.double(), dim=-1, descending=True, stable=True)
+    before = torch.cumsum(values, dim=-1) - values
+    keep = torch.zeros(probs.shape, dtype=torch.bool, device=probs.device)
+    return keep.scatter_(-1, order, before < mass)
+
+
+def pack_sparse(codes: np.ndarray, n: int) -> tuple[bytes, int]:
+    """Sparse topmass bytes of dense codes [tri(n), width] (zeros are not stored), and the entry count.
+
+    A bitmap of the non-zero codes over the [tri(n), width] array (C order,
+    ``np.packbits`` little-endian), then those codes packed 12-bit in the same order.
+    """
+    kept = np.ascontiguousarray(codes) != 0
+    values = codes[kept]
+    return np.packbits(kept.ravel(), bitorder="little").tobytes() + pack12(values), int(values.size)
+
+
+def sparse_size(n: int, width: int, entries: int) -> int:
+    return (tri_size(n) * width + 7) // 8 + packed_size(entries)
+
+
+def unpack_sparse(blob: bytes, n: int, width: int) -> np.ndarray:
+    """Dense codes [tri(n), width] of `pack_sparse` bytes (dropped entries are code 0)."""
+    size = tri_size(n) * width
+    bitmap = (size + 7) // 8
+    kept = np.unpackbits(np.frombuffer(blob, dtype=np.uint8, count=bitmap), count=size, bitorder="little").astype(bool)
+    count = int(kept.sum())
+    if len(blob) != bitmap + packed_size(count):
+        raise ValueError("the bitmap does not match the number of stored codes")
+    out = np.zeros(size, dtype=np.uint16)
+    out[kept] = unpack12(blob[bitmap:], count)
+    return out.reshape(tri_size(n), width)
 
 
 def tri_size(n: int) -> int:
@@ -212,13 +301,20 @@ class SequenceRecord:
 class StoreWriter:
     """Creates a store and writes it chunk by chunk (each chunk atomically)."""
 
-    def __init__(self, directory: Path, n_layers: int, n_heads: int, records: Sequence[SequenceRecord], chunk_size: int):
+    def __init__(self, directory: Path, n_layers: int, n_heads: int, records: Sequence[SequenceRecord], chunk_size: int,
+                 codec: str = CODEC, mass: float | None = None):
         self.directory = Path(directory)
         self.n_layers, self.n_heads, self.chunk_size = n_layers, n_heads, chunk_size
         self.records = list(records)
+        if codec not in CODECS:
+            raise UserError(f"unknown store codec {codec!r} (choose {', '.join(CODECS)})")
+        self.codec = codec
+        codec_meta = {"name": CODEC, "floor": FLOOR, "codes": N_CODES}
+        if codec == TOPMASS:
+            codec_meta = {"name": TOPMASS, "floor": FLOOR, "codes": N_CODES, "mass": check_mass(mass)}
         meta = {
             "format": FORMAT,
-            "codec": {"name": CODEC, "floor": FLOOR, "codes": N_CODES},
+            "codec": codec_meta,
             "n_layers": n_layers,
             "n_heads": n_heads,
             "chunk_size": chunk_size,
@@ -256,51 +352,69 @@ class StoreWriter:
                 missing.append(chunk)
             else:
                 lengths = [len(r.token_ids) for r in self.records]
-                index = _read_chunk_index(self.directory, chunk, self.chunk_size, lengths, self.n_layers * self.n_heads)
+                index = _read_chunk_index(self.directory, chunk, self.chunk_size, lengths, self.n_layers * self.n_heads,
+                                          self.codec)
                 _check_chunk_file(self.directory, chunk, index)
         return missing
 
     def write_chunk(self, chunk: int, codes: Sequence[np.ndarray]) -> None:
-        """Write one chunk: ``codes[i]`` is uint16 [tri(n_i), n_layers*n_heads] for its i-th sequence."""
+        """Write one chunk: ``codes[i]`` is uint16 [tri(n_i), n_layers*n_heads] for its i-th sequence.
+
+        For topmass the dropped entries must already be code 0 (`topmass_keep`);
+        only non-zero codes are stored.
+        """
         seqs = self.chunk_range(chunk)
         if len(codes) != len(seqs):
             raise ValueError("one code array per sequence of the chunk is required")
         width = self.n_layers * self.n_heads
-        parts, offsets, crcs, pos = [], [], [], 0
+        parts, offsets, crcs, entries, pos = [], [], [], [], 0
         for index, array in zip(seqs, codes):
             n = len(self.records[index].token_ids)
             if array.shape != (tri_size(n), width):
                 raise ValueError(f"sequence {index}: codes of shape {array.shape}, expected {(tri_size(n), width)}")
-            blob = pack12(array)
+            if self.codec == TOPMASS:
+                blob, count = pack_sparse(array, n)
+                entries.append(count)
+            else:
+                blob = pack12(array)
             parts.append(blob)
             offsets.append(pos)
             crcs.append(zlib.crc32(blob))
             pos += len(blob)
+        index = {"sequences": [seqs.start, seqs.stop], "offsets": offsets, "crc32": crcs, "bytes": pos}
+        if self.codec == TOPMASS:
+            index["entries"] = entries
         atomic_write_bytes(self.directory / _chunk_name(chunk, "bin"), b"".join(parts))
-        atomic_write_json(
-            self.directory / _chunk_name(chunk, "json"),
-            {"sequences": [seqs.start, seqs.stop], "offsets": offsets, "crc32": crcs, "bytes": pos},
-        )
+        atomic_write_json(self.directory / _chunk_name(chunk, "json"), index)
 
 
 def _chunk_name(chunk: int, ext: str) -> str:
     return f"chunk-{chunk:05d}.{ext}"
 
 
-def _read_chunk_index(directory: Path, chunk: int, chunk_size: int, lengths: Sequence[int], width: int) -> dict:
-    """A chunk's ``.json`` index, checked against `CHUNK_SCHEMA` and against the lengths in meta.json."""
+def _read_chunk_index(directory: Path, chunk: int, chunk_size: int, lengths: Sequence[int], width: int,
+                      codec: str = CODEC) -> dict:
+    """A chunk's ``.json`` index, checked against `CHUNK_SCHEMA` (`TOPMASS_CHUNK_SCHEMA`) and the lengths in meta.json."""
     path = directory / _chunk_name(chunk, "json")
-    index = read_json(path, CHUNK_SCHEMA)
+    index = read_json(path, TOPMASS_CHUNK_SCHEMA if codec == TOPMASS else CHUNK_SCHEMA)
     start, stop = chunk * chunk_size, min((chunk + 1) * chunk_size, len(lengths))
     if index["sequences"] != [start, stop]:
         raise UserError(f"{path} is damaged: it holds sequences {index['sequences']}, expected [{start}, {stop}]")
-    for key in ("offsets", "crc32"):
+    for key in ("offsets", "crc32") + (("entries",) if codec == TOPMASS else ()):
         if len(index[key]) != stop - start:
             raise UserError(f"{path} is damaged: {key!r} has {len(index[key])} entries for {stop - start} sequences")
     offsets, position = [], 0
     for i in range(start, stop):
         offsets.append(position)
-        position += packed_size(tri_size(lengths[i]) * width)
+        n = lengths[i]
+        if codec == TOPMASS:
+            count = index["entries"][i - start]
+            if not n * width <= count <= tri_size(n) * width:  # every row keeps its largest entry
+                raise UserError(f"{path} is damaged: sequence {i} has {count} entries, "
+                                f"expected {n * width} to {tri_size(n) * width}")
+            position += sparse_size(n, width, count)
+        else:
+            position += packed_size(tri_size(n) * width)
     if index["offsets"] != offsets or index["bytes"] != position:
         raise UserError(f"{path} is damaged: its offsets do not match the sequence lengths in meta.json")
     return index
@@ -333,9 +447,16 @@ class Store:
         meta = read_json(meta_path)
         codec = meta.get("codec") if isinstance(meta, dict) else None
         if not isinstance(meta, dict) or meta.get("format") != FORMAT or not isinstance(codec, dict) \
-                or codec.get("name") != CODEC:
-            raise UserError(f"{meta_path}: not an attention store of format {FORMAT} with codec {CODEC}")
+                or codec.get("name") not in CODECS:
+            raise UserError(f"{meta_path}: not an attention store of format {FORMAT} with codec {' or '.join(CODECS)}")
         check(meta, META_SCHEMA, meta_path)
+        self._codec = codec["name"]
+        self._mass = 1.0
+        if self._codec == TOPMASS:
+            check(codec, TOPMASS_CODEC_SCHEMA, meta_path, "codec")
+            if not 0.0 < codec["mass"] < 1.0:
+                raise UserError(f"{meta_path} is damaged: codec mass {codec['mass']!r} is not in (0, 1)")
+            self._mass = float(codec["mass"])
         if len(meta["split"]) != len(meta["lengths"]):
             raise UserError(f"{meta_path} is damaged: 'lengths' has {len(meta['lengths'])} entries "
                             f"but 'split' has {len(meta['split'])}")
@@ -366,6 +487,20 @@ class Store:
         return decode(np.concatenate([self.codes(int(i)) for i in seq_indices], axis=0)) if len(seq_indices) else np.zeros((0, self.n_layers * self.n_heads), np.float32)
 
     # --- more ----------------------------------------------------------------------
+    @property
+    def codec(self) -> str:
+        """``"log12"`` or ``"topmass"``."""
+        return self._codec
+
+    @property
+    def mass(self) -> float:
+        """Mass kept per row (1.0 for log12, which drops nothing)."""
+        return self._mass
+
+    def iou_error_bound(self, n: int) -> float:
+        """Largest change of an n-token sequence's IoU this store's codec can cause (module docstring)."""
+        return iou_error_bound(n, self._mass)
+
     @property
     def n_sequences(self) -> int:
         return len(self._lengths)
@@ -410,7 +545,8 @@ class Store:
                     f"attention store in {self.directory} is incomplete: {path.name} is missing; "
                     "rerun `attndsl extract` with the same arguments to finish it"
                 )
-            index = _read_chunk_index(self.directory, chunk, self._chunk_size, self._lengths, self.n_layers * self.n_heads)
+            index = _read_chunk_index(self.directory, chunk, self._chunk_size, self._lengths, self.n_layers * self.n_heads,
+                                     self._codec)
             _check_chunk_file(self.directory, chunk, index)
             self._index[chunk] = index
         return self._index[chunk]
@@ -424,7 +560,10 @@ class Store:
         position = seq_index - chunk * self._chunk_size
         n = self._lengths[seq_index]
         width = self.n_layers * self.n_heads
-        size = packed_size(tri_size(n) * width)
+        if self._codec == TOPMASS:
+            size = sparse_size(n, width, index["entries"][position])
+        else:
+            size = packed_size(tri_size(n) * width)
         path = self.directory / _chunk_name(chunk, "bin")
         with open(path, "rb") as handle:
             handle.seek(index["offsets"][position])
@@ -434,6 +573,11 @@ class Store:
                 f"attention store is damaged: sequence {seq_index} in {path} fails its checksum; "
                 f"delete {path.name} and {path.with_suffix('.json').name}, then rerun extract"
             )
+        if self._codec == TOPMASS:
+            try:
+                return unpack_sparse(blob, n, width)
+            except ValueError as error:  # only a forged checksum gets here
+                raise UserError(f"attention store is damaged: sequence {seq_index} in {path}: {error}") from None
         return unpack12(blob, tri_size(n) * width).reshape(tri_size(n), width)
 
     def dense(self, seq_index: int) -> np.ndarray:
@@ -483,7 +627,7 @@ class Store:
             index_path, data_path = self.directory / _chunk_name(chunk, "json"), self.directory / _chunk_name(chunk, "bin")
             if not index_path.is_file() or not data_path.is_file():
                 return False
-            index = _read_chunk_index(self.directory, chunk, self._chunk_size, self._lengths, width)
+            index = _read_chunk_index(self.directory, chunk, self._chunk_size, self._lengths, width, self._codec)
             if data_path.stat().st_size != index["bytes"]:
                 return False
         return True

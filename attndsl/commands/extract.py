@@ -12,7 +12,8 @@ def register(subparsers) -> None:
         help="record attention of every head on a corpus (resumable)",
         description=(
             "Load a causal LM, pack the corpus into sentence sequences, and store every "
-            "head's causal attention (12-bit, IoU error < 0.005) in RUN. Rerun the same "
+            "head's causal attention (12-bit, IoU error < 0.005; --store-codec topmass for long "
+            "sequences) in RUN. Rerun the same "
             "command to resume an interrupted extraction."
         ),
     )
@@ -38,6 +39,12 @@ def register(subparsers) -> None:
     parser.add_argument("--batch-size", type=integer(1), default=8)
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda", "auto"))
     parser.add_argument("--dtype", default="float32", choices=("float32", "float16", "bfloat16"))
+    parser.add_argument("--store-codec", default="log12", choices=("log12", "topmass"),
+                        help="log12 = every causal entry, 1.5 bytes each (default); topmass = per head and row only "
+                             "the largest entries up to --store-mass, sparse (smaller for long sequences; IoU error "
+                             "bound 0.024 at mass 0.99)")
+    parser.add_argument("--store-mass", type=number(0.0, 1.0, low_open=True, high_open=True), default=0.99,
+                        help="mass each row keeps with --store-codec topmass (default 0.99)")
     parser.add_argument("--syntax", action="store_true", help="add spaCy syntax features (needs the syntax extra)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     parser.set_defaults(func=run)
@@ -63,12 +70,18 @@ def run(args: argparse.Namespace) -> int:
         text_field=args.text_field,
         progress=not args.no_progress,
         txt_separator=args.txt_separator,
+        store_codec=args.store_codec,
+        store_mass=args.store_mass,
     )
     print(
         f"{args.out}: {store.n_sequences} sequences ({len(store.synthesis_indices)} synthesis, "
         f"{len(store.heldout_indices)} held-out), {sum(store.lengths)} tokens, "
         f"{store.n_layers}x{store.n_heads} heads, {store.size_bytes() / 1e6:.1f} MB"
     )
+    if store.codec != "log12":
+        n = max(store.lengths)
+        print(f"store codec {store.codec} (mass {store.mass:g} per row): IoU error at most "
+              f"{store.iou_error_bound(n):.4f} for sequences of {n} tokens")
     for line in length_summary(store.lengths, args.max_tokens, args.max_sentences):
         print(line)
     return 0
