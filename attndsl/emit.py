@@ -64,29 +64,6 @@ def _sim(tokens, a, b):
     return bin(x & y).count("1") / union if union else 0.0
 
 
-def _normalise(row, q, fallback):
-    clipped = np.maximum(row, 0.0)
-    total = clipped.sum()
-    if total > 0 and np.isfinite(total):
-        return clipped / total
-    out = np.zeros(q + 1)
-    if fallback == "first":
-        out[0] = 1.0
-    elif fallback == "self":
-        out[q] = 1.0
-    elif fallback == "previous":
-        out[max(q - 1, 0)] = 1.0
-    else:
-        out[:] = 1.0 / (q + 1)
-    return out
-'''
-
-#: helpers only programs with ``combine softmax`` or masks need (linear programs
-#: without masks emit exactly what they did before these existed)
-_SOFTMAX_HEADER = f'''
-
-_LOGIT_BOUND = {ir.LOGIT_BOUND!r}  # softmax logits are clamped to +-this
-
 def _fallback_row(q, fallback):
     out = np.zeros(q + 1)
     if fallback == "first":
@@ -99,6 +76,20 @@ def _fallback_row(q, fallback):
         out[:] = 1.0 / (q + 1)
     return out
 
+
+def _normalise(row, q, fallback):
+    clipped = np.maximum(row, 0.0)
+    total = clipped.sum()
+    if total > 0 and np.isfinite(total):
+        return clipped / total
+    return _fallback_row(q, fallback)
+'''
+
+#: helpers only programs with ``combine softmax`` or masks need (linear programs
+#: without masks do not carry them)
+_SOFTMAX_HEADER = f'''
+
+_LOGIT_BOUND = {ir.LOGIT_BOUND!r}  # softmax logits are clamped to +-this
 
 def _softmax(row, allowed, q, fallback):
     """Softmax of the (clamped) logits over the admissible keys; no admissible key: the fallback."""

@@ -96,6 +96,17 @@ def evaluate_terms(terms: Sequence[ir.Term], batch: TokenBatch) -> TermValues:
     return TermValues(terms, out, batch)
 
 
+def _per_program(value, n_programs: int, codes, what: str) -> list[str]:
+    """One setting for every program, or one per program; each must be one of ``codes``."""
+    values = [value] * n_programs if isinstance(value, str) else list(value)
+    if len(values) != n_programs:
+        raise ValueError(f"give one {what} or one per program")
+    unknown = [v for v in values if v not in codes]
+    if unknown:
+        raise ValueError(f"unknown {what} {unknown[0]!r}; expected one of {', '.join(codes)}")
+    return values
+
+
 def combine(weights, term_values: TermValues, fallback: str | Sequence[str] = "first",
             form: str | Sequence[str] = "linear") -> np.ndarray:
     """Programs as weighted sums of term outputs, combined in ``form`` (``linear``:
@@ -119,18 +130,8 @@ def combine(weights, term_values: TermValues, fallback: str | Sequence[str] = "f
     n_programs, n_terms = w.shape
     if n_terms != len(term_values.terms):
         raise ValueError(f"weights have {n_terms} columns but there are {len(term_values.terms)} terms")
-    fallbacks = [fallback] * n_programs if isinstance(fallback, str) else list(fallback)
-    if len(fallbacks) != n_programs:
-        raise ValueError("give one fallback or one per program")
-    unknown = [f for f in fallbacks if f not in FALLBACK_CODES]
-    if unknown:
-        raise ValueError(f"unknown fallback {unknown[0]!r}; expected one of {', '.join(FALLBACK_CODES)}")
-    forms = [form] * n_programs if isinstance(form, str) else list(form)
-    if len(forms) != n_programs:
-        raise ValueError("give one form or one per program")
-    unknown = [f for f in forms if f not in FORM_CODES]
-    if unknown:
-        raise ValueError(f"unknown form {unknown[0]!r}; expected one of {', '.join(FORM_CODES)}")
+    fallbacks = _per_program(fallback, n_programs, FALLBACK_CODES, "fallback")
+    forms = _per_program(form, n_programs, FORM_CODES, "form")
     batch = term_values.batch
     prog_ptr = np.arange(0, (n_programs + 1) * n_terms, n_terms, dtype=np.int64)
     term_idx = np.tile(np.arange(n_terms, dtype=np.int64), n_programs)

@@ -400,17 +400,7 @@ def normalise(q0, q1, total, fallback, out):
                 v = total[r0 + k]
                 out[r0 + k] = v / s if v > 0.0 else 0.0
         else:
-            for k in range(q + 1):
-                out[r0 + k] = 0.0
-            if fallback == 0:
-                out[r0] = 1.0
-            elif fallback == 1:
-                out[r0 + q] = 1.0
-            elif fallback == 2:
-                out[r0 + max(q - 1, 0)] = 1.0
-            else:
-                for k in range(q + 1):
-                    out[r0 + k] = 1.0 / (q + 1)
+            fallback_row(r0, q, fallback, out)
 
 
 # ---------------------------------------------------------------- batch kernels

@@ -26,15 +26,7 @@ N_SEQUENCES = 24  # two store chunks (16 + 8), batches of 4
 SETTINGS = dict(max_sequences=N_SEQUENCES, max_tokens=32, fractions="0.25,0.5", batch_size=4, progress=False)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Tiny models run faster on one thread (no thread hand-offs); restored afterwards."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")

@@ -13,6 +13,8 @@ import csv
 import io
 import json
 
+from .args import integer, number
+
 FORMATS = ("table", "csv", "json")
 
 
@@ -27,8 +29,9 @@ def register(subparsers) -> None:
     parser.add_argument("run_dir", metavar="RUN", help="run directory with a library (`attndsl synthesize`)")
     parser.add_argument("--category", metavar="C", default=None,
                         help="only heads of this category: " + ", ".join(CATEGORIES))
-    parser.add_argument("--min-iou", type=float, metavar="X", default=None, help="only heads with held-out IoU >= X")
-    parser.add_argument("--layer", type=int, metavar="L", default=None, help="only heads of layer L")
+    parser.add_argument("--min-iou", type=number(0.0, 1.0), metavar="X", default=None,
+                        help="only heads with held-out IoU >= X")
+    parser.add_argument("--layer", type=integer(0), metavar="L", default=None, help="only heads of layer L")
     parser.add_argument("--format", choices=FORMATS, default="table", help="output format (default table)")
     parser.set_defaults(func=run)
 
@@ -65,8 +68,6 @@ def run(args: argparse.Namespace) -> int:
     from ..errors import UserError
     from ..explanations import explain_run
 
-    if args.min_iou is not None and not (0.0 <= args.min_iou <= 1.0):
-        raise UserError("--min-iou must be between 0 and 1")
     explained = explain_run(args.run_dir)
     if args.layer is not None and not (0 <= args.layer < explained.n_layers):
         raise UserError(f"--layer {args.layer}: the run has layers 0 to {explained.n_layers - 1}")
