@@ -13,7 +13,7 @@ import argparse
 import importlib
 import sys
 
-from .errors import AttnError, UserError
+from attndsl.errors import AttnError, UserError
 
 #: modules that contribute subcommands, in the order they appear in --help
 COMMAND_MODULES = (
@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as stop:  # a bad flag (argparse printed why) or --help: the code, not an exception
         return stop.code if isinstance(stop.code, int) else 2
     try:
-        from .threads import configure
+        from attndsl.threads import configure
 
         configure(args.threads)  # one pool size for torch and Numba, before any heavy stage
         return int(args.func(args) or 0)

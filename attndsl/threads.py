@@ -17,7 +17,7 @@ already imported, and for those not imported yet sets the environment they
 read at import (``OMP_NUM_THREADS``, ``MKL_NUM_THREADS``,
 ``NUMBA_NUM_THREADS``) — which child processes inherit too.  The CLI calls it
 once before any command (``attndsl --threads N …``); the library entry points
-of heavy stages (`attndsl.extract.extract`, `attndsl.surrogate.attach`) call
+of heavy stages (`attndsl.extraction.extract.extract`, `attndsl.surrogates.surrogate.attach`) call
 `apply_env`, which applies ``ATTNDSL_THREADS`` when it is set and otherwise
 leaves a Python caller's own torch/Numba settings alone.
 
@@ -38,7 +38,7 @@ from __future__ import annotations
 import os
 import sys
 
-from .errors import UserError
+from attndsl.errors import UserError
 
 ENV = "ATTNDSL_THREADS"
 #: OpenMP wait policy attndsl asks for (see the module docstring)

@@ -1,7 +1,7 @@
 """Extraction speed, memory, store size and IoU fidelity on SmolLM2 + TinyStories.
 
 Compares, on the same batches in the same process, the time per sequence of
-``attndsl.extract`` (eager attention, per-layer hooks, 12-bit store written to
+``attndsl.extraction.extract`` (eager attention, per-layer hooks, 12-bit store written to
 disk) with a plain forward pass of the same model that returns no attention
 (transformers' default SDPA attention, LM head included), and reports peak
 memory (RSS sampled during extraction), the store's size on disk, and the
@@ -71,8 +71,8 @@ def run(quick: bool = False) -> list[dict]:
         return []
     import torch
 
-    from attndsl.extract import CHUNK_SIZE, extract
-    from attndsl.models import load_model
+    from attndsl.extraction.extract import CHUNK_SIZE, extract
+    from attndsl.extraction.models import load_model
 
     n_sequences = 24 if quick else 500
     batch_size = 8
@@ -108,7 +108,7 @@ def run(quick: bool = False) -> list[dict]:
             first = chunk * CHUNK_SIZE
             records = state.setdefault("records", None)
             if records is None:
-                from attndsl.store import Store
+                from attndsl.extraction.store import Store
 
                 state["records"] = records = Store(run_dir / "attention").records()
             ids = [list(r.token_ids) for r in records[first : first + CHUNK_SIZE]]
@@ -143,7 +143,7 @@ def run(quick: bool = False) -> list[dict]:
         mean_error = max(float(np.abs(sums_exact[k] - sums_store[k]).max()) / len(test) for k in sums_exact)
         lengths = store.lengths
         size = store.size_bytes()
-        from attndsl.store import packed_size, tri_size
+        from attndsl.extraction.store import packed_size, tri_size
 
         return [
             {

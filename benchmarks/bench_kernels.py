@@ -6,7 +6,7 @@ generated programs declared ``combine softmax`` (every third masked) and one
 program reading a 64-word lexicon (`benchmarks.common.softmax_programs`).
 Text: the TinyStories sample (see `benchmarks.common`).
 
-1. kernels vs the same programs as emitted Python (`attndsl.emit`), called one
+1. kernels vs the same programs as emitted Python (`attndsl.language.emit`), called one
    sequence at a time on ``TokenTable.records()`` (what the paper did; the
    records are built once, not timed) — on a subset of sequences, because
    the emitted Python takes seconds per sequence;
@@ -32,7 +32,7 @@ import tempfile
 import time
 
 
-from attndsl.batch import TokenBatch
+from attndsl.extraction.batch import TokenBatch
 
 from .common import (generate_programs, max_rss_mb, peak_traced_mb, row, sample_tables, softmax_programs,
                      stdlib_programs, timed)
@@ -41,8 +41,8 @@ _FIRST_CALL = r"""
 import time
 start = time.perf_counter()
 from attndsl import ir
-from attndsl.batch import TokenBatch
-from attndsl.features import table_from_words
+from attndsl.extraction.batch import TokenBatch
+from attndsl.extraction.features import table_from_words
 from attndsl.kernels import evaluate_programs
 batch = TokenBatch.from_tables([table_from_words("the cat sat on the mat".split())])
 program = ir.Program("p", (ir.Term(1.0, (ir.Func("exp", (ir.Negate(ir.Dist()),)),)),))
@@ -79,7 +79,7 @@ def _evaluate_in_chunks(programs, tables, max_entries: int = 1 << 22) -> None:
 
 def _against_baselines(programs, emit_tables, interp_tables, prefix: str, extra: dict) -> list[dict]:
     """Kernels vs emitted Python (per sequence) and vs the interpreter on the same programs."""
-    from attndsl import emit, interpreter
+    from attndsl.language import emit, interpreter
     from attndsl.kernels import evaluate_programs
 
     P = len(programs)
@@ -106,7 +106,7 @@ def _against_baselines(programs, emit_tables, interp_tables, prefix: str, extra:
 
 
 def run(quick: bool) -> list[dict]:
-    from attndsl import interpreter
+    from attndsl.language import interpreter
     from attndsl.kernels import encode_terms, evaluate_programs, program_table, warmup
 
     warmup()

@@ -6,7 +6,7 @@ Against any OpenAI-compatible endpoint (a local server such as
 llama-cpp-python's, or the tests' fake server), for N heads chosen across
 layers (evenly spaced layers, head index rotating), it runs the LLM writer
 exactly as `attndsl synthesize` does (same summaries, prompts, scoring and
-weight fitting: `attndsl.synthesize.llm_tools`) and the enumerative search on
+weight fitting: `attndsl.synthesis.synthesize.llm_tools`) and the enumerative search on
 the same heads, then reports:
 
 - answers, failed requests, valid-program rate before repair (programs of
@@ -89,15 +89,15 @@ def _valid_rates(records: list[dict]) -> tuple[float, float, int]:
 def measure(run_dir: str | Path, config, n_heads: int, work_dir: str | Path, search_settings=None,
             progress: bool = False) -> dict:
     """Run the LLM writer and the search on ``n_heads`` heads of an extracted run; return the report."""
-    from attndsl.batch import TokenBatch
-    from attndsl.library import LibraryProgram, build_library, choose_best
-    from attndsl.llm import read_jsonl, write_heads
-    from attndsl.scoring import score
-    from attndsl.search import SearchSettings, search_heads
-    from attndsl.store import open_store
-    from attndsl.summary import summarize_head
-    from attndsl.synthesize import _search_candidates, llm_tools
-    from attndsl.validate import compile_source
+    from attndsl.extraction.batch import TokenBatch
+    from attndsl.synthesis.library import LibraryProgram, build_library, choose_best
+    from attndsl.synthesis.llm import read_jsonl, write_heads
+    from attndsl.synthesis.scoring import score
+    from attndsl.synthesis.search import SearchSettings, search_heads
+    from attndsl.extraction.store import open_store
+    from attndsl.synthesis.summary import summarize_head
+    from attndsl.synthesis.synthesize import _search_candidates, llm_tools
+    from attndsl.language.validate import compile_source
 
     store = open_store(run_dir)
     synth, held = store.synthesis_indices, store.heldout_indices
@@ -256,12 +256,12 @@ def prompt_sizes(n_sequences: int = 64) -> dict:
     """Characters per token and prompt sizes, with SmolLM2's tokenizer (see the module docstring)."""
     import re
 
-    from attndsl.features import table_from_words
-    from attndsl.interpreter import evaluate
-    from attndsl.llm import sequence_fits
-    from attndsl.prompts import program_prompt, refinement_prompt
-    from attndsl.summary import summarize_head
-    from attndsl.validate import compile_program
+    from attndsl.extraction.features import table_from_words
+    from attndsl.language.interpreter import evaluate
+    from attndsl.synthesis.llm import sequence_fits
+    from attndsl.synthesis.prompts import program_prompt, refinement_prompt
+    from attndsl.synthesis.summary import summarize_head
+    from attndsl.language.validate import compile_program
 
     from .common import _cached_tokenizer, load_stories
 
@@ -291,7 +291,7 @@ def prompt_sizes(n_sequences: int = 64) -> dict:
 
 
 def _default_run(out: Path, max_sequences: int) -> Path:
-    from attndsl.extract import extract
+    from attndsl.extraction.extract import extract
 
     from .common import tinystories_path
 
@@ -302,7 +302,7 @@ def _default_run(out: Path, max_sequences: int) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     from attndsl.errors import UserError
-    from attndsl.llm import LLMConfig
+    from attndsl.synthesis.llm import LLMConfig
 
     parser = argparse.ArgumentParser(prog="python -m benchmarks llm", description=__doc__.splitlines()[0])
     parser.add_argument("--url", help="endpoint base URL (default: $OPENAI_BASE_URL)")

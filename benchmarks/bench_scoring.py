@@ -17,8 +17,8 @@ import time
 
 import numpy as np
 
-from attndsl.batch import TokenBatch, causal_layout
-from attndsl.scoring import PackedAttention, score
+from attndsl.extraction.batch import TokenBatch, causal_layout
+from attndsl.synthesis.scoring import PackedAttention, score
 
 from .common import generate_programs, row, sample_tables, stdlib_programs
 

@@ -11,7 +11,7 @@ Rows:
 
 - ``search_screen_step``: one greedy step — every pool term mixed into the
   sink at every fraction — scored by the search's screening kernel versus the
-  same candidates built as programs and scored by `attndsl.scoring.score`
+  same candidates built as programs and scored by `attndsl.synthesis.scoring.score`
   (the kernels' fused evaluator; all heads at once, as the library does).
   ``max_abs_diff`` checks both give the same IoU.
 - ``search_heads``: the whole search of the synthetic heads (pool evaluation
@@ -25,11 +25,11 @@ import time
 
 import numpy as np
 
-from attndsl import search
-from attndsl.batch import TokenBatch
-from attndsl.interpreter import evaluate
-from attndsl.scoring import DenseAttention, score
-from attndsl.validate import compile_program, compile_source
+from attndsl.synthesis import search
+from attndsl.extraction.batch import TokenBatch
+from attndsl.language.interpreter import evaluate
+from attndsl.synthesis.scoring import DenseAttention, score
+from attndsl.language.validate import compile_program, compile_source
 
 from .common import row, sample_tables
 
@@ -86,7 +86,7 @@ def _screen_row(tables, source, settings) -> dict:
     start = time.perf_counter()
     generic = score(programs, source, batch).iou[:, 0, 0].reshape(screened.shape)
     theirs = time.perf_counter() - start
-    return row("search_screen_step", "attndsl.scoring.score of the candidate programs", theirs, ours,
+    return row("search_screen_step", "attndsl.synthesis.scoring.score of the candidate programs", theirs, ours,
                len(programs), max_abs_diff=float(np.abs(generic - screened).max()), n_sequences=len(tables))
 
 
@@ -120,7 +120,7 @@ def run(quick: bool) -> list[dict]:
             _heads_row(tables, source, settings, "search_heads", heads)]
     run_dir = os.environ.get("ATTNDSL_SEARCH_RUN")
     if run_dir and not quick:
-        from attndsl.store import open_store
+        from attndsl.extraction.store import open_store
 
         store = open_store(run_dir)
         synth = store.synthesis_indices

@@ -3,7 +3,7 @@
 Same process, same batch of held-out-like TinyStories sequences (64 tokens,
 16 sequences; quick: 32 tokens, 4 sequences), the model loaded once with
 eager attention.  The baseline is the unmodified eager forward; the measured
-path is `attndsl.surrogate` with 25% of all heads (68 of 270, chosen by a
+path is `attndsl.surrogates.surrogate` with 25% of all heads (68 of 270, chosen by a
 seeded shuffle) replaced by standard-library programs (cycled, so about 17
 distinct programs as in a real library).  The two are run alternately and the
 median of the repeats is reported.  Target: slowdown = attndsl_s / baseline_s
@@ -27,7 +27,7 @@ import time
 
 
 def _sequences(tokenizer, max_tokens: int, count: int):
-    from attndsl.corpus import load_corpus, make_sequences
+    from attndsl.extraction.corpus import load_corpus, make_sequences
 
     from .common import tinystories_path
 
@@ -43,9 +43,10 @@ def _sequences(tokenizer, max_tokens: int, count: int):
 def run(quick: bool) -> list[dict]:
     import torch
 
-    from attndsl import stdlib, surrogate
+    from attndsl import stdlib
+    from attndsl.surrogates import surrogate
     from attndsl.errors import UserError
-    from attndsl.models import load_model
+    from attndsl.extraction.models import load_model
 
     try:
         loaded = load_model("smollm2")

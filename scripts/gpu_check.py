@@ -12,7 +12,7 @@ What it checks (each a line of output and an entry of the JSON report):
 3. the kernels' torch bridge on the device: ``attention_tensors(…, device,
    dtype)`` equals the CPU result cast to that dtype;
 4. timings (SmolLM2, when installed): plain forward vs extraction
-   (`attndsl.extract.record_codes`) vs the forward with 25 % of heads replaced,
+   (`attndsl.extraction.extract.record_codes`) vs the forward with 25 % of heads replaced,
    at 16 × 64 and 4 × 256 tokens, per dtype.
 
 Exit status: 0 when every check passes, 1 when one fails, 3 when the device
@@ -90,8 +90,8 @@ def identity(model, tokenizer, device: str, texts=TEXTS) -> dict:
     """Own attention in every head, left and right padding: are the logits bit-identical?"""
     import torch
 
-    from attndsl import surrogate
-    from attndsl.validate import compile_program
+    from attndsl.surrogates import surrogate
+    from attndsl.language.validate import compile_program
 
     tables = surrogate.tables_for_texts(tokenizer, texts)
     n_layers, n_heads = surrogate.model_shape(model)
@@ -131,13 +131,13 @@ def check_tiny(device: str, report: dict) -> bool:
             report.setdefault("identity", []).append({"model": f"tiny-{kind}", "dtype": dtype, **got, "pass": passed})
             print(f"identity   tiny-{kind:8s} {dtype:9s} {'ok' if passed else 'FAIL'} {got}")
     # extraction equals output_attentions (float32) within the codec's bound
-    from attndsl.extract import record_codes
-    from attndsl.store import ENTRY_RELATIVE_ERROR, FLOOR, decode
+    from attndsl.extraction.extract import record_codes
+    from attndsl.extraction.store import ENTRY_RELATIVE_ERROR, FLOOR, decode
 
     for kind in tiny.FAMILIES:
         loaded = tiny.tiny_loaded(kind)
         loaded.model.to(device)
-        ids_list = [[int(i) for i in t.token_id] for t in __import__("attndsl.surrogate").surrogate.tables_for_texts(loaded.tokenizer, TEXTS)]
+        ids_list = [[int(i) for i in t.token_id] for t in __import__("attndsl.surrogates.surrogate").surrogate.tables_for_texts(loaded.tokenizer, TEXTS)]
         codes = record_codes(loaded, ids_list)
         worst = 0.0  # largest |stored - exact| / the codec's per-entry bound
         for ids, code in zip(ids_list, codes):
@@ -160,9 +160,10 @@ def check_tiny(device: str, report: dict) -> bool:
 def check_bridge(device: str, report: dict) -> bool:
     import torch
 
-    from attndsl import stdlib, surrogate
-    from attndsl.batch import TokenBatch
-    from attndsl.torch_bridge import attention_tensors
+    from attndsl import stdlib
+    from attndsl.surrogates import surrogate
+    from attndsl.extraction.batch import TokenBatch
+    from attndsl.surrogates.torch_bridge import attention_tensors
     from tests import tiny
 
     tables = surrogate.tables_for_texts(tiny.bpe_tokenizer(), TEXTS)
@@ -197,11 +198,12 @@ def _median_time(fn, device: str, repeats: int) -> float:
 def check_smollm2(device: str, report: dict, corpus: str | None) -> bool:
     import torch
 
-    from attndsl import stdlib, surrogate
-    from attndsl.corpus import Corpus, load_corpus, make_sequences
+    from attndsl import stdlib
+    from attndsl.surrogates import surrogate
+    from attndsl.extraction.corpus import Corpus, load_corpus, make_sequences
     from attndsl.errors import UserError
-    from attndsl.extract import record_codes
-    from attndsl.models import load_model
+    from attndsl.extraction.extract import record_codes
+    from attndsl.extraction.models import load_model
 
     ok = True
     for dtype in ("float32", "bfloat16"):

@@ -13,7 +13,7 @@ sequences, rows q >= 2 so that the previous token is not the first token):
   earlier copy itself;
 
 then prints the strongest head of each statistic with the category its
-program gets (`attndsl.explanations.explain_run`), the category counts, and
+program gets (`attndsl.explanations.reading.explain_run`), the category counts, and
 checks that every head has a category and a gloss.  Exit status 1 when a
 strongest head is not in its category or fewer than 6 categories occur.
 """
@@ -60,8 +60,8 @@ EXPECTED = {"first": {"sink"}, "previous": {"previous"}, "induction": {"inductio
 
 
 def main(argv: list[str]) -> int:
-    from attndsl.explanations import explain_run
-    from attndsl.store import open_store
+    from attndsl.explanations.reading import explain_run
+    from attndsl.extraction.store import open_store
 
     run_dir = argv[0]
     store = open_store(run_dir)

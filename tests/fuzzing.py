@@ -37,15 +37,15 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 
 from attndsl import stdlib
-from attndsl.batch import TokenBatch
+from attndsl.extraction.batch import TokenBatch
 from attndsl.commands.run import word_table
-from attndsl.emit import emit_module, python_name
+from attndsl.language.emit import emit_module, python_name
 from attndsl.errors import AttnError
-from attndsl.features import TokenTable
-from attndsl.interpreter import evaluate
-from attndsl.parser import MAX_DEPTH, MAX_FACTORS, decode_source, parse
-from attndsl.printer import format_module
-from attndsl.validate import check
+from attndsl.extraction.features import TokenTable
+from attndsl.language.interpreter import evaluate
+from attndsl.language.parser import MAX_DEPTH, MAX_FACTORS, decode_source, parse
+from attndsl.language.printer import format_module
+from attndsl.language.validate import check
 
 #: inputs slower than this count as failures of the long run; an input's time
 #: is the smaller of its wall-clock and its process CPU time, so that a busy
@@ -93,7 +93,7 @@ def _split_programs(source: str) -> list[str]:
 def library_seeds(count: int = 40, seed: int = 0) -> list[str]:
     """Programs shaped like a search library: a few weighted term-pool terms
     (with gates, word conditions and small weights), as `program_source` writes them."""
-    from attndsl.search import GATES, gated, term_pool
+    from attndsl.synthesis.search import GATES, gated, term_pool
 
     rng = random.Random(seed)
     words = ["the", "cat", "blew", "children", "could", "said", ",", "."]

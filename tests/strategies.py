@@ -12,8 +12,8 @@ from functools import lru_cache
 
 from hypothesis import strategies as st
 
-from attndsl import ast, ir
-from attndsl.features import TokenTable, table_from_spans
+from attndsl.language import ast, ir
+from attndsl.extraction.features import TokenTable, table_from_spans
 
 VOCAB = ["the", "The", "cat", "sat", "on", "mat", ".", ",", "!", "?", "\n", "Lily", "dog", "7", "42", "’s", "“", "don't", "a", "_x"]
 STRINGS = VOCAB + ["", "missing", "é", "\"quoted\"", "back\\slash"]

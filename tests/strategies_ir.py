@@ -1,6 +1,6 @@
 """Hypothesis strategies for random valid IR programs and random token tables.
 
-Built directly on `attndsl.ir` (not via the parser), so they reach IR shapes
+Built directly on `attndsl.language.ir` (not via the parser), so they reach IR shapes
 the surface syntax only reaches indirectly (negative constants, empty sets,
 literal-vs-literal comparisons).  Coverage: every IR node type, every
 feature (syntax ones when ``syntax=True``), q/k positions with offsets that
@@ -19,8 +19,8 @@ from functools import lru_cache
 
 from hypothesis import strategies as st
 
-from attndsl import ir
-from attndsl.features import TokenTable, table_from_spans
+from attndsl.language import ir
+from attndsl.extraction.features import TokenTable, table_from_spans
 
 WORDS = ["the", "The", "cat", "sat", "on", "mat", ".", ",", "!", "?", "\n", "Lily", "dog", "7", "42", "’s",
          "don't", "a", "_x", "  ", "é", ""]

@@ -11,11 +11,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from attndsl.anatomy import describe_term
-from attndsl.batch import TokenBatch
-from attndsl.categories import CATEGORIES, categorise, measure_shares
-from attndsl.features import table_from_words
-from attndsl.validate import compile_source
+from attndsl.explanations.anatomy import describe_term
+from attndsl.extraction.batch import TokenBatch
+from attndsl.explanations.categories import CATEGORIES, categorise, measure_shares
+from attndsl.extraction.features import table_from_words
+from attndsl.language.validate import compile_source
 
 SENTENCES = [
     "the cat saw the dog and the cat ran to the dog .",
@@ -148,11 +148,11 @@ KINDS = ("sink", "previous", "induction", "duplicate", "self", "uniform")
 
 def test_constructed_heads_are_categorised_as_built():
     """Synthetic heads → the library's choice among the standard library → the right category."""
-    from attndsl.library import LibraryProgram, build_library, choose_best
-    from attndsl.scoring import DenseAttention
+    from attndsl.synthesis.library import LibraryProgram, build_library, choose_best
+    from attndsl.synthesis.scoring import DenseAttention
     from attndsl import stdlib
-    from attndsl.parser import parse
-    from attndsl.printer import format_program
+    from attndsl.language.parser import parse
+    from attndsl.language.printer import format_program
 
     ts = tables() * 2
     matrices = [np.stack([_pattern(t, kind) for kind in KINDS])[None] for t in ts]  # [1 layer, heads, n, n]

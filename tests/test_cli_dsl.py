@@ -6,9 +6,9 @@ import numpy as np
 from attndsl import stdlib
 from attndsl.cli import main
 from attndsl.commands.run import word_table
-from attndsl.interpreter import evaluate
-from attndsl.parser import parse_file
-from attndsl.validate import compile_source
+from attndsl.language.interpreter import evaluate
+from attndsl.language.parser import parse_file
+from attndsl.language.validate import compile_source
 
 COPYING = next(p for p in stdlib.paths() if p.name == "copying.attn")
 

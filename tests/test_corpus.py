@@ -3,14 +3,7 @@ import json
 
 import pytest
 
-from attndsl.corpus import (
-    Corpus,
-    corpus_hash,
-    load_corpus,
-    make_sequences,
-    sentence_spans,
-    split_of,
-)
+from attndsl.extraction.corpus import Corpus, corpus_hash, load_corpus, make_sequences, sentence_spans, split_of
 from attndsl.errors import UserError
 from tests.tiny import bpe_tokenizer, metaspace_tokenizer
 
@@ -159,7 +152,7 @@ def test_max_sequences_stops_early():
 
 
 def test_max_sentences_limits_sentences_per_sequence():
-    from attndsl.corpus import sentence_spans
+    from attndsl.extraction.corpus import sentence_spans
 
     corpus = load_corpus("builtin")
     single = make_sequences(corpus, bpe_tokenizer(), max_tokens=64, max_sentences=1, max_sequences=40)

@@ -5,12 +5,12 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from attndsl import ast
-from attndsl.emit import load_function
-from attndsl.interpreter import empty_rows, evaluate
-from attndsl.parser import parse
-from attndsl.printer import format_module
-from attndsl.validate import check
+from attndsl.language import ast
+from attndsl.language.emit import load_function
+from attndsl.language.interpreter import empty_rows, evaluate
+from attndsl.language.parser import parse
+from attndsl.language.printer import format_module
+from attndsl.language.validate import check
 
 from .strategies import modules, programs, token_tables
 
@@ -70,7 +70,7 @@ def test_emitted_python_equals_interpreter(program, table):
 @settings(max_examples=100)
 @given(programs(valid=True, max_terms=2))
 def test_empty_sequence_gives_empty_matrix(program):
-    from attndsl.features import table_from_spans
+    from attndsl.extraction.features import table_from_spans
 
     table = table_from_spans("", [], []).with_syntax([], [], [])
     assert evaluate(lower(program), table).shape == (0, 0)

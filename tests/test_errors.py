@@ -5,7 +5,7 @@ import pytest
 
 from attndsl.cli import main
 from attndsl.errors import AttnError
-from attndsl.validate import compile_source
+from attndsl.language.validate import compile_source
 
 from .golden_errors import GOLDEN
 

@@ -6,11 +6,11 @@ import math
 import pytest
 import torch
 
-from attndsl import evaluate, surrogate
+from attndsl.surrogates import evaluate, surrogate
 from attndsl.errors import UserError
-from attndsl.evaluate import RankedHead, Row
-from attndsl.surrogate import Assignment
-from attndsl.validate import compile_program
+from attndsl.surrogates.evaluate import RankedHead, Row
+from attndsl.surrogates.surrogate import Assignment
+from attndsl.language.validate import compile_program
 from tests import tiny
 
 TEXTS = [
@@ -169,7 +169,7 @@ def test_llama_gqa_curve_runs():
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
     """A run extracted from a saved tiny GPT-2 (4 held-out-ish sequences), plus a library."""
-    from attndsl.extract import extract
+    from attndsl.extraction.extract import extract
 
     root = tmp_path_factory.mktemp("replace")
     model_dir = tiny.save_tiny("gpt2", root / "model")
@@ -209,7 +209,7 @@ def test_replace_command_writes_csv_in_iou_order(tiny_run, capsys):
     rows = evaluate.read_csv(tiny_run / "replace" / "replacement.csv")
     assert [r.heads for r in rows] == ["L1H2 L0H3", "L1H2 L0H3 L0H0"]
     assert rows[0].mean_heldout_iou == pytest.approx((0.95 + 0.6) / 2)
-    from attndsl.store import open_store
+    from attndsl.extraction.store import open_store
 
     store = open_store(tiny_run)
     assert rows[0].n_sequences == len(store.heldout_indices)
@@ -236,7 +236,7 @@ def test_replace_command_rejects_bad_libraries(tiny_run, capsys):
 def test_library_from_another_model_is_refused(tiny_run):
     import json
 
-    from attndsl.rundir import MANIFEST
+    from attndsl.pipeline.rundir import MANIFEST
 
     _write_library(tiny_run, [(0, 0, "sink", 0.5, 0.4)], LIBRARY)
     manifest_path = tiny_run / MANIFEST

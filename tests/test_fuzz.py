@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from attndsl.printer import format_module
+from attndsl.language.printer import format_module
 
 from . import fuzzing
 from .strategies import modules
@@ -72,7 +72,7 @@ def test_checker_reports_exceptions_and_broken_round_trips(checker, monkeypatch)
 
 
 def _ir_depth(node) -> int:
-    from attndsl import ir
+    from attndsl.language import ir
 
     children = []
     for name in getattr(node, "__dataclass_fields__", {}):
@@ -89,11 +89,11 @@ def test_random_ir_at_the_parsers_limits_runs_in_every_evaluator(checker, data):
     """Random IR (tests/strategies_ir) deepened to the parser's depth limit and
     repeated to its factor limit: emitted Python compiles and equals the
     interpreter, and so do the kernels."""
-    from attndsl import ir
-    from attndsl.emit import load_function
-    from attndsl.interpreter import evaluate
+    from attndsl.language import ir
+    from attndsl.language.emit import load_function
+    from attndsl.language.interpreter import evaluate
     from attndsl.kernels import dense_blocks, evaluate_programs
-    from attndsl.parser import MAX_DEPTH, MAX_FACTORS
+    from attndsl.language.parser import MAX_DEPTH, MAX_FACTORS
 
     from . import strategies_ir
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 import pytest
 
 from attndsl import stdlib
-from attndsl.batch import TokenBatch
-from attndsl.categories import measure_shares
-from attndsl.features import table_from_words
-from attndsl.gloss import gloss
-from attndsl.validate import compile_source
+from attndsl.extraction.batch import TokenBatch
+from attndsl.explanations.categories import measure_shares
+from attndsl.extraction.features import table_from_words
+from attndsl.explanations.gloss import gloss
+from attndsl.language.validate import compile_source
 
 #: every standard-library program and the sentence its IR reads as
 STDLIB_GLOSSES = {

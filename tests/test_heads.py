@@ -25,7 +25,7 @@ def _run(capsys, *argv) -> tuple[int, str, str]:
 
 
 def test_heads_csv_matches_best_csv_and_is_stable(fake_run, capsys):
-    from attndsl.library import read_best_csv
+    from attndsl.synthesis.library import read_best_csv
 
     code, out, _ = _run(capsys, "heads", str(fake_run), "--format", "csv")
     assert code == 0
@@ -85,7 +85,7 @@ def test_score_says_which_heads_each_user_program_explains(fake_run, tmp_path, c
     assert "my_uniform: Every token evenly." in out and "my_prev: The previous token" in out
     saved = json.loads((fake_run / "scores" / "mine.hypotheses.json").read_text())
     uniform = next(p for p in saved["programs"] if p["name"] == "my_uniform")
-    from attndsl.library import read_best_csv
+    from attndsl.synthesis.library import read_best_csv
 
     best = {(r.layer, r.head): r for r in read_best_csv(fake_run / "library" / "best.csv")}
     values = [h["heldout_iou"] for h in uniform["heads"]]
@@ -99,7 +99,7 @@ def test_score_says_which_heads_each_user_program_explains(fake_run, tmp_path, c
     for h in uniform["heads"][:3]:
         assert f"L{h['layer']}H{h['head']}: held-out IoU {h['heldout_iou']:.3f}" in out
     # and the report shows them
-    from attndsl.report import build_report
+    from attndsl.reporting.report import build_report
     from tests.test_report import page_data
 
     data = page_data(build_report(fake_run).read_text(encoding="utf-8"))

@@ -3,7 +3,7 @@
 Numbers and paths are refused by argparse ``type=`` checks
 (`attndsl.commands.args`) before any work starts, so most cases need no run
 at all; ranges that depend on the model (positions) and model-file integrity
-(`attndsl.model_files`) use a saved tiny random GPT-2 and a tiny GGUF file
+(`attndsl.extraction.model_files`) use a saved tiny random GPT-2 and a tiny GGUF file
 written with the ``gguf`` package.
 """
 from __future__ import annotations
@@ -144,7 +144,7 @@ def test_max_tokens_beyond_the_model_positions_is_refused_before_work(model_dir,
 
 
 def test_max_positions_reads_either_config_spelling():
-    from attndsl.model_files import max_positions
+    from attndsl.extraction.model_files import max_positions
     from tests.tiny import tiny_gpt2, tiny_llama_gqa
 
     assert max_positions(tiny_gpt2()) == 256  # n_positions
@@ -153,7 +153,7 @@ def test_max_positions_reads_either_config_spelling():
 
 @pytest.fixture(scope="module")
 def extracted(model_dir, tmp_path_factory):
-    from attndsl.extract import extract
+    from attndsl.extraction.extract import extract
 
     run = tmp_path_factory.mktemp("extracted") / "run"
     extract(run, model=str(model_dir), corpus="builtin", max_sequences=6, max_tokens=16, progress=False)
@@ -195,7 +195,7 @@ def truncate(path: Path, size: int) -> None:
 
 def test_gguf_checks(tmp_path):
     from attndsl.errors import UserError
-    from attndsl.model_files import check_gguf
+    from attndsl.extraction.model_files import check_gguf
 
     path = write_tiny_gguf(tmp_path / "tiny.gguf")
     check_gguf(path)  # complete: passes

@@ -170,7 +170,7 @@ def test_damaged_run_is_exit_2_naming_the_file(case, command, reference, model_d
 
 
 def test_the_undamaged_run_still_passes_every_check(reference, model_dir, tmp_path, capsys):
-    from attndsl.store import open_store
+    from attndsl.extraction.store import open_store
 
     run = tmp_path / "run"
     shutil.copytree(reference, run)
@@ -225,7 +225,7 @@ def test_a_run_directory_that_cannot_be_created(tmp_path, capsys, model_dir):
 
 
 def test_conform_names_the_place_and_the_expectation():
-    from attndsl.rundir import Choice, Int, Map, conform
+    from attndsl.pipeline.rundir import Choice, Int, Map, conform
 
     schema = {"a": [Int(0)], "b?": (str, None), "c": Map({"d": Choice(("x", "y"))})}
     assert conform({"a": [0, 3], "c": {"k": {"d": "x"}}}, schema) is None
@@ -240,7 +240,7 @@ def test_conform_names_the_place_and_the_expectation():
 
 def test_read_json_and_read_csv_turn_every_problem_into_a_user_error(tmp_path):
     from attndsl.errors import UserError
-    from attndsl.rundir import read_csv, read_json
+    from attndsl.pipeline.rundir import read_csv, read_json
 
     path = tmp_path / "x.json"
     for text, message in (("{", "not valid JSON"), ("1" * 5000, "4300 digits"), ("[" * 50_000 + "]" * 50_000,

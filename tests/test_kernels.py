@@ -6,9 +6,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from attndsl import interpreter, ir
-from attndsl.batch import TokenBatch, causal_entries, causal_layout
-from attndsl.features import table_from_words
+from attndsl.language import interpreter, ir
+from attndsl.extraction.batch import TokenBatch, causal_entries, causal_layout
+from attndsl.extraction.features import table_from_words
 from attndsl.kernels import (
     combine,
     dense_blocks,

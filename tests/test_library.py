@@ -4,13 +4,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from attndsl import library
-from attndsl.batch import TokenBatch
+from attndsl.synthesis import library
+from attndsl.extraction.batch import TokenBatch
 from attndsl.errors import UserError
-from attndsl.features import table_from_words
-from attndsl.interpreter import evaluate
-from attndsl.scoring import DenseAttention
-from attndsl.validate import compile_program
+from attndsl.extraction.features import table_from_words
+from attndsl.language.interpreter import evaluate
+from attndsl.synthesis.scoring import DenseAttention
+from attndsl.language.validate import compile_program
 
 TEXT = ("Once upon a time , there was a dog named Max . Max loved the park ! "
         "One day Max saw a red ball , and he ran to it . The girl said : \" Yes ! \" ").split()
@@ -31,8 +31,8 @@ SOURCES = {
 
 
 def _program(name, origin="search", layer=None, head=None, iou=None):
-    from attndsl.parser import parse
-    from attndsl.printer import format_module
+    from attndsl.language.parser import parse
+    from attndsl.language.printer import format_module
 
     return library.LibraryProgram(name, format_module(parse(SOURCES[name])), origin, layer, head, iou)
 

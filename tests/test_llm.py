@@ -12,25 +12,16 @@ import math
 import numpy as np
 import pytest
 
-from attndsl import ir
+from attndsl.language import ir
 from attndsl.errors import AttnError, UserError
-from attndsl.features import table_from_words
-from attndsl.interpreter import evaluate
-from attndsl.scoring import iou_dense as soft_iou
-from attndsl.llm import (
-    JsonlLog,
-    LLMConfig,
-    read_jsonl,
-    request_hash,
-    sequence_fits,
-
-    write_heads,
-    write_programs,
-)
-from attndsl.prompts import EXAMPLES as PROMPT_EXAMPLES
-from attndsl.prompts import dsl_card, split_answer
-from attndsl.summary import summarize_head
-from attndsl.validate import compile_program, compile_source
+from attndsl.extraction.features import table_from_words
+from attndsl.language.interpreter import evaluate
+from attndsl.synthesis.scoring import iou_dense as soft_iou
+from attndsl.synthesis.llm import JsonlLog, LLMConfig, read_jsonl, request_hash, sequence_fits, write_heads, write_programs
+from attndsl.synthesis.prompts import EXAMPLES as PROMPT_EXAMPLES
+from attndsl.synthesis.prompts import dsl_card, split_answer
+from attndsl.synthesis.summary import summarize_head
+from attndsl.language.validate import compile_program, compile_source
 from tests.fake_llm_server import (
     ECHOED_LISTING,
     GOOD_PROGRAM,
@@ -388,7 +379,7 @@ def test_split_answer_ignores_prose_and_foreign_code():
 
 
 def test_fitted_weights_are_one_more_candidate(tmp_path):
-    from attndsl.fit import WeightFitter, head_column
+    from attndsl.synthesis.fit import WeightFitter, head_column
 
     truth = compile_program("program t { 0.7 * [k == q - 1] + 0.3 * [k == 0] }")
     examples = [(t, evaluate(truth, t)) for t, _ in EXAMPLES]
@@ -418,7 +409,7 @@ def test_fitted_weights_are_one_more_candidate(tmp_path):
 
 
 def test_examples_shown_are_far_from_the_head():
-    from attndsl.prompts import choose_examples
+    from attndsl.synthesis.prompts import choose_examples
 
     previous = [e.source for e in choose_examples(summary())]
     assert not any("[k == q - 1]" in s and "previous_token" in s for s in previous)
@@ -429,7 +420,7 @@ def test_examples_shown_are_far_from_the_head():
 
 
 def test_every_prompt_stays_within_budget_and_trims_the_least_informative_first(tmp_path):
-    from attndsl.prompts import PromptBudget, PromptTooLong, TokenCounter, program_prompt, refinement_prompt, repair_prompt
+    from attndsl.synthesis.prompts import PromptBudget, PromptTooLong, TokenCounter, program_prompt, refinement_prompt, repair_prompt
 
     rng = np.random.default_rng(0)
     words = "the cat dog sat on a mat . and then it ran away , happy sun Lily Tom said \"".split()
@@ -462,7 +453,7 @@ def test_a_request_over_budget_is_not_sent(tmp_path):
 
 
 def test_token_counter_uses_a_local_tokenizer(tmp_path):
-    from attndsl.prompts import TokenCounter
+    from attndsl.synthesis.prompts import TokenCounter
     from tests.tiny import bpe_tokenizer
 
     tok = bpe_tokenizer()
@@ -489,7 +480,7 @@ def test_heads_json_keeps_heads_from_earlier_calls(tmp_path):
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
-    from attndsl.extract import extract
+    from attndsl.extraction.extract import extract
     from tests.tiny import tiny_loaded
 
     path = tmp_path_factory.mktemp("llm") / "run"
@@ -500,7 +491,7 @@ def tiny_run(tmp_path_factory):
 def test_synthesis_retries_failed_heads_and_keeps_llm_metadata(tiny_run, tmp_path):
     import shutil
 
-    from attndsl.synthesize import synthesize
+    from attndsl.synthesis.synthesize import synthesize
 
     run = tmp_path / "run"
     shutil.copytree(tiny_run, run)
@@ -554,9 +545,9 @@ def test_llm_benchmark_end_to_end_against_the_fake_server(tiny_run, tmp_path, ca
 
 
 def test_every_prompt_for_a_runs_heads_stays_within_budget(tiny_run):
-    from attndsl.prompts import PromptBudget, TokenCounter, program_prompt, refinement_prompt, repair_prompt
-    from attndsl.store import open_store
-    from attndsl.synthesize import llm_tools
+    from attndsl.synthesis.prompts import PromptBudget, TokenCounter, program_prompt, refinement_prompt, repair_prompt
+    from attndsl.extraction.store import open_store
+    from attndsl.synthesis.synthesize import llm_tools
 
     store = open_store(tiny_run)
     synth = store.synthesis_indices
@@ -574,7 +565,7 @@ def test_every_prompt_for_a_runs_heads_stays_within_budget(tiny_run):
 
 
 def test_nearest_rewrite_only_where_the_fix_is_obvious():
-    from attndsl.prompts import nearest_rewrite
+    from attndsl.synthesis.prompts import nearest_rewrite
 
     def rewrite(source, syntax=False):
         try:

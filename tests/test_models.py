@@ -4,7 +4,7 @@ import json
 import pytest
 
 from attndsl.errors import UserError
-from attndsl.models import ALIASES, adds_bos, load_model, resolve_alias, tokenizer_settings
+from attndsl.extraction.models import ALIASES, adds_bos, load_model, resolve_alias, tokenizer_settings
 from tests.tiny import save_tiny
 
 
@@ -99,9 +99,9 @@ def test_gemma3_270m_gguf_identity_and_extraction(tmp_path):
     import numpy as np
     import torch
 
-    from attndsl import surrogate
-    from attndsl.extract import extract
-    from attndsl.store import ENTRY_RELATIVE_ERROR, FLOOR
+    from attndsl.surrogates import surrogate
+    from attndsl.extraction.extract import extract
+    from attndsl.extraction.store import ENTRY_RELATIVE_ERROR, FLOOR
 
     path = Path(os.environ.get("ATTNDSL_GEMMA3_GGUF", "")).expanduser()
     if not os.environ.get("ATTNDSL_GEMMA3_GGUF") or not path.is_file():
@@ -126,7 +126,7 @@ def test_gemma3_270m_gguf_identity_and_extraction(tmp_path):
                 out[b, p, : len(where), : len(where)] = ref.attentions[layer][b, head][where[:, None], where[None, :]]
         return out
 
-    from attndsl.validate import compile_program
+    from attndsl.language.validate import compile_program
 
     every = [(l, h, compile_program(f"program own_{l}_{h} {{ 1 }}")) for l in range(18) for h in range(4)]
     with surrogate.attach(loaded.model, surrogate.Assignment.from_items(every), loaded.tokenizer, pattern_fn=own) as handle:

@@ -2,9 +2,9 @@
 from __future__ import annotations
 
 from attndsl import stdlib
-from attndsl.library import LibraryProgram
-from attndsl.naming import keeps_own_name, name_library, program_name
-from attndsl.validate import compile_source
+from attndsl.synthesis.library import LibraryProgram
+from attndsl.explanations.naming import keeps_own_name, name_library, program_name
+from attndsl.language.validate import compile_source
 
 
 def test_stdlib_programs_are_named_after_their_terms():

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from attndsl import qa, surrogate
+from attndsl.surrogates import qa, surrogate
 from attndsl.errors import UserError
-from attndsl.surrogate import Assignment
-from attndsl.validate import compile_program
+from attndsl.surrogates.surrogate import Assignment
+from attndsl.language.validate import compile_program
 from tests import tiny
 
 SAMPLE = Path(__file__).parent / "data" / "qa_sample.jsonl"
@@ -122,7 +122,7 @@ def test_compare_with_and_without_replacement(model_and_tokenizer):
 
 
 def test_adapter_core_loglikelihood_and_generation():
-    from attndsl.lm_eval_adapter import SurrogateLMCore
+    from attndsl.surrogates.lm_eval_adapter import SurrogateLMCore
 
     model, tokenizer = tiny.tiny_gpt2(), tiny.bpe_tokenizer()
     core = SurrogateLMCore(model, tokenizer, Assignment.from_items([(0, 0, PREV)]), batch_size=2)
@@ -141,7 +141,7 @@ def test_lm_eval_subclass_when_installed():
     pytest.importorskip("lm_eval")
     from lm_eval.api.instance import Instance
 
-    from attndsl.lm_eval_adapter import make_lm
+    from attndsl.surrogates.lm_eval_adapter import make_lm
 
     model, tokenizer = tiny.tiny_gpt2(), tiny.bpe_tokenizer()
     lm = make_lm(model, tokenizer, Assignment.from_items([(0, 0, PREV)]), batch_size=2)
@@ -156,7 +156,7 @@ def test_lm_eval_subclass_when_installed():
 
 def test_qa_command(tmp_path, capsys):
     from attndsl.cli import main
-    from attndsl.extract import extract
+    from attndsl.extraction.extract import extract
 
     model_dir = tiny.save_tiny("gpt2", tmp_path / "model")
     run = tmp_path / "run"

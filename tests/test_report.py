@@ -4,7 +4,7 @@
 attention store (tiny random Llama on the built-in corpus, via `extract`), a
 library of standard-library programs, a ``best.csv`` whose scores are the
 real held-out IoU of each head's program (so numbers in the page can be
-checked), and a replacement CSV in `attndsl.evaluate`'s format.  The browser
+checked), and a replacement CSV in `attndsl.surrogates.evaluate`'s format.  The browser
 test uses the same fixture.
 """
 from __future__ import annotations
@@ -53,13 +53,13 @@ def make_fake_run(path: Path, n_sequences: int = 10, kind: str = "llama", with_r
                   with_short: bool = False) -> Path:
     """A run directory with a store, a library, best.csv and (optionally) a replacement CSV and a
     short tier (best.csv's short_* columns: layer `SHORT_LAYER` gets the sink program)."""
-    from attndsl.evaluate import Row, write_csv
-    from attndsl.extract import extract
-    from attndsl.report import BEST_COLUMNS
-    from attndsl.rundir import atomic_write_json, atomic_write_text, open_run
-    from attndsl.scoring import iou_dense, iou_dense_ignore_sink
-    from attndsl.interpreter import evaluate
-    from attndsl.validate import compile_source
+    from attndsl.surrogates.evaluate import Row, write_csv
+    from attndsl.extraction.extract import extract
+    from attndsl.reporting.report import BEST_COLUMNS
+    from attndsl.pipeline.rundir import atomic_write_json, atomic_write_text, open_run
+    from attndsl.synthesis.scoring import iou_dense, iou_dense_ignore_sink
+    from attndsl.language.interpreter import evaluate
+    from attndsl.language.validate import compile_source
     from tests.tiny import tiny_loaded
 
     store = extract(path, model=tiny_loaded(kind), corpus="builtin", max_sequences=n_sequences, progress=False)
@@ -89,8 +89,8 @@ def make_fake_run(path: Path, n_sequences: int = 10, kind: str = "llama", with_r
         return ",".join(BEST_COLUMNS) + "\n" + "".join(",".join(str(v) for v in row) + "\n" for row in rows)
 
     full = table(short=False)
-    if with_short:  # best.csv's short_* columns (attndsl.library.SHORT_COLUMNS)
-        from attndsl.library import SHORT_COLUMNS
+    if with_short:  # best.csv's short_* columns (attndsl.synthesis.library.SHORT_COLUMNS)
+        from attndsl.synthesis.library import SHORT_COLUMNS
 
         short = table(short=True).splitlines()
         lines = full.splitlines()
@@ -125,7 +125,7 @@ def page_data(html_text: str) -> dict:
 
 
 def test_report_is_self_contained_and_holds_every_section(fake_run):
-    from attndsl.report import build_report
+    from attndsl.reporting.report import build_report
 
     path = build_report(fake_run)
     assert path == fake_run / "report.html"
@@ -140,8 +140,8 @@ def test_report_is_self_contained_and_holds_every_section(fake_run):
 
 
 def test_report_data_matches_the_run(fake_run):
-    from attndsl.report import build_report, read_best
-    from attndsl.store import open_store
+    from attndsl.reporting.report import build_report, read_best
+    from attndsl.extraction.store import open_store
 
     data = page_data(build_report(fake_run).read_text(encoding="utf-8"))
     store = open_store(fake_run)
@@ -167,8 +167,8 @@ def test_report_data_matches_the_run(fake_run):
 
 
 def test_heatmaps_hold_the_real_and_the_program_attention(fake_run):
-    from attndsl.report import build_report, choose_examples, decode_weights
-    from attndsl.store import open_store
+    from attndsl.reporting.report import build_report, choose_examples, decode_weights
+    from attndsl.extraction.store import open_store
 
     data = page_data(build_report(fake_run, examples=2, max_tokens=12).read_text(encoding="utf-8"))
     store = open_store(fake_run)
@@ -197,7 +197,7 @@ def test_heatmaps_hold_the_real_and_the_program_attention(fake_run):
 def test_report_of_an_unfinished_run_says_what_is_missing(tmp_path, fake_run):
     import shutil
 
-    from attndsl.report import build_report
+    from attndsl.reporting.report import build_report
 
     run = tmp_path / "partial"
     shutil.copytree(fake_run, run, ignore=shutil.ignore_patterns("library", "replace", "report.html"))
@@ -210,7 +210,7 @@ def test_report_of_an_unfinished_run_says_what_is_missing(tmp_path, fake_run):
 def test_missing_run_and_bad_best_csv_are_user_errors(tmp_path, fake_run):
     import shutil
 
-    from attndsl.report import build_report
+    from attndsl.reporting.report import build_report
 
     with pytest.raises(UserError, match="not an attndsl run"):
         build_report(tmp_path / "nowhere")
@@ -222,14 +222,14 @@ def test_missing_run_and_bad_best_csv_are_user_errors(tmp_path, fake_run):
 
 
 def test_colour_map_matches_the_page_and_has_no_nan(fake_run):
-    from attndsl.report import COLOUR_STOPS, MISSING_COLOUR, iou_colour
+    from attndsl.reporting.report import COLOUR_STOPS, MISSING_COLOUR, iou_colour
 
     assert iou_colour(0.0) == COLOUR_STOPS[0]
     assert iou_colour(1.0) == COLOUR_STOPS[-1]
     assert iou_colour(float("nan")) == MISSING_COLOUR
     middle = iou_colour(0.5)
     assert all(min(a, b) <= m <= max(a, b) for a, b, m in zip(COLOUR_STOPS[4], COLOUR_STOPS[5], middle))
-    from attndsl.report import build_report
+    from attndsl.reporting.report import build_report
 
     match = re.search(r'<script id="report-data" type="application/json">(.*?)</script>',
                       build_report(fake_run).read_text(encoding="utf-8"), re.S)
@@ -242,7 +242,7 @@ def test_colour_map_matches_the_page_and_has_no_nan(fake_run):
 
 def test_report_size_stays_bounded_for_270_heads():
     """270 heads x 3 examples x 40 tokens fits in a few MB (the encoding's size, computed)."""
-    from attndsl.report import DEFAULT_EXAMPLES, DEFAULT_MAX_TOKENS
+    from attndsl.reporting.report import DEFAULT_EXAMPLES, DEFAULT_MAX_TOKENS
 
     tri = DEFAULT_MAX_TOKENS * (DEFAULT_MAX_TOKENS + 1) // 2
     raw = 270 * DEFAULT_EXAMPLES * 2 * tri
@@ -267,8 +267,8 @@ def test_report_command_rebuilds_the_report(fake_run, tmp_path, capsys):
 
 
 def test_report_opens_on_categories_with_glosses(fake_run):
-    from attndsl.categories import CATEGORIES
-    from attndsl.report import build_report
+    from attndsl.explanations.categories import CATEGORIES
+    from attndsl.reporting.report import build_report
 
     data = page_data(build_report(fake_run).read_text(encoding="utf-8"))
     assert all(h["category"] in CATEGORIES and h["gloss"] for h in data["heads"])
@@ -290,8 +290,8 @@ def _hostile_run(fake_run, tmp_path, text: str):
     """The fake run with one head's program holding ``text`` as a string, and ``text`` in the corpus name."""
     import shutil
 
-    from attndsl.printer import format_string
-    from attndsl.rundir import read_json, atomic_write_json
+    from attndsl.language.printer import format_string
+    from attndsl.pipeline.rundir import read_json, atomic_write_json
 
     run = tmp_path / "hostile"
     shutil.copytree(fake_run, run)
@@ -313,7 +313,7 @@ def _hostile_run(fake_run, tmp_path, text: str):
 def test_no_string_breaks_the_page(fake_run, tmp_path, text):
     from html.parser import HTMLParser
 
-    from attndsl.report import build_report
+    from attndsl.reporting.report import build_report
 
     page = build_report(_hostile_run(fake_run, tmp_path, text)).read_text(encoding="utf-8")
 

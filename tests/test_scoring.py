@@ -6,19 +6,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from attndsl import interpreter, ir
-from attndsl.batch import TokenBatch, causal_layout
-from attndsl.features import table_from_words
+from attndsl.language import interpreter, ir
+from attndsl.extraction.batch import TokenBatch, causal_layout
+from attndsl.extraction.features import table_from_words
 from attndsl.kernels import evaluate_programs
-from attndsl.scoring import (
-    AttentionSource,
-    DenseAttention,
-    PackedAttention,
-    iou_dense,
-    iou_dense_ignore_sink,
-    score,
-    score_values,
-)
+from attndsl.synthesis.scoring import AttentionSource, DenseAttention, PackedAttention, iou_dense, iou_dense_ignore_sink, score, score_values
 
 from .strategies_ir import programs, token_tables
 

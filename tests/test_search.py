@@ -4,14 +4,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from attndsl import search
-from attndsl.batch import TokenBatch
-from attndsl.features import table_from_words
-from attndsl.interpreter import evaluate
-from attndsl.parser import parse
-from attndsl.printer import format_module
-from attndsl.scoring import DenseAttention, iou_dense, score
-from attndsl.validate import compile_program, compile_source
+from attndsl.synthesis import search
+from attndsl.extraction.batch import TokenBatch
+from attndsl.extraction.features import table_from_words
+from attndsl.language.interpreter import evaluate
+from attndsl.language.parser import parse
+from attndsl.language.printer import format_module
+from attndsl.synthesis.scoring import DenseAttention, iou_dense, score
+from attndsl.language.validate import compile_program, compile_source
 
 SENTENCES = [
     "Once upon a time , there was a little dog named Max .",
@@ -160,7 +160,7 @@ def test_smollm2_previous_token_and_sink_heads_are_explained(tmp_path):
     previous-token term as its main term, and the strongest sink head's the first-token term."""
     from pathlib import Path
 
-    from attndsl.extract import extract
+    from attndsl.extraction.extract import extract
 
     corpus = Path(__file__).resolve().parents[2] / "shared" / "data" / "tinystories" / "train-sample.txt"
     if not corpus.exists():

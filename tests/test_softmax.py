@@ -14,15 +14,15 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from attndsl import interpreter, ir
-from attndsl.batch import TokenBatch
-from attndsl.emit import emit_python, load_function
-from attndsl.features import table_from_words
+from attndsl.language import interpreter, ir
+from attndsl.extraction.batch import TokenBatch
+from attndsl.language.emit import emit_python, load_function
+from attndsl.extraction.features import table_from_words
 from attndsl.kernels import combine, dense_blocks, evaluate_programs, evaluate_terms
-from attndsl.parser import parse
-from attndsl.printer import format_module
-from attndsl.torch_bridge import attention_tensors
-from attndsl.validate import compile_program
+from attndsl.language.parser import parse
+from attndsl.language.printer import format_module
+from attndsl.surrogates.torch_bridge import attention_tensors
+from attndsl.language.validate import compile_program
 
 from .strategies_ir import programs, token_batches, token_tables
 
@@ -198,8 +198,8 @@ def test_softmax_log_ratios_are_logit_differences(program, table):
 def test_reference_examples_compile_and_name_the_new_declarations():
     import re
 
-    from attndsl.prompts import dsl_reference
-    from attndsl.validate import compile_source
+    from attndsl.synthesis.prompts import dsl_reference
+    from attndsl.language.validate import compile_source
 
     reference = dsl_reference()
     blocks = re.findall(r"```attn\n(.*?)```", reference, re.S)

@@ -16,8 +16,8 @@ import pytest
 
 from attndsl import stdlib
 from attndsl.cli import main
-from attndsl.features import table_from_words
-from attndsl.interpreter import evaluate
+from attndsl.extraction.features import table_from_words
+from attndsl.language.interpreter import evaluate
 
 A = table_from_words(["The", "cat", "sat", ".", "The", "cat", "ran", "!"])
 B = table_from_words(["Hel", "lo", " wor", "ld", "."], separator="")

@@ -7,22 +7,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from attndsl.errors import UserError
-from attndsl.features import table_from_words
-from attndsl.rundir import atomic_write_bytes, open_run
-from attndsl.store import (
-    FLOOR,
-    RELATIVE_ERROR,
-    SequenceRecord,
-    Store,
-    StoreWriter,
-    decode,
-    encode,
-    iou_error_bound,
-    pack12,
-    packed_size,
-    tri_size,
-    unpack12,
-)
+from attndsl.extraction.features import table_from_words
+from attndsl.pipeline.rundir import atomic_write_bytes, open_run
+from attndsl.extraction.store import FLOOR, RELATIVE_ERROR, SequenceRecord, Store, StoreWriter, decode, encode, iou_error_bound, pack12, packed_size, tri_size, unpack12
 
 
 @given(st.lists(st.integers(0, 4095), max_size=50))

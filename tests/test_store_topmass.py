@@ -12,21 +12,9 @@ from hypothesis import strategies as st
 
 from attndsl import cli
 from attndsl.errors import UserError
-from attndsl.extract import extract
-from attndsl.rundir import Run
-from attndsl.store import (
-    ENTRY_RELATIVE_ERROR,
-    FLOOR,
-    Store,
-    StoreWriter,
-    decode,
-    iou_error_bound,
-    pack_sparse,
-    sparse_size,
-    topmass_keep,
-    tri_size,
-    unpack_sparse,
-)
+from attndsl.extraction.extract import extract
+from attndsl.pipeline.rundir import Run
+from attndsl.extraction.store import ENTRY_RELATIVE_ERROR, FLOOR, Store, StoreWriter, decode, iou_error_bound, pack_sparse, sparse_size, topmass_keep, tri_size, unpack_sparse
 from tests.test_store import _records
 from tests.tiny import tiny_loaded
 

@@ -6,10 +6,10 @@ import json
 import numpy as np
 import pytest
 
-from attndsl.features import table_from_words
-from attndsl.interpreter import evaluate
-from attndsl.summary import summarize_head
-from attndsl.validate import compile_program
+from attndsl.extraction.features import table_from_words
+from attndsl.language.interpreter import evaluate
+from attndsl.synthesis.summary import summarize_head
+from attndsl.language.validate import compile_program
 
 SENTENCES = [
     "Once upon a time , there was a little cat . The cat was happy .",

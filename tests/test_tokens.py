@@ -1,8 +1,8 @@
 """Token tables from fast tokenizers: ids and spans agree with the tokenizer's offsets."""
 import pytest
 
-from attndsl.features import surface
-from attndsl.tokens import encode_sequences, token_table
+from attndsl.extraction.features import surface
+from attndsl.extraction.tokens import encode_sequences, token_table
 from tests.tiny import bpe_tokenizer, metaspace_tokenizer
 
 TEXTS = [
@@ -96,7 +96,7 @@ def test_encode_sequences_returns_ids_and_tables():
 
 @pytest.mark.slow
 def test_smollm2_tokenizer_alignment():
-    from attndsl.models import load_model
+    from attndsl.extraction.models import load_model
 
     tokenizer = load_model("smollm2").tokenizer
     for text in TEXTS:

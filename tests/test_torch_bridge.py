@@ -5,11 +5,11 @@ import numpy as np
 import pytest
 import torch
 
-from attndsl import interpreter, ir
-from attndsl.batch import TokenBatch
-from attndsl.features import table_from_words
+from attndsl.language import interpreter, ir
+from attndsl.extraction.batch import TokenBatch
+from attndsl.extraction.features import table_from_words
 from attndsl.kernels import combine, evaluate_terms
-from attndsl.torch_bridge import attention_tensors, values_to_tensor
+from attndsl.surrogates.torch_bridge import attention_tensors, values_to_tensor
 
 PREV = ir.Program("prev", (ir.Term(1.0, (ir.Indicator(ir.NumCompare(
     "==", ir.Position("k"), ir.Arith("-", ir.Position("q"), ir.Const(1.0)))),)),), "self")

@@ -38,7 +38,7 @@ def test_wheel_installs_and_parses_in_fresh_venv(wheel, tmp_path):
     script = (
         "import attndsl, attndsl.kernels, attndsl.grammar, pathlib, sys\n"
         "assert pathlib.Path(attndsl.__file__).is_relative_to(pathlib.Path(sys.prefix)), attndsl.__file__\n"
-        "from attndsl.parser import parse, grammar_text\n"
+        "from attndsl.language.parser import parse, grammar_text\n"
         "from attndsl import stdlib\n"
         "assert 'program' in grammar_text()\n"
         "m = parse('program p { 0.5 * [k == q - 1] + 0.5 * nearest(punct(k)) }')\n"

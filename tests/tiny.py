@@ -5,7 +5,7 @@
   markers, ``<s>`` BOS added by the post-processor, ``<unk>`` for unseen chars).
 - `tiny_gpt2()`, `tiny_llama_gqa()`, `tiny_mistral_sliding()`,
   `tiny_qwen2_bias()`, `tiny_gemma3()`: randomly initialised models (fixed
-  seed) built from configs, vocab matching the tokenizer; `tiny_loaded(kind)` wraps one as `attndsl.models.LoadedModel`.
+  seed) built from configs, vocab matching the tokenizer; `tiny_loaded(kind)` wraps one as `attndsl.extraction.models.LoadedModel`.
 - `save_tiny(kind, directory)`: write one to disk so `load_model(path)` can load it.
 """
 from __future__ import annotations
@@ -216,8 +216,8 @@ FAMILIES = tuple(sorted(_KINDS))
 
 
 def tiny_loaded(kind: str = "gpt2"):
-    """A tiny model as `attndsl.models.LoadedModel` (what extraction consumes)."""
-    from attndsl.models import LoadedModel
+    """A tiny model as `attndsl.extraction.models.LoadedModel` (what extraction consumes)."""
+    from attndsl.extraction.models import LoadedModel
 
     build, make_tokenizer = _KINDS[kind]
     model, tokenizer = build(), make_tokenizer()

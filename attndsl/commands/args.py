@@ -9,7 +9,7 @@ means ``--batch-size 0``, ``--max-sequences -3``, ``--fraction nan``, a
 by every command.
 
 Ranges that depend on the model (positions, layers, heads) are checked where
-the model is known: `attndsl.model_files.check_max_tokens` and the head
+the model is known: `attndsl.extraction.model_files.check_max_tokens` and the head
 checks of the synthesis stage; `head_spec` only checks the syntax and keeps
 numbers small enough to compare.
 """
@@ -142,7 +142,7 @@ def output_file(text: str) -> str:
     return text
 
 
-#: the LLM writer's numeric flags (`attndsl.llm.add_arguments`), checked by `check_llm_arguments`
+#: the LLM writer's numeric flags (`attndsl.synthesis.llm.add_arguments`), checked by `check_llm_arguments`
 LLM_LIMITS: dict[str, Callable[[str], object]] = {
     "llm_temperature": number(0.0, 2.0),
     "llm_max_tokens": integer(1),
@@ -158,11 +158,11 @@ LLM_LIMITS: dict[str, Callable[[str], object]] = {
 def check_llm_arguments(args: argparse.Namespace) -> None:
     """Check the LLM writer's numbers by the same rules; a bad one is a `UserError` naming the flag.
 
-    Those flags are declared by `attndsl.llm.add_arguments` (with plain
+    Those flags are declared by `attndsl.synthesis.llm.add_arguments` (with plain
     ``type=int``/``float``); they are checked here after parsing, so one
     definition of each rule serves every command.
     """
-    from ..errors import UserError
+    from attndsl.errors import UserError
 
     for dest, parse in LLM_LIMITS.items():
         value = getattr(args, dest, None)

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import pprint
 
-from .. import ir
-from ..emit import emit_module
-from ..errors import AttnError, Diagnostic, source_line
-from ..parser import parse, read_source
-from ..printer import format_module
-from ..syntax import INSTALL_HINT as SYNTAX_INSTALL_HINT
-from ..validate import check
+from attndsl.language import ir
+from attndsl.language.emit import emit_module
+from attndsl.errors import AttnError, Diagnostic, source_line
+from attndsl.language.parser import parse, read_source
+from attndsl.language.printer import format_module
+from attndsl.extraction.syntax import INSTALL_HINT as SYNTAX_INSTALL_HINT
+from attndsl.language.validate import check
 
 
 def register(sub) -> None:
@@ -25,8 +25,8 @@ def register(sub) -> None:
 
 
 def syntax_provider_available() -> bool:
-    """spaCy and an English pipeline are installed (`attndsl.syntax.find_pipeline`)."""
-    from ..syntax import provider_available
+    """spaCy and an English pipeline are installed (`attndsl.extraction.syntax.find_pipeline`)."""
+    from attndsl.extraction.syntax import provider_available
 
     return provider_available()
 
@@ -83,7 +83,7 @@ def run(args) -> int:
         case "python":
             print(emit_module(programs), end="")
         case None:
-            from ..compiled import compile_programs
+            from attndsl.language.compiled import compile_programs
 
             compiled = compile_programs(programs)
             print(f"{args.file}: {len(programs)} program{'s' if len(programs) != 1 else ''} compiled ({compiled.summary})")

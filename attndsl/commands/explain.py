@@ -4,8 +4,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..explain import DEFAULT_FRACTIONS, DEFAULT_MAX_SEQUENCES, DEFAULT_MAX_TOKENS
-from .args import check_llm_arguments, fraction_list, head_spec, integer, number
+from attndsl.pipeline.explain import DEFAULT_FRACTIONS, DEFAULT_MAX_SEQUENCES, DEFAULT_MAX_TOKENS
+from attndsl.commands.args import check_llm_arguments, fraction_list, head_spec, integer, number
 
 
 def _default_out(model: str) -> str:
@@ -56,15 +56,15 @@ def register(subparsers) -> None:
     parser.add_argument("--batch-size", type=integer(1), default=8)
     parser.add_argument("--report-examples", type=integer(0), default=3, help="held-out sequences shown per head in the report")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
-    from ..llm import add_arguments
+    from attndsl.synthesis.llm import add_arguments
 
     add_arguments(parser)
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..explain import explain
-    from ..llm import LLMConfig, config_from_args
+    from attndsl.pipeline.explain import explain
+    from attndsl.synthesis.llm import LLMConfig, config_from_args
 
     check_llm_arguments(args)
     llm = None

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from .args import integer, number
+from attndsl.commands.args import integer, number
 
 
 def register(subparsers) -> None:
@@ -51,7 +51,7 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..extract import extract, length_summary
+    from attndsl.extraction.extract import extract, length_summary
 
     store = extract(
         args.out,

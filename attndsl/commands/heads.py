@@ -1,7 +1,7 @@
 """``attndsl heads RUN``: the head table in the terminal — category, purity, IoU, program, gloss.
 
 Every head of a run with its category (from its program's main terms and their
-share of the row mass; see `attndsl.categories`), filterable by category,
+share of the row mass; see `attndsl.explanations.categories`), filterable by category,
 held-out IoU and layer, as an aligned table, CSV or JSON for scripts.  Rows are
 ordered by layer, then head; numbers are rounded to 3 decimals (table) or 4
 (CSV, JSON), so the output of one run never changes.
@@ -13,13 +13,13 @@ import csv
 import io
 import json
 
-from .args import integer, number
+from attndsl.commands.args import integer, number
 
 FORMATS = ("table", "csv", "json")
 
 
 def register(subparsers) -> None:
-    from ..categories import CATEGORIES
+    from attndsl.explanations.categories import CATEGORIES
 
     parser = subparsers.add_parser(
         "heads",
@@ -37,8 +37,8 @@ def register(subparsers) -> None:
 
 
 def format_heads(heads, fmt: str) -> str:
-    """The head rows (`attndsl.explanations.HEAD_COLUMNS`) in one of `FORMATS`."""
-    from ..explanations import HEAD_COLUMNS
+    """The head rows (`attndsl.explanations.reading.HEAD_COLUMNS`) in one of `FORMATS`."""
+    from attndsl.explanations.reading import HEAD_COLUMNS
 
     rows = [h.row() for h in heads]
     if fmt == "json":
@@ -65,8 +65,8 @@ def format_heads(heads, fmt: str) -> str:
 def run(args: argparse.Namespace) -> int:
     import sys
 
-    from ..errors import UserError
-    from ..explanations import explain_run
+    from attndsl.errors import UserError
+    from attndsl.explanations.reading import explain_run
 
     explained = explain_run(args.run_dir)
     if args.layer is not None and not (0 <= args.layer < explained.n_layers):

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from .args import fraction, input_file, integer
+from attndsl.commands.args import fraction, input_file, integer
 
 
 def register(subparsers) -> None:
@@ -27,9 +27,9 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .. import qa
-    from ..evaluate import load_ranked_heads, load_run_model
-    from ..surrogate import Assignment
+    from attndsl.surrogates import qa
+    from attndsl.surrogates.evaluate import load_ranked_heads, load_run_model
+    from attndsl.surrogates.surrogate import Assignment
 
     items = qa.load_items(args.data)
     ranked = load_ranked_heads(args.run)

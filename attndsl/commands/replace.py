@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from .args import fraction_list, integer, number
+from attndsl.commands.args import fraction_list, integer, number
 
 
 def register(subparsers) -> None:
@@ -32,7 +32,7 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..evaluate import format_table, run_replacement
+    from attndsl.surrogates.evaluate import format_table, run_replacement
 
     rows, path = run_replacement(
         args.run,

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from .args import integer, output_file
+from attndsl.commands.args import integer, output_file
 
 
 def register(subparsers) -> None:
@@ -24,7 +24,7 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..report import build_report
+    from attndsl.reporting.report import build_report
 
     path = build_report(args.run_dir, out=args.out, examples=args.examples, max_tokens=args.max_tokens)
     print(f"report: {path} ({path.stat().st_size / 1e6:.1f} MB)")

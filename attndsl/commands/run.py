@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import re
 
-from ..errors import UserError
-from ..features import TokenTable, table_from_spans
-from ..heatmap import render_heatmap
-from ..interpreter import evaluate
-from .args import integer
-from .compile import compile_checked
+from attndsl.errors import UserError
+from attndsl.extraction.features import TokenTable, table_from_spans
+from attndsl.reporting.heatmap import render_heatmap
+from attndsl.language.interpreter import evaluate
+from attndsl.commands.args import integer
+from attndsl.commands.compile import compile_checked
 
 _WORDS = re.compile(r"\s*(?:\w+(?:['’]\w+)*|[^\w\s])|\s+", re.UNICODE)
 
@@ -28,8 +28,8 @@ def word_table(text: str) -> TokenTable:
 
 def model_table(model: str, text: str) -> TokenTable:
     """Tokenise as the model does (BOS included where the model adds one)."""
-    from ..models import load_model
-    from ..tokens import token_table
+    from attndsl.extraction.models import load_model
+    from attndsl.extraction.tokens import token_table
 
     return token_table(load_model(model).tokenizer, text)
 

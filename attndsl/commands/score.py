@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import argparse
 
-from .args import input_file, integer
+from attndsl.commands.args import input_file, integer
 
 
 def register(subparsers) -> None:
@@ -31,15 +31,15 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..library import summary_lines
-    from ..synthesize import score_library
+    from attndsl.synthesis.library import summary_lines
+    from attndsl.synthesis.synthesize import score_library
 
     choices, path, size = score_library(args.run_dir, args.library, top_k=args.top_k, progress=not args.no_progress)
     for line in summary_lines(choices, size):
         print(line)
     print(f"per head: {path}")
     if args.library is not None:
-        from ..hypotheses import hypothesis_lines, score_hypotheses
+        from attndsl.explanations.hypotheses import hypothesis_lines, score_hypotheses
 
         print("heads each program explains best:")
         for line in hypothesis_lines(score_hypotheses(args.run_dir, args.library, choices)):

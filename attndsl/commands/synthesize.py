@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import argparse
 
-from .args import check_llm_arguments, head_spec, integer, number
+from attndsl.commands.args import check_llm_arguments, head_spec, integer, number
 
 
 def register(subparsers) -> None:
-    from ..llm import add_arguments
-    from ..search import SearchSettings
+    from attndsl.synthesis.llm import add_arguments
+    from attndsl.synthesis.search import SearchSettings
 
     defaults = SearchSettings()
     parser = subparsers.add_parser(
@@ -45,15 +45,15 @@ def register(subparsers) -> None:
 
 
 def llm_requested(args: argparse.Namespace) -> bool:
-    from ..llm import LLMConfig
+    from attndsl.synthesis.llm import LLMConfig
 
     return bool(args.llm_url or args.llm_model or args.llm_api_key) or LLMConfig.endpoint_configured()
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..llm import config_from_args
-    from ..search import SearchSettings
-    from ..synthesize import synthesize
+    from attndsl.synthesis.llm import config_from_args
+    from attndsl.synthesis.search import SearchSettings
+    from attndsl.synthesis.synthesize import synthesize
 
     check_llm_arguments(args)
     llm_config = config_from_args(args) if llm_requested(args) else None

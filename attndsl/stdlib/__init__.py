@@ -10,7 +10,7 @@ from __future__ import annotations
 from importlib import resources
 from pathlib import Path
 
-from .. import ir
+from attndsl.language import ir
 
 
 def paths() -> list[Path]:
@@ -26,7 +26,7 @@ def sources() -> dict[str, str]:
 
 def programs() -> list[ir.Program]:
     """Every standard library program, compiled (names are unique across files)."""
-    from ..validate import compile_file
+    from attndsl.language.validate import compile_file
 
     out: list[ir.Program] = []
     for path in paths():

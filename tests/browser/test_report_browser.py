@@ -28,7 +28,7 @@ pytestmark = pytest.mark.skipif(
 
 @pytest.fixture(scope="module")
 def report(tmp_path_factory) -> Path:
-    from attndsl.report import build_report
+    from attndsl.reporting.report import build_report
     from tests.test_report import make_fake_run
 
     run = make_fake_run(tmp_path_factory.mktemp("browser") / "run", with_short=True)
@@ -50,7 +50,7 @@ def test_report_in_headless_chromium(report, tmp_path):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    from attndsl.report import CATEGORY_COLOURS, iou_colour
+    from attndsl.reporting.report import CATEGORY_COLOURS, iou_colour
     from tests.test_report import page_data
 
     data = page_data(report.read_text(encoding="utf-8"))
@@ -164,7 +164,7 @@ def test_hostile_strings_do_not_blank_the_page(report, tmp_path, text):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    from attndsl.report import build_report
+    from attndsl.reporting.report import build_report
     from tests.test_report import _hostile_run, page_data
 
     page = build_report(_hostile_run(report.parent, tmp_path, text))

@@ -1,0 +1,199 @@
+"""Ragged token batches: the input of the Numba kernels and the scorer.
+
+A `TokenBatch` is many `TokenTable`s laid end to end: every feature column of
+every sequence concatenated into one flat array, plus ``offsets`` (token
+offsets, int64[S+1]).  Text features (``tok``, ``lower``, ``upos``, ``dep``)
+are interned into integer ids through one vocabulary owned by the batch, so at
+run time every text comparison is an integer comparison.  The empty string
+maps to the padding id -1, exactly as in the reference interpreter (a token
+whose text is "" therefore equals the padding read outside the sequence).
+
+Literals of a program are bound to the batch's ids when the program is encoded
+for that batch (`TokenBatch.literal_id`); a literal that no token of the batch
+carries gets a fresh id that matches nothing but itself.
+
+Causal entries
+--------------
+Program outputs and head attention are stored over the *causal entries* of a
+batch only (pairs k ≤ q).  For sequences of lengths n_s the entry index of
+(s, q, k) is ``tri_offsets[s] + q*(q+1)//2 + k`` where ``tri_offsets`` is the
+cumulative sum of n_s*(n_s+1)//2 starting at 0 (`causal_layout`).  The
+attention store uses the same layout, so program outputs and recorded
+attention line up entry by entry.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+
+from attndsl.language import ir
+from attndsl.extraction.features import TokenTable, charset_mask
+
+#: id of the empty string / of text read outside the sequence (interpreter convention)
+PAD_ID = -1
+
+#: row order of `TokenBatch.text_ids`
+TEXT_COLUMNS = ("tok", "lower", "upos", "dep")
+#: row order of `TokenBatch.numbers` (``pos`` is the index within the sequence)
+NUMBER_COLUMNS = ("id", "pos", "word", "sent", "word_pos", "sent_pos", "len", "head")
+#: row order of `TokenBatch.flags`
+FLAG_COLUMNS = ("word_start", "punct", "alpha", "digit", "cap", "newline", "space", "seq_start")
+#: row order of `TokenBatch.same_keys`: what ``same_*`` compares (interpreter: token id, lower id, word, sentence)
+SAME_COLUMNS = ("same_tok", "same_lower", "same_word", "same_sent")
+
+assert set(NUMBER_COLUMNS) == set(ir.NUMBER_FEATURES + ir.SYNTAX_NUMBER_FEATURES)
+assert set(FLAG_COLUMNS) == set(ir.BOOL_FEATURES)
+assert set(TEXT_COLUMNS) == set(ir.STRING_FEATURES + ir.SYNTAX_STRING_FEATURES)
+assert set(SAME_COLUMNS) == set(ir.CROSS_BOOL_FEATURES)
+
+
+def causal_layout(lengths: Sequence[int] | np.ndarray) -> np.ndarray:
+    """``tri_offsets`` (int64[S+1]): where each sequence's causal entries start.
+
+    Entry (s, q, k), k ≤ q, lives at ``tri_offsets[s] + q*(q+1)//2 + k``;
+    ``tri_offsets[-1]`` is the total number of entries.
+    """
+    n = np.asarray(lengths, dtype=np.int64)
+    if n.ndim != 1 or (n < 0).any():
+        raise ValueError("lengths must be a 1-D array of non-negative integers")
+    out = np.zeros(len(n) + 1, dtype=np.int64)
+    np.cumsum(n * (n + 1) // 2, out=out[1:])
+    return out
+
+
+def causal_entries(lengths: Sequence[int] | np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(sequence, q, k) of every causal entry, each int64[E], in layout order."""
+    n = np.asarray(lengths, dtype=np.int64)
+    tri = causal_layout(n)
+    total = int(tri[-1])
+    seq = np.repeat(np.arange(len(n), dtype=np.int64), n * (n + 1) // 2)
+    # row index q of each entry: rows of sequence s have sizes 1..n_s
+    row_sizes = np.concatenate([np.arange(1, m + 1, dtype=np.int64) for m in n]) if total else np.zeros(0, np.int64)
+    q = np.concatenate([np.repeat(np.arange(m, dtype=np.int64), np.arange(1, m + 1)) for m in n]) if total else np.zeros(0, np.int64)
+    row_start = np.cumsum(row_sizes) - row_sizes
+    k = np.arange(total, dtype=np.int64) - np.repeat(row_start, row_sizes)
+    return seq, q, k
+
+
+@dataclass(frozen=True, eq=False)
+class TokenBatch:
+    """Token features of S sequences, concatenated (see the module docstring)."""
+
+    lengths: np.ndarray  # int64[S]
+    offsets: np.ndarray  # int64[S+1] token offsets
+    tri_offsets: np.ndarray  # int64[S+1] causal-entry offsets (`causal_layout`)
+    text_ids: np.ndarray  # int64[4, N]   rows: TEXT_COLUMNS
+    numbers: np.ndarray  # float64[8, N] rows: NUMBER_COLUMNS (head = -1 without syntax)
+    flags: np.ndarray  # uint8[8, N]    rows: FLAG_COLUMNS
+    same_keys: np.ndarray  # int64[4, N]  rows: SAME_COLUMNS
+    charset: np.ndarray  # uint64[N] character buckets of ``lower`` (for ``sim``)
+    vocabulary: dict[str, int]  # text -> id ("" -> PAD_ID)
+    has_syntax: bool
+    _absent_literals: dict[str, int] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def from_tables(cls, tables: Sequence[TokenTable]) -> "TokenBatch":
+        tables = list(tables)
+        lengths = np.array([len(t) for t in tables], dtype=np.int64)
+        offsets = np.zeros(len(tables) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=offsets[1:])
+        total = int(offsets[-1])
+        vocabulary: dict[str, int] = {ir.PAD_STRING: PAD_ID}
+        has_syntax = bool(tables) and all(t.has_syntax for t in tables)
+
+        def intern(values) -> list[int]:
+            out = []
+            for v in values:
+                i = vocabulary.get(v)
+                if i is None:
+                    i = vocabulary[v] = len(vocabulary) - 1  # ids 0, 1, 2 ... ("" holds -1)
+                out.append(i)
+            return out
+
+        text_ids = np.full((len(TEXT_COLUMNS), total), PAD_ID, dtype=np.int64)
+        numbers = np.full((len(NUMBER_COLUMNS), total), ir.PAD_NUMBER, dtype=np.float64)
+        flags = np.zeros((len(FLAG_COLUMNS), total), dtype=np.uint8)
+        same_keys = np.zeros((len(SAME_COLUMNS), total), dtype=np.int64)
+        charset = np.zeros(total, dtype=np.uint64)
+        for t, table in enumerate(tables):
+            a, b = int(offsets[t]), int(offsets[t + 1])
+            if a == b:
+                continue
+            lower = table.lower
+            text_ids[0, a:b] = intern(table.tok)
+            text_ids[1, a:b] = intern(lower)
+            if has_syntax:
+                text_ids[2, a:b] = intern(table.upos)
+                text_ids[3, a:b] = intern(table.dep)
+                numbers[7, a:b] = table.head
+            numbers[0, a:b] = table.token_id
+            numbers[1, a:b] = np.arange(b - a)
+            numbers[2, a:b] = table.word
+            numbers[3, a:b] = table.sent
+            numbers[4, a:b] = table.word_pos
+            numbers[5, a:b] = table.sent_pos
+            numbers[6, a:b] = table.length
+            for row, name in enumerate(FLAG_COLUMNS[:-1]):
+                flags[row, a:b] = np.asarray(getattr(table, name), dtype=bool)
+            flags[7, a] = 1  # seq_start
+            same_keys[0, a:b] = table.token_id
+            same_keys[1, a:b] = text_ids[1, a:b]
+            same_keys[2, a:b] = table.word
+            same_keys[3, a:b] = table.sent
+            charset[a:b] = [charset_mask(s) for s in lower]
+        return cls(
+            lengths=lengths,
+            offsets=offsets,
+            tri_offsets=causal_layout(lengths),
+            text_ids=text_ids,
+            numbers=numbers,
+            flags=flags,
+            same_keys=same_keys,
+            charset=charset,
+            vocabulary=vocabulary,
+            has_syntax=has_syntax,
+        )
+
+    # ------------------------------------------------------------ sizes
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    @property
+    def n_tokens(self) -> int:
+        return int(self.offsets[-1])
+
+    @property
+    def n_entries(self) -> int:
+        """Number of causal entries (pairs k ≤ q over all sequences)."""
+        return int(self.tri_offsets[-1])
+
+    @property
+    def max_length(self) -> int:
+        return int(self.lengths.max()) if len(self.lengths) else 0
+
+    # ------------------------------------------------------------ literals
+    def literal_id(self, value: str) -> int:
+        """The id a program literal is bound to in this batch.
+
+        Text the batch contains gets its vocabulary id ("" gets the padding
+        id); other text gets an id past the vocabulary, the same one every
+        time for the same text, so it equals only itself.
+        """
+        found = self.vocabulary.get(value)
+        if found is not None:
+            return found
+        found = self._absent_literals.get(value)
+        if found is None:
+            found = self._absent_literals[value] = len(self.vocabulary) - 1 + len(self._absent_literals)
+        return found
+
+    # ------------------------------------------------------------ entry maps
+    def entry_index(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(sequence, q, k) of every causal entry (cached)."""
+        cached = self.__dict__.get("_entry_index")
+        if cached is None:
+            cached = causal_entries(self.lengths)
+            object.__setattr__(self, "_entry_index", cached)
+        return cached

@@ -1,0 +1,507 @@
+"""Perplexity with surrogate heads, and replacement curves.
+
+Perplexity is the exponential of the token-level mean negative log-likelihood
+over every predicted token of the given sequences (token t predicted from
+tokens < t, so a sequence of n tokens contributes n − 1), batched with right
+padding; padding never counts.  Every result says how many sequences and
+predicted tokens it rests on.
+
+`replacement_curve` replaces heads in the order given (callers pass them
+sorted by held-out IoU, best first) and reports, for each fraction of *all*
+the model's heads, the perplexity of the unmodified model, of the model with
+the programs in those heads, and of the model with the uniform causal pattern
+in the same heads (the paper's baseline), with the % increase of each.
+
+Greedy variant (``greedy=True``): the ranked heads are walked in order and a
+head is *skipped* when its marginal cost is extreme — when adding it to the
+heads accepted so far raises the perplexity on the probe sequences by more
+than ``max_head_cost`` (relative, default 0.05 = +5 %) over the accepted set
+alone.  The probe sequences should be synthesis sequences (`attndsl replace`
+passes them), so the choice does not look at the held-out text it is scored on.
+Each fraction then takes the first heads of the accepted list; the skipped
+heads are listed in the row.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import math
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from attndsl.language import ir
+from attndsl.errors import UserError
+from attndsl.extraction.features import TokenTable
+from attndsl.surrogates.surrogate import Assignment, PatternFn, attach, batch_from_tables, model_shape, pad_id_of, position_ids_for, tables_for_texts
+
+DEFAULT_FRACTIONS = (0.1, 0.25, 0.5)
+
+
+@dataclass(frozen=True)
+class Perplexity:
+    """Summed NLL over predicted tokens, and what it rests on."""
+
+    nll_sum: float
+    n_tokens: int  # predicted tokens
+    n_sequences: int
+
+    @property
+    def mean_nll(self) -> float:
+        return self.nll_sum / self.n_tokens if self.n_tokens else float("nan")
+
+    @property
+    def ppl(self) -> float:
+        return math.exp(self.mean_nll) if self.n_tokens else float("nan")
+
+
+@dataclass(frozen=True)
+class Row:
+    """One point of a replacement curve (one CSV row)."""
+
+    variant: str  # "ranked" | "greedy"
+    fraction: float  # of all the model's heads
+    n_target: int  # heads the fraction asks for
+    n_replaced: int  # heads actually replaced (fewer if the ranking ran out)
+    ppl_model: float
+    ppl_programs: float
+    ppl_uniform: float
+    increase_programs_pct: float
+    increase_uniform_pct: float
+    mean_heldout_iou: float  # of the replaced heads (nan when unknown)
+    n_sequences: int
+    n_tokens: int
+    heads: str  # replaced heads, "L0H1 L3H2 ..." in replacement order
+    skipped: str = ""  # greedy: heads skipped for an extreme marginal cost
+
+
+@dataclass(frozen=True)
+class RankedHead:
+    """A head, its program, and its held-out IoU (the ranking key)."""
+
+    layer: int
+    head: int
+    program: ir.Program
+    heldout_iou: float = float("nan")
+
+
+def _as_ranked(ranked) -> list[RankedHead]:
+    out = []
+    for item in ranked:
+        if isinstance(item, RankedHead):
+            out.append(item)
+        else:
+            out.append(RankedHead(int(item[0]), int(item[1]), item[2], float(item[3]) if len(item) > 3 else float("nan")))
+    return out
+
+
+def _as_tables(tokenizer, sequences) -> list[TokenTable]:
+    sequences = list(sequences)
+    if sequences and isinstance(sequences[0], str):
+        if tokenizer is None:
+            raise UserError("texts need a tokenizer")
+        return tables_for_texts(tokenizer, sequences)
+    return sequences
+
+
+def _batches(tables: Sequence[TokenTable], batch_size: int) -> list[list[int]]:
+    """Index batches of similar lengths (longest first), to waste little on padding."""
+    order = sorted(range(len(tables)), key=lambda i: -len(tables[i]))
+    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+@torch.no_grad()
+def _batch_nll(logits: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor) -> tuple[float, int]:
+    logits = logits[:, :-1].float()
+    targets = ids[:, 1:]
+    valid = (mask[:, 1:] > 0) & (mask[:, :-1] > 0)
+    nll = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), reduction="none")
+    nll = nll.view(targets.shape)[valid]
+    return float(nll.double().sum()), int(valid.sum())
+
+
+def perplexity(
+    model,
+    sequences: Sequence[TokenTable] | Sequence[str],
+    assignment: Assignment | None = None,
+    tokenizer=None,
+    batch_size: int = 8,
+    pattern_fn: PatternFn | None = None,
+    progress: bool = False,
+    desc: str = "perplexity",
+) -> Perplexity:
+    """Perplexity of ``model`` on the sequences, with the assignment's heads replaced (if any)."""
+    from tqdm.auto import tqdm
+
+    tables = _as_tables(tokenizer, sequences)
+    if not tables:
+        raise UserError("no sequences to measure perplexity on")
+    if batch_size < 1:
+        raise UserError("batch size must be at least 1")
+    assignment = assignment or Assignment()
+    assignment.check(*model_shape(model))
+    assignment.check_tables(tables)
+    device = next(model.parameters()).device
+    pad = pad_id_of(tokenizer)
+    handle = attach(model, assignment, tokenizer, pattern_fn) if len(assignment) else None
+    total, count = 0.0, 0
+    try:
+        for batch in tqdm(_batches(tables, batch_size), desc=desc, unit="batch", disable=not progress, leave=False):
+            chosen = [tables[i] for i in batch]
+            ids, mask = batch_from_tables(chosen, pad)
+            if handle is not None:
+                logits = handle.logits(tables=chosen)
+            else:
+                ids_d, mask_d = ids.to(device), mask.to(device)
+                logits = model(
+                    input_ids=ids_d, attention_mask=mask_d, position_ids=position_ids_for(mask_d), use_cache=False
+                ).logits
+            nll, n = _batch_nll(logits, ids.to(logits.device), mask.to(logits.device))
+            total += nll
+            count += n
+    finally:
+        if handle is not None:
+            handle.detach()
+    return Perplexity(total, count, len(tables))
+
+
+def _increase(value: float, base: float) -> float:
+    return 100.0 * (value / base - 1.0)
+
+
+def _heads_text(heads: Sequence[RankedHead]) -> str:
+    return " ".join(f"L{h.layer}H{h.head}" for h in heads)
+
+
+def greedy_order(
+    model,
+    probe: Sequence[TokenTable],
+    ranked: Sequence[RankedHead],
+    limit: int,
+    max_head_cost: float = 0.05,
+    tokenizer=None,
+    batch_size: int = 8,
+    pattern_fn: PatternFn | None = None,
+    progress: bool = False,
+) -> tuple[list[RankedHead], list[RankedHead]]:
+    """(accepted, skipped): walk the ranking, skipping heads whose marginal cost is extreme.
+
+    A head is skipped when adding it raises the probe perplexity by more than
+    ``max_head_cost`` (relative) over the heads accepted so far.  Stops once
+    ``limit`` heads are accepted.
+    """
+    from tqdm.auto import tqdm
+
+    accepted: list[RankedHead] = []
+    skipped: list[RankedHead] = []
+    current = perplexity(model, probe, None, tokenizer, batch_size, pattern_fn).ppl
+    bar = tqdm(total=limit, desc="greedy", unit="head", disable=not progress)
+    with bar:
+        for candidate in ranked:
+            if len(accepted) >= limit:
+                break
+            trial = Assignment.from_items((h.layer, h.head, h.program) for h in [*accepted, candidate])
+            ppl = perplexity(model, probe, trial, tokenizer, batch_size, pattern_fn).ppl
+            if ppl > current * (1.0 + max_head_cost):
+                skipped.append(candidate)
+                continue
+            accepted.append(candidate)
+            current = ppl
+            bar.update(1)
+    return accepted, skipped
+
+
+def replacement_curve(
+    model,
+    tokenizer,
+    sequences: Sequence[TokenTable] | Sequence[str],
+    ranked: Sequence,
+    fractions: Sequence[float] = DEFAULT_FRACTIONS,
+    *,
+    greedy: bool = False,
+    probe_sequences: Sequence[TokenTable] | Sequence[str] | None = None,
+    max_head_cost: float = 0.05,
+    batch_size: int = 8,
+    pattern_fn: PatternFn | None = None,
+    progress: bool = True,
+) -> list[Row]:
+    """Perplexity as more heads are replaced, in the given order (see the module docstring).
+
+    ``ranked``: `RankedHead`s or (layer, head, program[, heldout_iou]) tuples,
+    best first.  ``fractions`` are shares of all the model's heads.
+    """
+    tables = _as_tables(tokenizer, sequences)
+    heads = _as_ranked(ranked)
+    n_layers, n_heads = model_shape(model)
+    for fraction in fractions:
+        if not 0 < fraction <= 1:
+            raise UserError(f"fraction {fraction} is not in (0, 1]")
+    Assignment.from_items((h.layer, h.head, h.program) for h in heads).check(n_layers, n_heads)
+    targets = [int(round(f * n_layers * n_heads)) for f in fractions]
+    skipped: list[RankedHead] = []
+    if greedy:
+        probe = _as_tables(tokenizer, probe_sequences) if probe_sequences is not None else tables
+        heads, skipped = greedy_order(
+            model, probe, heads, max(targets), max_head_cost, tokenizer, batch_size, pattern_fn, progress
+        )
+    measure = lambda assignment, desc: perplexity(  # noqa: E731
+        model, tables, assignment, tokenizer, batch_size, pattern_fn, progress, desc
+    )
+    base = measure(None, "unmodified")
+    rows = []
+    for fraction, target in zip(fractions, targets):
+        chosen = heads[:target]
+        programs = measure(Assignment.from_items((h.layer, h.head, h.program) for h in chosen), f"programs {fraction:g}")
+        uniform = measure(Assignment.uniform((h.layer, h.head) for h in chosen), f"uniform {fraction:g}")
+        ious = [h.heldout_iou for h in chosen if not math.isnan(h.heldout_iou)]
+        rows.append(
+            Row(
+                variant="greedy" if greedy else "ranked",
+                fraction=float(fraction),
+                n_target=target,
+                n_replaced=len(chosen),
+                ppl_model=base.ppl,
+                ppl_programs=programs.ppl,
+                ppl_uniform=uniform.ppl,
+                increase_programs_pct=_increase(programs.ppl, base.ppl),
+                increase_uniform_pct=_increase(uniform.ppl, base.ppl),
+                mean_heldout_iou=float(np.mean(ious)) if ious else float("nan"),
+                n_sequences=base.n_sequences,
+                n_tokens=base.n_tokens,
+                heads=_heads_text(chosen),
+                skipped=_heads_text([h for h in skipped if (h.layer, h.head) not in {(c.layer, c.head) for c in chosen}])
+                if greedy
+                else "",
+            )
+        )
+    return rows
+
+
+# --------------------------------------------------------------- output
+
+
+def rows_to_csv(rows: Sequence[Row]) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    names = [f.name for f in fields(Row)]
+    writer.writerow(names)
+    for row in rows:
+        values = asdict(row)
+        writer.writerow([_csv_value(values[name]) for name in names])
+    return buffer.getvalue()
+
+
+def _csv_value(value):
+    if isinstance(value, float):
+        return "nan" if math.isnan(value) else f"{value:.6g}"
+    return value
+
+
+def write_csv(path: str | Path, rows: Sequence[Row]) -> Path:
+    """Write the rows as CSV atomically (temporary file, then rename)."""
+    from attndsl.pipeline.rundir import atomic_write_text
+
+    atomic_write_text(path, rows_to_csv(rows))
+    return Path(path)
+
+
+def read_csv(path: str | Path) -> list[Row]:
+    """Rows back from `write_csv` (for reports)."""
+    out = []
+    types = {f.name: f.type for f in fields(Row)}
+    with open(path, newline="", encoding="utf-8") as handle:
+        for record in csv.DictReader(handle):
+            values = {}
+            for name, kind in types.items():
+                raw = record.get(name, "")
+                if kind in ("float", float):
+                    values[name] = float(raw)
+                elif kind in ("int", int):
+                    values[name] = int(raw)
+                else:
+                    values[name] = raw
+            out.append(Row(**values))
+    return out
+
+
+def format_table(rows: Sequence[Row]) -> str:
+    """The rows as an aligned terminal table."""
+    header = ("variant", "heads", "replaced", "ppl model", "ppl programs", "Δ programs", "ppl uniform", "Δ uniform", "IoU")
+    lines = [header]
+    for r in rows:
+        lines.append(
+            (
+                r.variant,
+                f"{r.fraction:.0%}",
+                f"{r.n_replaced}/{r.n_target}",
+                f"{r.ppl_model:.3f}",
+                f"{r.ppl_programs:.3f}",
+                f"{r.increase_programs_pct:+.1f}%",
+                f"{r.ppl_uniform:.3f}",
+                f"{r.increase_uniform_pct:+.1f}%",
+                "-" if math.isnan(r.mean_heldout_iou) else f"{r.mean_heldout_iou:.3f}",
+            )
+        )
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    text = [
+        "  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(line, widths)))
+        for line in lines
+    ]
+    text.insert(1, "  ".join("-" * w for w in widths))
+    if rows:
+        text.append(f"({rows[0].n_sequences} held-out sequences, {rows[0].n_tokens} predicted tokens)")
+        skipped = [r.skipped for r in rows if r.skipped]
+        if skipped:
+            text.append(f"greedy skipped: {skipped[-1]}")
+    return "\n".join(text)
+
+
+# --------------------------------------------------------------- runs
+
+LIBRARY_DIR = "library"
+BEST_CSV = "best.csv"
+LIBRARY_ATTN = "library.attn"
+REPLACE_DIR = "replace"
+
+
+def load_ranked_heads(run_dir: str | Path) -> list[RankedHead]:
+    """The run's best program per head, best held-out IoU first.
+
+    Reads ``RUN/library/best.csv`` (layer, head, program_name, synthesis_iou,
+    heldout_iou) and compiles ``RUN/library/library.attn``; a missing file,
+    a malformed row, or a program name the library lacks is a `UserError`.
+    """
+    from attndsl.errors import AttnError
+    from attndsl.language.validate import compile_file
+
+    library_dir = Path(run_dir) / LIBRARY_DIR
+    best, source = library_dir / BEST_CSV, library_dir / LIBRARY_ATTN
+    missing = [p for p in (best, source) if not p.is_file()]
+    if missing:
+        raise UserError(
+            f"{run_dir} has no program library ({', '.join(str(p) for p in missing)} missing); "
+            f"run `attndsl synthesize {run_dir}` first"
+        )
+    try:
+        programs = {p.name: p for p in compile_file(str(source))}
+    except AttnError as error:
+        raise UserError(f"the run's library does not compile:\n{error.render()}") from error
+    from attndsl.synthesis.library import read_best_csv
+
+    heads, problems = [], []
+    for row in read_best_csv(best, _store_shape(run_dir)):
+        if row.program_name not in programs:
+            problems.append(f"{best}: head {row.layer}.{row.head}: program '{row.program_name}' is not in {source}")
+            continue
+        heads.append((row.heldout_iou, row.synthesis_iou, row.layer, row.head, programs[row.program_name]))
+    if problems:
+        raise UserError("the run's library is inconsistent:\n  " + "\n  ".join(problems[:20]))
+    heads.sort(key=lambda x: (-_nan_low(x[0]), -_nan_low(x[1]), x[2], x[3]))
+    return [RankedHead(layer, head, program, iou) for iou, _, layer, head, program in heads]
+
+
+def _store_shape(run_dir: str | Path) -> tuple[int, int] | None:
+    """(layers, heads) of the run's attention store, or None when it has none."""
+    from attndsl.extraction.store import STORE_DIRNAME, open_store
+
+    if not (Path(run_dir) / STORE_DIRNAME / "meta.json").exists():
+        return None
+    store = open_store(run_dir)
+    return store.n_layers, store.n_heads
+
+
+def _nan_low(value: float) -> float:
+    return -math.inf if math.isnan(value) else value
+
+
+def load_run_model(run_dir: str | Path, device: str = "cpu"):
+    """The run's model (`attndsl.extraction.models.LoadedModel`), checked against the manifest.
+
+    The model and tokenizer must be the ones the attention was extracted with
+    (file hash, tokenizer settings) and the library must have been made for
+    that model; otherwise a `UserError` says what differs.
+    """
+    from attndsl.extraction.models import load_model, tokenizer_settings
+    from attndsl.pipeline.rundir import Run
+
+    run = Run(Path(run_dir))
+    extract = run.settings("extract")
+    if extract is None:
+        raise UserError(f"{run_dir} has no extracted attention; run `attndsl extract --out {run_dir}` first")
+    for stage in ("synthesize", "library", "score"):
+        settings = run.settings(stage) or {}
+        for key in ("model", "model_hash", "tokenizer"):
+            if key in settings and key in extract and settings[key] != extract[key]:
+                raise UserError(
+                    f"{run_dir}: the '{stage}' stage was made for {key} {settings[key]!r}, but the attention "
+                    f"was extracted with {extract[key]!r}; the library belongs to another model or tokenizer"
+                )
+    loaded = load_model(extract["model"], device=device, dtype=extract.get("dtype", "float32"))
+    if extract.get("model_hash") and loaded.file_hash != extract["model_hash"]:
+        raise UserError(
+            f"the model {extract['model']!r} now has weights {loaded.file_hash[:12]}…, but the run was extracted "
+            f"with {str(extract['model_hash'])[:12]}…; use the original model or a new run"
+        )
+    if "tokenizer" in extract and tokenizer_settings(loaded.tokenizer) != extract["tokenizer"]:
+        raise UserError(f"the tokenizer of {extract['model']!r} differs from the one the run was extracted with")
+    return loaded
+
+
+def run_replacement(
+    run_dir: str | Path,
+    fractions: Sequence[float] = DEFAULT_FRACTIONS,
+    greedy: bool = False,
+    max_head_cost: float = 0.05,
+    max_sequences: int | None = None,
+    batch_size: int = 8,
+    device: str = "cpu",
+    progress: bool = True,
+    loaded=None,
+) -> tuple[list[Row], Path]:
+    """`attndsl replace`: the replacement curve of a run, written to ``RUN/replace/``.
+
+    Heads come from the run's library in order of held-out IoU; perplexity is
+    measured on the run's held-out sequences (greedy choices on its synthesis
+    sequences).  Returns the rows and the CSV path.
+    """
+    from attndsl.pipeline.rundir import Run
+    from attndsl.extraction.store import open_store
+
+    ranked = load_ranked_heads(run_dir)
+    store = open_store(run_dir)
+    heldout = store.heldout_indices[:max_sequences] if max_sequences else store.heldout_indices
+    if not heldout:
+        raise UserError(f"{run_dir} has no held-out sequences to measure perplexity on")
+    loaded = loaded or load_run_model(run_dir, device)
+    if (loaded.n_layers, loaded.n_heads) != (store.n_layers, store.n_heads):
+        raise UserError(
+            f"the model has {loaded.n_layers}×{loaded.n_heads} heads but the run's store {store.n_layers}×{store.n_heads}"
+        )
+    Assignment.from_items((h.layer, h.head, h.program) for h in ranked).check(loaded.n_layers, loaded.n_heads)
+    tables = store.tables(heldout)
+    probe = None
+    if greedy:
+        synthesis = store.synthesis_indices
+        probe = store.tables(synthesis[: min(len(synthesis), 32)]) or None
+    rows = replacement_curve(
+        loaded.model,
+        loaded.tokenizer,
+        tables,
+        ranked,
+        fractions,
+        greedy=greedy,
+        probe_sequences=probe,
+        max_head_cost=max_head_cost,
+        batch_size=batch_size,
+        progress=progress,
+    )
+    name = "replacement-greedy.csv" if greedy else "replacement.csv"
+    path = write_csv(Path(run_dir) / REPLACE_DIR / name, rows)
+    Run(Path(run_dir)).mark_complete(
+        "replace-greedy" if greedy else "replace",
+        {"fractions": list(fractions), "n_sequences": rows[0].n_sequences, "n_tokens": rows[0].n_tokens, "csv": str(path.name)},
+    )
+    return rows, path
