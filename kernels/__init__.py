@@ -17,6 +17,10 @@ combination forms (``combine linear`` and ``combine softmax``) and with masks.
 
 Outputs: dense over entries (`evaluate_programs`), CSR rows per program
 (`evaluate_sparse` / `to_csr`), or per-sequence n×n blocks (`dense_blocks`).
+
+The enumerative search's objective kernels (soft-IoU sums of candidate
+programs, compiled with fast-math: `objective` says why that is acceptable
+there and not here) live beside these, in `attndsl.kernels.objective`.
 """
 from __future__ import annotations
 

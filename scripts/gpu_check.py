@@ -132,13 +132,13 @@ def check_tiny(device: str, report: dict) -> bool:
             print(f"identity   tiny-{kind:8s} {dtype:9s} {'ok' if passed else 'FAIL'} {got}")
     # extraction equals output_attentions (float32) within the codec's bound
     from attndsl.extraction.extract import record_codes
-    from attndsl.surrogates import surrogate
+    from attndsl.extraction.model_facade import tables_for_texts
     from attndsl.extraction.store import ENTRY_RELATIVE_ERROR, FLOOR, decode
 
     for kind in tiny.FAMILIES:
         loaded = tiny.tiny_loaded(kind)
         loaded.model.to(device)
-        ids_list = [[int(i) for i in t.token_id] for t in surrogate.tables_for_texts(loaded.tokenizer, TEXTS)]
+        ids_list = [[int(i) for i in t.token_id] for t in tables_for_texts(loaded.tokenizer, TEXTS)]
         codes = record_codes(loaded, ids_list)
         worst = 0.0  # largest |stored - exact| / the codec's per-entry bound
         for ids, code in zip(ids_list, codes):
@@ -204,6 +204,7 @@ def check_smollm2(device: str, report: dict, corpus: str | None) -> bool:
     from attndsl.extraction.corpus import Corpus, load_corpus, make_sequences
     from attndsl.errors import UserError
     from attndsl.extraction.extract import record_codes
+    from attndsl.extraction.model_facade import tables_for_texts
     from attndsl.extraction.models import load_model
 
     ok = True

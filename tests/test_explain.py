@@ -155,9 +155,9 @@ def _interrupt(stage: str, monkeypatch) -> Interrupt:
 
         return Interrupt(monkeypatch, attndsl.extraction.extract, "record_codes", at=6)
     if stage == "synthesize":  # four heads searched and saved, then the fifth interrupted
-        import attndsl.synthesis.search
+        import attndsl.synthesis.search.greedy
 
-        return Interrupt(monkeypatch, attndsl.synthesis.search, "search_head", at=5)
+        return Interrupt(monkeypatch, attndsl.synthesis.search.greedy, "search_head", at=5)
     if stage == "score":  # every head searched, then choosing each head's best interrupted
         import attndsl.synthesis.synthesize
 

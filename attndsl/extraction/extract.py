@@ -29,6 +29,7 @@ import numpy as np
 from attndsl.extraction.corpus import TextSequence, corpus_hash, load_corpus, make_sequences
 from attndsl.errors import UserError
 from attndsl.extraction.model_files import check_max_tokens
+from attndsl.extraction.model_facade import attention_modules, pad_ids
 from attndsl.extraction.models import LoadedModel, load_model, tokenizer_settings
 from attndsl.pipeline.rundir import open_run
 from attndsl.extraction.store import CODEC, CODECS, STORE_DIRNAME, TOPMASS, SequenceRecord, Store, StoreWriter, check_mass, encode_torch, topmass_keep, tri_size
@@ -37,28 +38,6 @@ STAGE = "extract"
 CHUNK_SIZE = 16
 #: a sequence "came near" --max-tokens when it holds at least this share of it
 NEAR_MAX_TOKENS = 0.75
-
-
-def attention_modules(model) -> list[tuple[int, object]]:
-    """(layer index, module) of every self-attention module, in layer order.
-
-    Uses the model's ``_can_record_outputs["attentions"]`` declaration (what
-    transformers itself hooks for ``output_attentions``); falls back to modules
-    whose class name ends in ``Attention`` and that carry a ``layer_idx``.
-    """
-    declared = getattr(model, "_can_record_outputs", None) or {}
-    target = declared.get("attentions")
-    found = []
-    if target is not None:
-        target_class = getattr(target, "target_class", target)
-        layer_name = getattr(target, "layer_name", None)
-        for name, module in model.named_modules():
-            if isinstance(module, target_class) and (layer_name is None or name.endswith(layer_name.lstrip("."))):
-                found.append(module)
-    if not found:
-        found = [m for m in model.modules() if type(m).__name__.endswith("Attention") and hasattr(m, "layer_idx")]
-    layered = [(int(getattr(m, "layer_idx", i)), m) for i, m in enumerate(found)]
-    return sorted(layered, key=lambda pair: pair[0])
 
 
 @contextmanager
@@ -81,7 +60,7 @@ def recording(model, on_layer: Callable[[int, object], None]) -> Iterator[None]:
 
         return hook
 
-    handles = [module.register_forward_hook(make_hook(layer)) for layer, module in modules]
+    handles = [module.register_forward_hook(make_hook(layer)) for layer, module in modules.items()]
     try:
         yield
     finally:
@@ -99,11 +78,7 @@ def record_codes(loaded: LoadedModel, batch: Sequence[Sequence[int]], mass: floa
     lengths = [len(ids) for ids in batch]
     n_max = max(lengths)
     device = loaded.model.device
-    input_ids = torch.zeros((len(batch), n_max), dtype=torch.long)
-    mask = torch.zeros((len(batch), n_max), dtype=torch.long)
-    for row, ids in enumerate(batch):
-        input_ids[row, : len(ids)] = torch.as_tensor(list(ids), dtype=torch.long)
-        mask[row, : len(ids)] = 1
+    input_ids, mask = pad_ids([list(ids) for ids in batch])  # right padding with id 0
     width = loaded.n_layers * loaded.n_heads
     codes = [np.empty((tri_size(n), width), dtype=np.uint16) for n in lengths]
     rows, cols = torch.tril_indices(n_max, n_max, device=device)

@@ -110,7 +110,9 @@ def _check_safetensors(path: Path) -> None:
 
 def max_positions(model) -> int | None:
     """The most tokens the model takes in one sequence (from its config), or None if it does not say."""
-    config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    from attndsl.extraction.model_facade import text_config
+
+    config = text_config(model)
     for name in POSITION_ATTRIBUTES:
         value = getattr(config, name, None)
         if isinstance(value, int) and not isinstance(value, bool) and value > 0:

@@ -15,6 +15,9 @@ under ``$XDG_CACHE_HOME/attndsl/models/<name>-<hash>/`` (default
 ``~/.cache``).  The cache entry is written to a temporary directory and renamed
 into place, so an interrupted conversion is never used.
 
+What every stage asks of a loaded model (shape, attention modules, padded
+inputs, logits) is in `attndsl.extraction.model_facade`.
+
 Models load with eager attention by default: extraction reads each attention
 module's probabilities (the second output of every ``*Attention`` module),
 which only the eager implementation computes.
@@ -32,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from attndsl.errors import UserError
+from attndsl.extraction.model_facade import model_dims
 from attndsl.extraction.model_files import check_gguf, check_model_directory
 
 #: built-in aliases: name -> (package holding the file, file name)
@@ -230,10 +234,7 @@ def load_model(
         file_hash = "hub:" + str(getattr(model.config, "_commit_hash", None) or "unknown")
     model.eval()
     model.to(device)
-    config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
-    n_heads = int(getattr(config, "num_attention_heads", None) or getattr(config, "n_head"))
-    n_kv = int(getattr(config, "num_key_value_heads", None) or n_heads)
-    n_layers = int(getattr(config, "num_hidden_layers", None) or getattr(config, "n_layer"))
+    n_layers, n_heads, n_kv = model_dims(model)
     return LoadedModel(
         model=model,
         tokenizer=tokenizer,

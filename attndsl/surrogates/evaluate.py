@@ -36,7 +36,10 @@ import torch
 from attndsl.language import ir
 from attndsl.errors import UserError
 from attndsl.extraction.features import TokenTable
-from attndsl.surrogates.surrogate import Assignment, PatternFn, attach, batch_from_tables, model_shape, pad_id_of, position_ids_for, tables_for_texts
+from attndsl.extraction.model_facade import batch_from_tables, model_shape, pad_id_of, position_ids_for, tables_for_texts
+from attndsl.surrogates.assignment import Assignment
+from attndsl.surrogates.handle import attach
+from attndsl.surrogates.patterns import PatternFn
 
 DEFAULT_FRACTIONS = (0.1, 0.25, 0.5)
 

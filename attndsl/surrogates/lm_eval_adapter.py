@@ -23,7 +23,10 @@ from typing import Sequence
 
 from attndsl.errors import UserError
 from attndsl.surrogates.qa import ContinuationScorer
-from attndsl.surrogates.surrogate import Assignment, PatternFn, attach, tables_for_texts
+from attndsl.extraction.model_facade import tables_for_texts
+from attndsl.surrogates.assignment import Assignment
+from attndsl.surrogates.handle import attach
+from attndsl.surrogates.patterns import PatternFn
 
 
 class SurrogateLMCore:

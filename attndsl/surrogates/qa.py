@@ -36,7 +36,10 @@ import torch
 
 from attndsl.errors import UserError
 from attndsl.extraction.features import TokenTable
-from attndsl.surrogates.surrogate import Assignment, PatternFn, attach, batch_from_tables, pad_id_of, position_ids_for
+from attndsl.extraction.model_facade import batch_logits, pad_id_of
+from attndsl.surrogates.assignment import Assignment
+from attndsl.surrogates.handle import attach
+from attndsl.surrogates.patterns import PatternFn
 
 
 @dataclass(frozen=True)
@@ -164,20 +167,12 @@ class ContinuationScorer:
         order = sorted(range(len(prepared)), key=lambda i: -len(tables[i]))
         results: list[Scored | None] = [None] * len(prepared)
         handle = attach(self.model, self.assignment, self.tokenizer, self.pattern_fn) if len(self.assignment) else None
-        device = next(self.model.parameters()).device
         try:
             batches = [order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)]
             for batch in tqdm(batches, desc=desc, unit="batch", disable=not progress, leave=False):
                 chosen = [tables[i] for i in batch]
-                ids, mask = batch_from_tables(chosen, pad_id_of(self.tokenizer))
                 with torch.no_grad():
-                    if handle is not None:
-                        logits = handle.logits(tables=chosen)
-                    else:
-                        ids_d, mask_d = ids.to(device), mask.to(device)
-                        logits = self.model(
-                            input_ids=ids_d, attention_mask=mask_d, position_ids=position_ids_for(mask_d), use_cache=False
-                        ).logits
+                    ids, _, logits = batch_logits(self.model, chosen, pad_id_of(self.tokenizer), handle)
                 logp = torch.log_softmax(logits.float(), dim=-1)
                 for row, index in enumerate(batch):
                     table, first = prepared[index]

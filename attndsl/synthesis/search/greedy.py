@@ -1,0 +1,378 @@
+"""Greedy fitting of one head, and the search over many heads.
+
+`_HeadFit` holds one head's program on one `SearchData` (its components,
+weights, the summed score and the objective's per-row and per-sequence sums)
+and implements the greedy step (screen every candidate at several mixing
+fractions in one objective-kernel pass, `attndsl.kernels.objective`) and the
+coordinate-ascent refinement; `search_head` runs it on the screening
+subsample, refines on all synthesis sequences and adds the short and softmax
+variants; `search_heads` prepares the data once and searches each head.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import numpy as np
+
+from attndsl.extraction.features import TokenTable
+from attndsl.kernels.objective import base_mins, screen_candidates
+from attndsl.synthesis.library import SHORT_MAX_ENTRIES, SHORT_MAX_TERMS
+from attndsl.synthesis.search.data import Component, SearchData, prepare
+from attndsl.synthesis.search.gates import HeadGate, head_gates
+from attndsl.synthesis.search.pool import GATES, term_pool
+from attndsl.synthesis.search.printing import program_source
+
+
+@dataclass(frozen=True)
+class SearchSettings:
+    """What decides the search's results (recorded in the run manifest)."""
+
+    max_terms: int = 8
+    min_gain: float = 0.001
+    screen_sequences: int = 96  # synthesis sequences the greedy screening runs on
+    fractions: tuple[float, ...] = (0.03, 0.08, 0.15, 0.3, 0.5, 0.7, 0.85, 0.95)
+    shortlist: int = 48  # pool terms re-screened after a full screen (lazy greedy)
+    full_screen_every: int = 3  # steps between full screens of the pool
+    refine_steps: tuple[float, ...] = (0.0, 0.5, 0.75, 1.33, 2.0)
+    refine_rounds: int = 2
+    use_gates: bool = True
+    n_words: int = 16
+    seed: int = 0
+    softmax_terms: int = 0  # > 0: also fit a `combine softmax` program with at most this many terms
+
+
+    def as_dict(self) -> dict:
+        from dataclasses import asdict
+
+        out = asdict(self)
+        if not out["softmax_terms"]:  # off: manifests of linear-only runs stay as they were
+            del out["softmax_terms"]
+        return out
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    """A head's program from the search, and the greedy path that led to it.
+
+    ``source`` is canonical ``.attn`` text of one program named ``name``;
+    ``path`` holds the sources after each greedy step (the last is ``source``);
+    ``fit_iou`` is the objective on the synthesis sequences the final weights
+    were fitted on (the library re-scores every program exactly).
+    """
+
+    layer: int
+    head: int
+    name: str
+    source: str
+    fit_iou: float
+    path: tuple[str, ...]
+    path_iou: tuple[float, ...]
+    seconds: float
+    softmax_source: str = ""  # the `combine softmax` fit (`attndsl.synthesis.softmax_fit`), when asked for
+    softmax_fit_iou: float = 0.0
+    short_source: str = ""  # the short variant (module docstring, step 5), named ``{name}_short``
+    short_fit_iou: float = 0.0
+
+    def as_dict(self) -> dict:
+        return {
+            "layer": self.layer, "head": self.head, "name": self.name, "source": self.source,
+            "fit_iou": self.fit_iou, "path": list(self.path), "path_iou": list(self.path_iou),
+            "seconds": self.seconds, "softmax_source": self.softmax_source, "softmax_fit_iou": self.softmax_fit_iou,
+            "short_source": self.short_source, "short_fit_iou": self.short_fit_iou,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "SearchResult":
+        return cls(int(d["layer"]), int(d["head"]), d["name"], d["source"], float(d["fit_iou"]),
+                   tuple(d["path"]), tuple(float(x) for x in d["path_iou"]), float(d.get("seconds", 0.0)),
+                   d.get("softmax_source", ""), float(d.get("softmax_fit_iou", 0.0)),
+                   d.get("short_source", ""), float(d.get("short_fit_iou", 0.0)))
+
+
+class _HeadFit:
+    """Greedy selection and weight refinement of one head on one SearchData."""
+
+    def __init__(self, data: SearchData, attention: np.ndarray, settings: SearchSettings,
+                 head_gates: Sequence[HeadGate] = ()):
+        self.d = data
+        self.A = np.ascontiguousarray(attention, dtype=np.float64)
+        self.s = settings
+        self.n_seq = len(data.batch)
+        self.head_gates = tuple(head_gates)
+        masks = [g.mask(data) for g in self.head_gates]
+        self.gates = np.ascontiguousarray(np.vstack([data.gates] + masks)) if masks else data.gates
+        self.gate_names = data.gate_names + tuple(g.text for g in self.head_gates)
+        self.comps: list[Component] = []
+        self.weights: list[float] = []
+        self.ranking: list[int] | None = None  # pool terms by gain at the last full screen
+        self.steps = 0
+        self.score = np.zeros(data.n_entries)
+        self.base_rows = np.zeros(len(data.row_start))
+        self.base_seq = np.zeros(self.n_seq)
+        self.objective = self._rebase()
+
+    # values of one component
+    def value(self, comp: Component) -> np.ndarray:
+        v = self.d.values[comp.spec].astype(np.float64)
+        if comp.gate >= 0:
+            v = v * self.gates[comp.gate]
+        return v
+
+    def mass_shares(self) -> list[float]:
+        """Mean over rows of the share of the row's (clipped) mass each component contributes."""
+        d = self.d
+        total = np.add.reduceat(np.clip(self.score, 0, None), d.row_start)
+        active = total > 0
+        out = []
+        for comp, w in zip(self.comps, self.weights):
+            part = np.add.reduceat(w * self.value(comp), d.row_start)
+            out.append(float(np.mean(part[active] / total[active])) if active.any() else 0.0)
+        return out
+
+    def _rebase(self) -> float:
+        base_mins(self.A, self.score, self.d.row_start, self.d.row_len, self.d.row_seq, self.n_seq,
+                  self.base_rows, self.base_seq)
+        # soft IoU per sequence from its Σ min (Σ max = 2n − Σ min, `attndsl.synthesis.scoring`)
+        return float(np.mean(self.base_seq / (self.d.two_n - self.base_seq)))
+
+    def _rebuild(self) -> None:
+        score = np.zeros(self.d.n_entries)
+        for comp, w in zip(self.comps, self.weights):
+            score += w * self.value(comp)
+        self.score = score
+        self.objective = self._rebase()
+
+    def screen(self, candidates: list[Component], cs: np.ndarray) -> np.ndarray:
+        d = self.d
+        cand_term = np.array([c.spec for c in candidates], dtype=np.int64)
+        cand_gate = np.array([c.gate for c in candidates], dtype=np.int64)
+        ptr = np.zeros(len(candidates) + 1, dtype=np.int64)
+        parts = []
+        for i, c in enumerate(candidates):
+            rows = d.rows[d.rows_ptr[c.spec]:d.rows_ptr[c.spec + 1]]
+            parts.append(rows)
+            ptr[i + 1] = ptr[i] + len(rows)
+        cand_rows = np.concatenate(parts) if parts else np.zeros(0, np.int64)
+        out = np.zeros(cs.shape)
+        gates = self.gates if len(self.gates) else np.zeros((1, 1), np.uint8)
+        screen_candidates(self.A, self.score, d.values, cand_term, cand_gate, gates, ptr, cand_rows,
+                          np.ascontiguousarray(cs, dtype=np.float64), d.row_start, d.row_len, d.row_seq,
+                          self.base_rows, self.base_seq, d.two_n, out)
+        return out
+
+    def candidates(self, full: bool = True) -> list[Component]:
+        if full or self.ranking is None:
+            out = [Component(t) for t in range(len(self.d.specs))]
+        else:
+            out = [Component(t) for t in self.ranking[: self.s.shortlist]]
+        n_shared = len(self.d.gate_names)
+        if self.s.use_gates:
+            chosen = {c.spec for c in self.comps}
+            for spec in sorted(chosen):
+                out.extend(Component(spec, g) for g in range(len(self.gate_names)))
+            # head-specific token sets always paired with the terms they were made for
+            for i, gate in enumerate(self.head_gates):
+                for factors in gate.pairs:
+                    spec = self.d.spec_index.get(factors)
+                    if spec is not None and spec not in chosen:
+                        out.append(Component(spec, n_shared + i))
+        return out
+
+    def step(self) -> bool:
+        """Add the best candidate; False when nothing gains at least ``min_gain``."""
+        full = self.ranking is None or self.steps % self.s.full_screen_every == 0
+        self.steps += 1
+        cands = self.candidates(full)
+        total = float(sum(self.weights))
+        if total <= 0:
+            cs = np.ones((len(cands), 1))
+            fractions = np.array([1.0])
+        else:
+            fractions = np.asarray(self.s.fractions)
+            cs = np.tile(fractions / (1 - fractions) * total, (len(cands), 1))
+        result = self.screen(cands, cs)
+        if full:
+            pool = [i for i, c in enumerate(cands) if c.gate < 0]
+            gains = result[pool].max(axis=1)
+            self.ranking = [cands[pool[i]].spec for i in np.argsort(-gains, kind="stable")]
+        best = int(np.argmax(result))
+        t, c = divmod(best, result.shape[1])
+        gain = float(result[t, c]) - self.objective
+        if gain < self.s.min_gain:
+            return False
+        comp, w = cands[t], float(cs[t, c])
+        if comp in self.comps:
+            self.weights[self.comps.index(comp)] += w
+        else:
+            self.comps.append(comp)
+            self.weights.append(w)
+        self._rebuild()
+        return True
+
+    def refine(self, rounds: int | None = None) -> None:
+        """Coordinate ascent on the weights (multiplicative steps; 0 drops a term)."""
+        steps = np.asarray(self.s.refine_steps, dtype=np.float64)
+        for _ in range(self.s.refine_rounds if rounds is None else rounds):
+            improved = False
+            for j in range(len(self.comps)):
+                if j >= len(self.comps):
+                    break
+                w = self.weights[j]
+                multipliers = steps if len(self.comps) > 1 else steps[steps > 0]
+                cs = ((multipliers - 1.0) * w)[None, :]
+                result = self.screen([self.comps[j]], cs)[0]
+                best = int(np.argmax(result))
+                if result[best] > self.objective + 1e-9:
+                    self.weights[j] = w * float(multipliers[best])
+                    improved = True
+                    self._rebuild()
+            if any(w <= 0 for w in self.weights):
+                keep = [i for i, w in enumerate(self.weights) if w > 0]
+                self.comps = [self.comps[i] for i in keep]
+                self.weights = [self.weights[i] for i in keep]
+                self._rebuild()
+            if not improved:
+                break
+
+
+def search_head(
+    layer: int,
+    head: int,
+    screen_data: SearchData,
+    screen_attention: np.ndarray,
+    settings: SearchSettings,
+    full_data: SearchData | None = None,
+    full_attention: np.ndarray | None = None,
+    name: str | None = None,
+) -> SearchResult:
+    """Greedy search for one head (``*_attention``: the head's column of the causal block)."""
+    start = time.perf_counter()
+    name = name or f"L{layer}_H{head}"
+    gates = head_gates(screen_data, screen_attention) if settings.use_gates else []
+    fit = _HeadFit(screen_data, screen_attention, settings, gates)
+    # start from the sink: the empty program already is "all on key 0" (the fallback),
+    # so the sink term could never show a gain of its own
+    fit.comps, fit.weights = [Component(_sink_index(screen_data))], [1.0]
+    fit._rebuild()
+    path = [program_source(f"{name}_step1", screen_data, fit.comps, fit.weights, fit.gate_names,
+                           check=False, shares=fit.mass_shares())]
+    path_iou = [fit.objective]
+    short_state = (list(fit.comps), list(fit.weights))  # the path's last state with at most SHORT_MAX_TERMS terms
+    short_open = True
+    for step in range(settings.max_terms - 1):
+        if not fit.step():
+            break
+        fit.refine()
+        if short_open and len(fit.comps) <= SHORT_MAX_TERMS:
+            short_state = (list(fit.comps), list(fit.weights))
+        else:  # the first state past the bound ends the short path
+            short_open = False
+        path.append(program_source(f"{name}_step{len(path) + 1}", screen_data, fit.comps, fit.weights,
+                                   fit.gate_names, check=False, shares=fit.mass_shares()))
+        path_iou.append(fit.objective)
+    comps, weights, objective = fit.comps, fit.weights, fit.objective
+    data, gate_names, shares = screen_data, fit.gate_names, fit.mass_shares()
+    if full_data is not None and full_attention is not None:
+        final = _HeadFit(full_data, full_attention, settings, gates)
+        final.comps, final.weights = list(comps), list(weights)
+        final._rebuild()
+        final.refine(rounds=1)
+        comps, weights, objective = final.comps, final.weights, final.objective
+        data, gate_names, shares = full_data, final.gate_names, final.mass_shares()
+    source = program_source(name, data, comps, weights, gate_names, shares=shares)
+    short_source, short_iou = _short_program(f"{name}_short", short_state, gates, settings,
+                                             full_data if full_data is not None else screen_data,
+                                             full_attention if full_attention is not None else screen_attention)
+    soft_source, soft_iou = "", 0.0
+    if settings.softmax_terms > 0:
+        soft_source, soft_iou = _search_softmax(f"{name}_softmax", screen_data, screen_attention, settings,
+                                                full_data, full_attention)
+    return SearchResult(layer, head, name, source, float(objective), tuple(path), tuple(path_iou),
+                        time.perf_counter() - start, soft_source, soft_iou, short_source, short_iou)
+
+
+def _short_program(name: str, state, gates: Sequence[HeadGate], settings: SearchSettings, data: SearchData,
+                   attention: np.ndarray) -> tuple[str, float]:
+    """The short variant: ``state`` (components, weights of at most SHORT_MAX_TERMS terms) with
+    head token sets cut to SHORT_MAX_ENTRIES words, weights refined on ``data``."""
+    comps, weights = state
+    short_gates = [g.truncated(SHORT_MAX_ENTRIES) for g in gates]  # same order: component gate indices hold
+    fit = _HeadFit(data, attention, settings, short_gates)
+    fit.comps, fit.weights = list(comps), list(weights)
+    fit._rebuild()
+    fit.refine()
+    return program_source(name, data, fit.comps, fit.weights, fit.gate_names, shares=fit.mass_shares()), \
+        float(fit.objective)
+
+
+def _search_softmax(name: str, screen_data: SearchData, screen_attention: np.ndarray, settings: SearchSettings,
+                    full_data: SearchData | None, full_attention: np.ndarray | None) -> tuple[str, float]:
+    """A `combine softmax` program over the same pool: selected and fitted on the
+    screening sequences, weights refitted on every synthesis sequence."""
+    from attndsl.synthesis.softmax_fit import SoftmaxSettings, fit_softmax, refit, softmax_source
+
+    s = SoftmaxSettings(max_terms=settings.softmax_terms)
+    d = screen_data
+    fit = fit_softmax(d.values, screen_attention, d.row_start, d.row_len, d.row_seq, d.two_n, s)
+    if full_data is not None and full_attention is not None:
+        d = full_data
+        fit = refit(d.values, full_attention, d.row_start, d.row_len, d.row_seq, d.two_n, fit, s)
+    texts = [d.specs[i].factors for i in fit.specs]
+    scales = [float(d.scales[i]) for i in fit.specs]
+    return softmax_source(name, texts, fit.weights, scales), float(fit.iou)
+
+
+def _sink_index(data: SearchData) -> int:
+    for i, spec in enumerate(data.specs):
+        if spec.factors == "[k == 0]":
+            return i
+    raise ValueError("the term pool has no sink term")
+
+
+def search_heads(
+    source,
+    tables: Sequence[TokenTable],
+    seq_indices: Sequence[int],
+    heads: Sequence[tuple[int, int]],
+    settings: SearchSettings = SearchSettings(),
+    on_result: Callable[[SearchResult], None] | None = None,
+    progress: bool = True,
+) -> list[SearchResult]:
+    """Search every head in ``heads`` on the synthesis sequences ``seq_indices``.
+
+    ``source`` is an `attndsl.synthesis.scoring.AttentionSource`; ``tables[i]`` is the
+    token table of sequence ``seq_indices[i]``.  ``on_result`` is called as
+    each head finishes (the synthesis stage saves it there, for resuming).
+    """
+    from tqdm.auto import tqdm
+
+    seq_indices = np.asarray(seq_indices, dtype=np.int64)
+    if len(seq_indices) != len(tables):
+        raise ValueError("one token table per sequence index is required")
+    if len(seq_indices) == 0 or not heads:
+        return []
+    rng = np.random.default_rng(settings.seed)
+    n_screen = min(settings.screen_sequences, len(seq_indices))
+    chosen = np.sort(rng.choice(len(seq_indices), size=n_screen, replace=False))
+    specs = term_pool(tables, settings.n_words)
+    gate_names = GATES if settings.use_gates else ()
+    screen = prepare([tables[i] for i in chosen], seq_indices[chosen], specs, gate_names)
+    full = None
+    if n_screen < len(seq_indices):
+        full = prepare(tables, seq_indices, screen.specs, gate_names, scales=screen.scales)
+    screen_block = np.asarray(source.causal_block(seq_indices[chosen]), dtype=np.float32)
+    full_block = np.asarray(source.causal_block(seq_indices), dtype=np.float32) if full is not None else None
+    n_heads = source.n_heads
+    results = []
+    for layer, head in tqdm(heads, desc="search", unit="head", disable=not progress):
+        col = layer * n_heads + head
+        result = search_head(
+            layer, head, screen, screen_block[:, col], settings,
+            full, full_block[:, col] if full_block is not None else None,
+        )
+        results.append(result)
+        if on_result is not None:
+            on_result(result)
+    return results
