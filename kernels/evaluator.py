@@ -26,15 +26,14 @@ from numba import njit, prange
 
 _FLAGS = dict(cache=True, fastmath=False, error_model="numpy", nogil=True)
 
-# opcodes (keep in sync with encoding.py)
-OP_CONST, OP_DIST, OP_POS, OP_NUMF, OP_STRF, OP_BOOLF, OP_SAME, OP_SIM = range(8)
-OP_ADD, OP_SUB, OP_MUL, OP_DIV, OP_NEG = range(8, 13)
-OP_EXP, OP_LOG, OP_SQRT, OP_ABS, OP_POW, OP_MIN, OP_MAX = range(13, 20)
-OP_EQ, OP_NE, OP_LT, OP_LE, OP_GT, OP_GE = range(20, 26)
-OP_IN, OP_AND, OP_OR, OP_NOT, OP_SELECT = range(26, 31)
-OP_LEX = 31
-#: combination codes: fallback + FORM_STRIDE * form (encoding.combination_code)
-FORM_STRIDE = 8
+# opcodes and codes come from the one table (module-level ints, frozen into the
+# compiled kernels; the table never renumbers, see its docstring)
+from attndsl.language.ops import (  # noqa: E402
+    FALLBACK_FIRST, FALLBACK_PREVIOUS, FALLBACK_SELF, FORM_SOFTMAX, FORM_STRIDE, OP_ABS, OP_ADD, OP_AND,
+    OP_BOOLF, OP_CONST, OP_DIST, OP_DIV, OP_EQ, OP_EXP, OP_GE, OP_GT, OP_IN, OP_LE, OP_LEX, OP_LOG, OP_LT,
+    OP_MAX, OP_MIN, OP_MUL, OP_NE, OP_NEG, OP_NUMF, OP_OR, OP_POS, OP_POW, OP_SAME, OP_SELECT, OP_SIM,
+    OP_SQRT, OP_STRF, OP_SUB, SELECT_NEAREST, SELECT_SPREAD, VAR_K, VAR_Q,
+)
 #: softmax logits are clamped to ±LOGIT_BOUND (= attndsl.language.ir.LOGIT_BOUND; a literal
 #: here so the cached kernels do not depend on a module global changing)
 LOGIT_BOUND = 1e4
@@ -104,13 +103,13 @@ def run_term(code, start, stop, pool, base, n, q0, q1, m, qv, kv,
             sp += 1
         elif op == OP_POS:
             top = stack[sp]
-            src = qv if a1 == 0 else kv
+            src = qv if a1 == VAR_Q else kv
             for e in range(m):
                 top[e] = src[e]
             sp += 1
         elif op == OP_NUMF or op == OP_STRF or op == OP_BOOLF:
             top = stack[sp]
-            src = kv if code[pc, 2] == 1 else qv
+            src = kv if code[pc, 2] == VAR_K else qv
             off = code[pc, 3]
             if op == OP_NUMF:
                 col = numbers[a1]
@@ -130,9 +129,9 @@ def run_term(code, start, stop, pool, base, n, q0, q1, m, qv, kv,
             sp += 1
         elif op == OP_SAME or op == OP_SIM:
             top = stack[sp]
-            srca = kv if code[pc, 2] == 1 else qv
+            srca = kv if code[pc, 2] == VAR_K else qv
             offa = code[pc, 3]
-            srcb = kv if code[pc, 4] == 1 else qv
+            srcb = kv if code[pc, 4] == VAR_K else qv
             offb = code[pc, 5]
             if op == OP_SAME:
                 scol = same_keys[a1]
@@ -218,7 +217,7 @@ def run_term(code, start, stop, pool, base, n, q0, q1, m, qv, kv,
             first_entry = q0 * (q0 + 1) // 2
             for q in range(q0, q1):
                 r0 = q * (q + 1) // 2 - first_entry
-                if a1 == 2:  # spread
+                if a1 == SELECT_SPREAD:
                     count = 0
                     for k in range(q + 1):
                         if x[r0 + k] != 0.0:
@@ -228,12 +227,12 @@ def run_term(code, start, stop, pool, base, n, q0, q1, m, qv, kv,
                         x[r0 + k] = w if x[r0 + k] != 0.0 else 0.0
                 else:
                     found = -1
-                    if a1 == 0:  # nearest: largest k
+                    if a1 == SELECT_NEAREST:  # largest k
                         for k in range(q, -1, -1):
                             if x[r0 + k] != 0.0:
                                 found = k
                                 break
-                    else:  # first: smallest k
+                    else:  # SELECT_FIRST: smallest k
                         for k in range(q + 1):
                             if x[r0 + k] != 0.0:
                                 found = k
@@ -247,7 +246,7 @@ def run_term(code, start, stop, pool, base, n, q0, q1, m, qv, kv,
             # pool[a1 : a1+count]; the weight of key j is pool[j + count]
             top = stack[sp]
             count = code[pc, 2]
-            src = kv if code[pc, 3] == 1 else qv
+            src = kv if code[pc, 3] == VAR_K else qv
             off = code[pc, 4]
             tcol = text_ids[code[pc, 5]]
             for e in range(m):
@@ -326,7 +325,7 @@ def combine_row_block(q0, q1, m, values, weights_idx, weights, lo, hi, fallback,
                 for e in range(m):
                     if v[e] == 0.0:
                         out[e] = 0.0
-    if form == 1:
+    if form == FORM_SOFTMAX:
         softmax_rows(q0, q1, total, masked, fb, out)
     else:
         if masked:
@@ -341,13 +340,13 @@ def fallback_row(r0, q, fallback, out):
     """The fallback's mass on row q (entries out[r0 .. r0+q])."""
     for k in range(q + 1):
         out[r0 + k] = 0.0
-    if fallback == 0:
+    if fallback == FALLBACK_FIRST:
         out[r0] = 1.0
-    elif fallback == 1:
+    elif fallback == FALLBACK_SELF:
         out[r0 + q] = 1.0
-    elif fallback == 2:
+    elif fallback == FALLBACK_PREVIOUS:
         out[r0 + max(q - 1, 0)] = 1.0
-    else:
+    else:  # FALLBACK_UNIFORM
         for k in range(q + 1):
             out[r0 + k] = 1.0 / (q + 1)
 

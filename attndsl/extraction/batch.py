@@ -28,25 +28,22 @@ from typing import Sequence
 
 import numpy as np
 
-from attndsl.language import ir
+from attndsl.language import ir, ops
 from attndsl.extraction.features import TokenTable, charset_mask
 
 #: id of the empty string / of text read outside the sequence (interpreter convention)
 PAD_ID = -1
 
+# Row orders: the feature table's (`attndsl.language.ops`), one row per feature.
 #: row order of `TokenBatch.text_ids`
-TEXT_COLUMNS = ("tok", "lower", "upos", "dep")
+TEXT_COLUMNS = ops.token_features(ops.TEXT)
 #: row order of `TokenBatch.numbers` (``pos`` is the index within the sequence)
-NUMBER_COLUMNS = ("id", "pos", "word", "sent", "word_pos", "sent_pos", "len", "head")
+NUMBER_COLUMNS = ops.token_features(ops.NUMBER)
 #: row order of `TokenBatch.flags`
-FLAG_COLUMNS = ("word_start", "punct", "alpha", "digit", "cap", "newline", "space", "seq_start")
-#: row order of `TokenBatch.same_keys`: what ``same_*`` compares (interpreter: token id, lower id, word, sentence)
-SAME_COLUMNS = ("same_tok", "same_lower", "same_word", "same_sent")
-
-assert set(NUMBER_COLUMNS) == set(ir.NUMBER_FEATURES + ir.SYNTAX_NUMBER_FEATURES)
-assert set(FLAG_COLUMNS) == set(ir.BOOL_FEATURES)
-assert set(TEXT_COLUMNS) == set(ir.STRING_FEATURES + ir.SYNTAX_STRING_FEATURES)
-assert set(SAME_COLUMNS) == set(ir.CROSS_BOOL_FEATURES)
+FLAG_COLUMNS = ops.token_features(ops.BOOL)
+#: row order of `TokenBatch.same_keys`: what ``same_*`` compares (the values of the
+#: token feature its `ops.Feature.column` names; text as its id)
+SAME_COLUMNS = ops.features(ops.BOOL, cross=True)
 
 
 def causal_layout(lengths: Sequence[int] | np.ndarray) -> np.ndarray:
@@ -84,10 +81,10 @@ class TokenBatch:
     lengths: np.ndarray  # int64[S]
     offsets: np.ndarray  # int64[S+1] token offsets
     tri_offsets: np.ndarray  # int64[S+1] causal-entry offsets (`causal_layout`)
-    text_ids: np.ndarray  # int64[4, N]   rows: TEXT_COLUMNS
-    numbers: np.ndarray  # float64[8, N] rows: NUMBER_COLUMNS (head = -1 without syntax)
-    flags: np.ndarray  # uint8[8, N]    rows: FLAG_COLUMNS
-    same_keys: np.ndarray  # int64[4, N]  rows: SAME_COLUMNS
+    text_ids: np.ndarray  # int64[len(TEXT_COLUMNS), N]
+    numbers: np.ndarray  # float64[len(NUMBER_COLUMNS), N] (head = -1 without syntax)
+    flags: np.ndarray  # uint8[len(FLAG_COLUMNS), N]
+    same_keys: np.ndarray  # int64[len(SAME_COLUMNS), N]
     charset: np.ndarray  # uint64[N] character buckets of ``lower`` (for ``sim``)
     vocabulary: dict[str, int]  # text -> id ("" -> PAD_ID)
     has_syntax: bool
@@ -112,6 +109,10 @@ class TokenBatch:
                 out.append(i)
             return out
 
+        syntax_ok = [has_syntax or not ops.FEATURE[name].syntax for name in TEXT_COLUMNS + NUMBER_COLUMNS]
+        text_ok, number_ok = syntax_ok[:len(TEXT_COLUMNS)], syntax_ok[len(TEXT_COLUMNS):]
+        same_text = [TEXT_COLUMNS.index(ops.FEATURE[name].column) if ops.FEATURE[name].column in TEXT_COLUMNS
+                     else -1 for name in SAME_COLUMNS]
         text_ids = np.full((len(TEXT_COLUMNS), total), PAD_ID, dtype=np.int64)
         numbers = np.full((len(NUMBER_COLUMNS), total), ir.PAD_NUMBER, dtype=np.float64)
         flags = np.zeros((len(FLAG_COLUMNS), total), dtype=np.uint8)
@@ -121,28 +122,18 @@ class TokenBatch:
             a, b = int(offsets[t]), int(offsets[t + 1])
             if a == b:
                 continue
-            lower = table.lower
-            text_ids[0, a:b] = intern(table.tok)
-            text_ids[1, a:b] = intern(lower)
-            if has_syntax:
-                text_ids[2, a:b] = intern(table.upos)
-                text_ids[3, a:b] = intern(table.dep)
-                numbers[7, a:b] = table.head
-            numbers[0, a:b] = table.token_id
-            numbers[1, a:b] = np.arange(b - a)
-            numbers[2, a:b] = table.word
-            numbers[3, a:b] = table.sent
-            numbers[4, a:b] = table.word_pos
-            numbers[5, a:b] = table.sent_pos
-            numbers[6, a:b] = table.length
-            for row, name in enumerate(FLAG_COLUMNS[:-1]):
-                flags[row, a:b] = np.asarray(getattr(table, name), dtype=bool)
-            flags[7, a] = 1  # seq_start
-            same_keys[0, a:b] = table.token_id
-            same_keys[1, a:b] = text_ids[1, a:b]
-            same_keys[2, a:b] = table.word
-            same_keys[3, a:b] = table.sent
-            charset[a:b] = [charset_mask(s) for s in lower]
+            for row, name in enumerate(TEXT_COLUMNS):  # interned in row order: ids are stable
+                if text_ok[row]:
+                    text_ids[row, a:b] = intern(table.column(name))
+            for row, name in enumerate(NUMBER_COLUMNS):
+                if number_ok[row]:
+                    numbers[row, a:b] = table.column(name)
+            for row, name in enumerate(FLAG_COLUMNS):
+                flags[row, a:b] = np.asarray(table.column(name), dtype=bool)
+            for row, name in enumerate(SAME_COLUMNS):
+                key = ops.FEATURE[name].column
+                same_keys[row, a:b] = text_ids[same_text[row], a:b] if same_text[row] >= 0 else table.column(key)
+            charset[a:b] = [charset_mask(s) for s in table.lower]
         return cls(
             lengths=lengths,
             offsets=offsets,

@@ -39,6 +39,8 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from attndsl.language import ops
+
 _WORD_RE = re.compile(r"[^\W_]+(?:['’][^\W_]+)*|_+|[^\s\w]", re.UNICODE)
 _SENT_END_RE = re.compile(r"[.!?]+[\"'”’)\]]*|\n")
 
@@ -94,34 +96,35 @@ class TokenTable:
                 return False
         return True
 
+    @property
+    def position(self) -> np.ndarray:
+        """``pos``: each token's index in the sequence (int64)."""
+        return np.arange(len(self), dtype=np.int64)
+
+    @property
+    def seq_start(self) -> np.ndarray:
+        """``seq_start``: true at position 0 only."""
+        return np.arange(len(self)) == 0
+
+    def column(self, name: str):
+        """Per-token values of token feature ``name`` (its `ops.Feature.column`)."""
+        return getattr(self, ops.FEATURE[name].column)
+
     def records(self) -> list[dict]:
-        """One dict per token keyed by DSL feature names (the input of emitted Python)."""
+        """One dict per token keyed by DSL feature names (the input of emitted Python):
+        every token feature of `attndsl.language.ops` in table order, ``charset`` (for
+        ``sim``) after the ones every table has, then the syntax features."""
+        convert = {ops.TEXT: str, ops.NUMBER: int, ops.BOOL: bool}
+        plain = [(f.name, convert[f.type], self.column(f.name)) for f in ops.FEATURES if not f.cross and not f.syntax]
+        syntax = [(f.name, convert[f.type], self.column(f.name)) for f in ops.FEATURES
+                  if not f.cross and f.syntax] if self.has_syntax else []
+        lower = self.lower
         out = []
         for i in range(len(self)):
-            rec = {
-                "tok": self.tok[i],
-                "lower": self.tok[i].lower(),
-                "id": int(self.token_id[i]),
-                "pos": i,
-                "word": int(self.word[i]),
-                "sent": int(self.sent[i]),
-                "word_pos": int(self.word_pos[i]),
-                "sent_pos": int(self.sent_pos[i]),
-                "len": len(self.tok[i]),
-                "word_start": bool(self.word_start[i]),
-                "punct": bool(self.punct[i]),
-                "alpha": bool(self.alpha[i]),
-                "digit": bool(self.digit[i]),
-                "cap": bool(self.cap[i]),
-                "newline": bool(self.newline[i]),
-                "space": bool(self.space[i]),
-                "seq_start": i == 0,
-                "charset": int(charset_mask(self.tok[i].lower())),
-            }
-            if self.has_syntax:
-                rec["upos"] = self.upos[i]
-                rec["dep"] = self.dep[i]
-                rec["head"] = int(self.head[i])
+            rec = {name: cast(values[i]) for name, cast, values in plain}
+            rec["charset"] = int(charset_mask(lower[i]))
+            for name, cast, values in syntax:
+                rec[name] = cast(values[i])
             out.append(rec)
         return out
 
