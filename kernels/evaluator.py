@@ -34,6 +34,8 @@ from attndsl.language.ops import (  # noqa: E402
     OP_MAX, OP_MIN, OP_MUL, OP_NE, OP_NEG, OP_NUMF, OP_OR, OP_POS, OP_POW, OP_SAME, OP_SELECT, OP_SIM,
     OP_SQRT, OP_STRF, OP_SUB, SELECT_NEAREST, SELECT_SPREAD, VAR_K, VAR_Q,
 )
+# the causal layout's offsets (one formula, `attndsl.extraction.layout`)
+from attndsl.extraction.layout import row_start_jit as row_start, tri_size_jit as tri_size  # noqa: E402
 #: softmax logits are clamped to ±LOGIT_BOUND (= attndsl.language.ir.LOGIT_BOUND; a literal
 #: here so the cached kernels do not depend on a module global changing)
 LOGIT_BOUND = 1e4
@@ -214,9 +216,9 @@ def run_term(code, start, stop, pool, base, n, q0, q1, m, qv, kv,
                 x[e] = hit
         elif op == OP_SELECT:
             x = stack[sp - 1]
-            first_entry = q0 * (q0 + 1) // 2
+            first_entry = row_start(q0)
             for q in range(q0, q1):
-                r0 = q * (q + 1) // 2 - first_entry
+                r0 = row_start(q) - first_entry
                 if a1 == SELECT_SPREAD:
                     count = 0
                     for k in range(q + 1):
@@ -356,9 +358,9 @@ def softmax_rows(q0, q1, total, masked, fallback, out):
     """Softmax of the logits (clamped to ±LOGIT_BOUND) over each row's admissible
     keys (interpreter step 5): exp(s − max) / Σ exp(s − max); with ``masked``, ``out`` holds 1.0 for the
     admissible entries on entry; a row with no admissible key takes the fallback."""
-    first_entry = q0 * (q0 + 1) // 2
+    first_entry = row_start(q0)
     for q in range(q0, q1):
-        r0 = q * (q + 1) // 2 - first_entry
+        r0 = row_start(q) - first_entry
         top = -np.inf
         found = False
         for k in range(q + 1):
@@ -386,9 +388,9 @@ def softmax_rows(q0, q1, total, masked, fallback, out):
 @njit(**_FLAGS)
 def normalise(q0, q1, total, fallback, out):
     """Clip below 0, divide each row by its sum, fallback on empty rows (interpreter step 4-5)."""
-    first_entry = q0 * (q0 + 1) // 2
+    first_entry = row_start(q0)
     for q in range(q0, q1):
-        r0 = q * (q + 1) // 2 - first_entry
+        r0 = row_start(q) - first_entry
         s = 0.0
         for k in range(q + 1):
             v = total[r0 + k]
@@ -433,7 +435,7 @@ def evaluate_terms_kernel(code, term_ptr, pool, depth, lengths, offsets, tri_off
             m = fill_positions(q0, q1, qv, kv)
             eval_terms_tile(code, term_ptr, pool, offsets[s], n, q0, q1, m, qv, kv,
                             text_ids, numbers, flags, same_keys, charset, stack, values)
-            lo = tri_offsets[s] + q0 * (q0 + 1) // 2
+            lo = tri_offsets[s] + row_start(q0)
             for t in range(n_terms):
                 for e in range(m):
                     out[t, lo + e] = values[t, e]
@@ -456,8 +458,8 @@ def combine_kernel(term_values, prog_ptr, term_idx, coef, fallback, lengths, tri
         q0 = 0
         while q0 < n:
             q1 = next_tile(n, q0)
-            lo = tri_offsets[s] + q0 * (q0 + 1) // 2
-            m = (q1 * (q1 + 1) - q0 * (q0 + 1)) // 2
+            lo = tri_offsets[s] + row_start(q0)
+            m = row_start(q1) - row_start(q0)
             for t in range(n_terms):
                 for e in range(m):
                     values[t, e] = term_values[t, lo + e]
@@ -492,7 +494,7 @@ def evaluate_programs_kernel(code, term_ptr, pool, depth, prog_ptr, term_idx, co
             m = fill_positions(q0, q1, qv, kv)
             eval_terms_tile(code, term_ptr, pool, offsets[s], n, q0, q1, m, qv, kv,
                             text_ids, numbers, flags, same_keys, charset, stack, values)
-            lo = tri_offsets[s] + q0 * (q0 + 1) // 2
+            lo = tri_offsets[s] + row_start(q0)
             for p in range(n_programs):
                 combine_row_block(q0, q1, m, values, term_idx, coef, prog_ptr[p], prog_ptr[p + 1], fallback[p],
                                   total, ahat)
@@ -577,7 +579,7 @@ def score_kernel(seqs, a_offsets, block,
             m = fill_positions(q0, q1, qv, kv)
             eval_terms_tile(code, term_ptr, pool, offsets[s], n, q0, q1, m, qv, kv,
                             text_ids, numbers, flags, same_keys, charset, stack, values)
-            a_lo = a_offsets[i] + q0 * (q0 + 1) // 2
+            a_lo = a_offsets[i] + row_start(q0)
             for p in range(n_programs):
                 combine_row_block(q0, q1, m, values, term_idx, coef, prog_ptr[p], prog_ptr[p + 1], fallback[p],
                                   total, ahat)
@@ -595,7 +597,7 @@ def score_values_kernel(seqs, a_offsets, block, ahat_all, tri_offsets, lengths, 
         n = lengths[s]
         if n == 0:
             continue
-        m = n * (n + 1) // 2
+        m = tri_size(n)
         lo = tri_offsets[s]
         attention_k1(n, block, a_offsets[i], attn_k1[i])
         for p in range(n_programs):

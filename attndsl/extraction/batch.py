@@ -17,7 +17,7 @@ Causal entries
 Program outputs and head attention are stored over the *causal entries* of a
 batch only (pairs k ≤ q).  For sequences of lengths n_s the entry index of
 (s, q, k) is ``tri_offsets[s] + q*(q+1)//2 + k`` where ``tri_offsets`` is the
-cumulative sum of n_s*(n_s+1)//2 starting at 0 (`causal_layout`).  The
+cumulative sum of n_s*(n_s+1)//2 starting at 0 (`attndsl.extraction.layout`).  The
 attention store uses the same layout, so program outputs and recorded
 attention line up entry by entry.
 """
@@ -30,6 +30,7 @@ import numpy as np
 
 from attndsl.language import ir, ops
 from attndsl.extraction.features import TokenTable, charset_mask
+from attndsl.extraction.layout import causal_entries, causal_layout  # noqa: F401  (re-exported)
 
 #: id of the empty string / of text read outside the sequence (interpreter convention)
 PAD_ID = -1
@@ -44,34 +45,6 @@ FLAG_COLUMNS = ops.token_features(ops.BOOL)
 #: row order of `TokenBatch.same_keys`: what ``same_*`` compares (the values of the
 #: token feature its `ops.Feature.column` names; text as its id)
 SAME_COLUMNS = ops.features(ops.BOOL, cross=True)
-
-
-def causal_layout(lengths: Sequence[int] | np.ndarray) -> np.ndarray:
-    """``tri_offsets`` (int64[S+1]): where each sequence's causal entries start.
-
-    Entry (s, q, k), k ≤ q, lives at ``tri_offsets[s] + q*(q+1)//2 + k``;
-    ``tri_offsets[-1]`` is the total number of entries.
-    """
-    n = np.asarray(lengths, dtype=np.int64)
-    if n.ndim != 1 or (n < 0).any():
-        raise ValueError("lengths must be a 1-D array of non-negative integers")
-    out = np.zeros(len(n) + 1, dtype=np.int64)
-    np.cumsum(n * (n + 1) // 2, out=out[1:])
-    return out
-
-
-def causal_entries(lengths: Sequence[int] | np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(sequence, q, k) of every causal entry, each int64[E], in layout order."""
-    n = np.asarray(lengths, dtype=np.int64)
-    tri = causal_layout(n)
-    total = int(tri[-1])
-    seq = np.repeat(np.arange(len(n), dtype=np.int64), n * (n + 1) // 2)
-    # row index q of each entry: rows of sequence s have sizes 1..n_s
-    row_sizes = np.concatenate([np.arange(1, m + 1, dtype=np.int64) for m in n]) if total else np.zeros(0, np.int64)
-    q = np.concatenate([np.repeat(np.arange(m, dtype=np.int64), np.arange(1, m + 1)) for m in n]) if total else np.zeros(0, np.int64)
-    row_start = np.cumsum(row_sizes) - row_sizes
-    k = np.arange(total, dtype=np.int64) - np.repeat(row_start, row_sizes)
-    return seq, q, k
 
 
 @dataclass(frozen=True, eq=False)
