@@ -3,6 +3,11 @@
 Every kernel here is compiled once per machine and cached on disk
 (``cache=True``): a new program is only new *data* (bytecode), so scoring
 thousands of fresh candidates pays no JIT cost after the first call.
+The module is long because it holds the whole bytecode dispatch and every
+batch kernel that fuses it: Numba inlines helpers only within what it
+compiles together, and splitting the dispatch would cost a call per
+instruction.  Opcodes and codes come from `attndsl.language.ops`; causal
+offsets from `attndsl.extraction.layout`.
 
 Compilation flags, and why:
 
