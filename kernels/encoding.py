@@ -26,11 +26,10 @@ import numpy as np
 
 from attndsl.language import ir, ops
 from attndsl.extraction.batch import FLAG_COLUMNS, NUMBER_COLUMNS, SAME_COLUMNS, TEXT_COLUMNS, TokenBatch
-
 # opcodes and codes: one table, `attndsl.language.ops` (the evaluator imports the same constants)
-from attndsl.language.ops import (  # noqa: E402  (re-exported for callers of this module)
-    FORM_STRIDE, OP_AND, OP_BOOLF, OP_CONST, OP_DIST, OP_EQ, OP_IN, OP_LEX, OP_MUL, OP_NE, OP_NEG, OP_NOT,
-    OP_NUMF, OP_OR, OP_POS, OP_SAME, OP_SELECT, OP_SIM, OP_STRF, VAR_K, VAR_Q,
+from attndsl.language.ops import (
+    FORM_STRIDE, OP_AND, OP_CONST, OP_DIST, OP_EQ, OP_IN, OP_LEX, OP_MUL, OP_NE, OP_NEG, OP_NOT, OP_OR, OP_POS,
+    OP_SELECT, VAR_K, VAR_Q,
 )
 
 WIDTH = 6

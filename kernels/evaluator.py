@@ -29,18 +29,19 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-_FLAGS = dict(cache=True, fastmath=False, error_model="numpy", nogil=True)
-
 # opcodes and codes come from the one table (module-level ints, frozen into the
 # compiled kernels; the table never renumbers, see its docstring)
-from attndsl.language.ops import (  # noqa: E402
+from attndsl.language.ops import (
     FALLBACK_FIRST, FALLBACK_PREVIOUS, FALLBACK_SELF, FORM_SOFTMAX, FORM_STRIDE, OP_ABS, OP_ADD, OP_AND,
     OP_BOOLF, OP_CONST, OP_DIST, OP_DIV, OP_EQ, OP_EXP, OP_GE, OP_GT, OP_IN, OP_LE, OP_LEX, OP_LOG, OP_LT,
     OP_MAX, OP_MIN, OP_MUL, OP_NE, OP_NEG, OP_NUMF, OP_OR, OP_POS, OP_POW, OP_SAME, OP_SELECT, OP_SIM,
     OP_SQRT, OP_STRF, OP_SUB, SELECT_NEAREST, SELECT_SPREAD, VAR_K, VAR_Q,
 )
 # the causal layout's offsets (one formula, `attndsl.extraction.layout`)
-from attndsl.extraction.layout import row_start_jit as row_start, tri_size_jit as tri_size  # noqa: E402
+from attndsl.extraction.layout import row_start_jit as row_start, tri_size_jit as tri_size
+
+_FLAGS = dict(cache=True, fastmath=False, error_model="numpy", nogil=True)
+
 #: softmax logits are clamped to ±LOGIT_BOUND (= attndsl.language.ir.LOGIT_BOUND; a literal
 #: here so the cached kernels do not depend on a module global changing)
 LOGIT_BOUND = 1e4
