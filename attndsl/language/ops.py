@@ -116,6 +116,7 @@ FEATURES: tuple[Feature, ...] = (
     Feature("newline", BOOL, "newline", "contains a newline / is all whitespace", "contains a newline"),
     Feature("space", BOOL, "space", "contains a newline / is all whitespace", "all whitespace"),
     Feature("seq_start", BOOL, "seq_start", "first token of the sequence", "first token"),
+    Feature("stopword", BOOL, "stopword", "`lower` is an English stop word (`the`, `of`, `and` …)", "a stop word"),
     Feature("upos", TEXT, "upos", "part of speech (`\"NOUN\"`, `\"VERB\"` …), dependency label (`\"nsubj\"` …)",
             "part of speech", syntax=True),
     Feature("dep", TEXT, "dep", "part of speech (`\"NOUN\"`, `\"VERB\"` …), dependency label (`\"nsubj\"` …)",
