@@ -31,6 +31,7 @@ import numpy as np
 
 from attndsl.language import ir
 from attndsl.extraction.batch import TokenBatch
+from attndsl.extraction.layout import to_dense
 
 from attndsl.kernels import evaluator
 from attndsl.kernels.encoding import FALLBACK_CODES, FORM_CODES, EncodedTerms, ProgramTable, combination_code, encode_terms, program_table
@@ -178,14 +179,7 @@ def evaluate_sparse(programs: Sequence[ir.Program], batch: TokenBatch, dtype=np.
 
 def dense_blocks(values: np.ndarray, batch: TokenBatch) -> list[np.ndarray]:
     """One program's values over causal entries → one n×n matrix per sequence."""
-    out = []
-    for s, n in enumerate(batch.lengths):
-        n = int(n)
-        block = np.zeros((n, n), dtype=values.dtype)
-        lo = batch.tri_offsets[s]
-        block[np.tril_indices(n)] = values[lo:lo + n * (n + 1) // 2]
-        out.append(block)
-    return out
+    return [to_dense(values[batch.tri_offsets[s]:], int(n)) for s, n in enumerate(batch.lengths)]
 
 
 def warmup() -> float:

@@ -24,28 +24,24 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from attndsl.language import ir
+from attndsl.language import ir, ops
 from attndsl.extraction.batch import FLAG_COLUMNS, NUMBER_COLUMNS, SAME_COLUMNS, TEXT_COLUMNS, TokenBatch
-
-# opcodes (keep in sync with evaluator.py)
-OP_CONST, OP_DIST, OP_POS, OP_NUMF, OP_STRF, OP_BOOLF, OP_SAME, OP_SIM = range(8)
-OP_ADD, OP_SUB, OP_MUL, OP_DIV, OP_NEG = range(8, 13)
-OP_EXP, OP_LOG, OP_SQRT, OP_ABS, OP_POW, OP_MIN, OP_MAX = range(13, 20)
-OP_EQ, OP_NE, OP_LT, OP_LE, OP_GT, OP_GE = range(20, 26)
-OP_IN, OP_AND, OP_OR, OP_NOT, OP_SELECT = range(26, 31)
-OP_LEX = 31
+# opcodes and codes: one table, `attndsl.language.ops` (the evaluator imports the same constants)
+from attndsl.language.ops import (
+    FORM_STRIDE, OP_AND, OP_CONST, OP_DIST, OP_EQ, OP_IN, OP_LEX, OP_MUL, OP_NE, OP_NEG, OP_NOT, OP_OR, OP_POS,
+    OP_SELECT, VAR_K, VAR_Q,
+)
 
 WIDTH = 6
-_ARITH = {"+": OP_ADD, "-": OP_SUB, "*": OP_MUL, "/": OP_DIV}
-_FUNC = {"exp": OP_EXP, "log": OP_LOG, "sqrt": OP_SQRT, "abs": OP_ABS, "pow": OP_POW, "min": OP_MIN, "max": OP_MAX}
-_COMPARE = {"==": OP_EQ, "!=": OP_NE, "<": OP_LT, "<=": OP_LE, ">": OP_GT, ">=": OP_GE}
-SELECT_KINDS = {"nearest": 0, "first": 1, "spread": 2}
-FALLBACK_CODES = {"first": 0, "self": 1, "previous": 2, "uniform": 3}
-FORM_CODES = {"linear": 0, "softmax": 1}
+_ARITH = {name: op.opcode for name, op in ops.ARITH.items()}
+_FUNC = {name: op.opcode for name, op in ops.FUNCTION.items()}
+_COMPARE = {name: op.opcode for name, op in ops.COMPARE.items()}
+SELECT_KINDS = {s.name: s.code for s in ops.SELECTIONS}
+FALLBACK_CODES = {f.name: f.code for f in ops.FALLBACKS}
+FORM_CODES = {f.name: f.code for f in ops.FORMS}
 #: a program's combination code is ``fallback + FORM_STRIDE * form`` (one int64
 #: per program, so every kernel signature stays the same for both forms)
-FORM_STRIDE = 8
-_VAR = {"q": 0, "k": 1}
+_VAR = {"q": VAR_Q, "k": VAR_K}
 
 
 @dataclass(frozen=True)
@@ -100,9 +96,9 @@ class _Encoder:
                 self.emit(OP_POS, _VAR[var])
             case ir.NumFeature(name=name, at=at):
                 self.syntax_check(name)
-                self.emit(OP_NUMF, NUMBER_COLUMNS.index(name), _VAR[at.var], at.offset)
+                self.emit(ops.FEATURE[name].opcode, NUMBER_COLUMNS.index(name), _VAR[at.var], at.offset)
             case ir.Similarity(a=a, b=b):
-                self.emit(OP_SIM, 0, _VAR[a.var], a.offset, _VAR[b.var], b.offset)
+                self.emit(ops.FEATURE["sim"].opcode, 0, _VAR[a.var], a.offset, _VAR[b.var], b.offset)
             case ir.Arith(op=op, left=left, right=right):
                 self.num(left)
                 self.num(right)
@@ -127,7 +123,7 @@ class _Encoder:
                 self.constant(self.batch.literal_id(v))
             case ir.StrFeature(name=name, at=at):
                 self.syntax_check(name)
-                self.emit(OP_STRF, TEXT_COLUMNS.index(name), _VAR[at.var], at.offset)
+                self.emit(ops.FEATURE[name].opcode, TEXT_COLUMNS.index(name), _VAR[at.var], at.offset)
             case _:
                 raise AssertionError(f"unhandled text node {node!r}")
 
@@ -136,9 +132,10 @@ class _Encoder:
             case ir.BoolConst(value=v):
                 self.constant(1.0 if v else 0.0)
             case ir.BoolFeature(name=name, at=at):
-                self.emit(OP_BOOLF, FLAG_COLUMNS.index(name), _VAR[at.var], at.offset)
+                self.emit(ops.FEATURE[name].opcode, FLAG_COLUMNS.index(name), _VAR[at.var], at.offset)
             case ir.Same(name=name, a=a, b=b):
-                self.emit(OP_SAME, SAME_COLUMNS.index(name), _VAR[a.var], a.offset, _VAR[b.var], b.offset)
+                self.emit(ops.FEATURE[name].opcode, SAME_COLUMNS.index(name), _VAR[a.var], a.offset,
+                          _VAR[b.var], b.offset)
             case ir.NumCompare(op=op, left=left, right=right):
                 self.num(left)
                 self.num(right)

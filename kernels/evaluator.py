@@ -3,6 +3,11 @@
 Every kernel here is compiled once per machine and cached on disk
 (``cache=True``): a new program is only new *data* (bytecode), so scoring
 thousands of fresh candidates pays no JIT cost after the first call.
+The module is long because it holds the whole bytecode dispatch and every
+batch kernel that fuses it: Numba inlines helpers only within what it
+compiles together, and splitting the dispatch would cost a call per
+instruction.  Opcodes and codes come from `attndsl.language.ops`; causal
+offsets from `attndsl.extraction.layout`.
 
 Compilation flags, and why:
 
@@ -24,17 +29,19 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+# opcodes and codes come from the one table (module-level ints, frozen into the
+# compiled kernels; the table never renumbers, see its docstring)
+from attndsl.language.ops import (
+    FALLBACK_FIRST, FALLBACK_PREVIOUS, FALLBACK_SELF, FORM_SOFTMAX, FORM_STRIDE, OP_ABS, OP_ADD, OP_AND,
+    OP_BOOLF, OP_CONST, OP_DIST, OP_DIV, OP_EQ, OP_EXP, OP_GE, OP_GT, OP_IN, OP_LE, OP_LEX, OP_LOG, OP_LT,
+    OP_MAX, OP_MIN, OP_MUL, OP_NE, OP_NEG, OP_NUMF, OP_OR, OP_POS, OP_POW, OP_SAME, OP_SELECT, OP_SIM,
+    OP_SQRT, OP_STRF, OP_SUB, SELECT_NEAREST, SELECT_SPREAD, VAR_K, VAR_Q,
+)
+# the causal layout's offsets (one formula, `attndsl.extraction.layout`)
+from attndsl.extraction.layout import row_start_jit as row_start, tri_size_jit as tri_size
+
 _FLAGS = dict(cache=True, fastmath=False, error_model="numpy", nogil=True)
 
-# opcodes (keep in sync with encoding.py)
-OP_CONST, OP_DIST, OP_POS, OP_NUMF, OP_STRF, OP_BOOLF, OP_SAME, OP_SIM = range(8)
-OP_ADD, OP_SUB, OP_MUL, OP_DIV, OP_NEG = range(8, 13)
-OP_EXP, OP_LOG, OP_SQRT, OP_ABS, OP_POW, OP_MIN, OP_MAX = range(13, 20)
-OP_EQ, OP_NE, OP_LT, OP_LE, OP_GT, OP_GE = range(20, 26)
-OP_IN, OP_AND, OP_OR, OP_NOT, OP_SELECT = range(26, 31)
-OP_LEX = 31
-#: combination codes: fallback + FORM_STRIDE * form (encoding.combination_code)
-FORM_STRIDE = 8
 #: softmax logits are clamped to ±LOGIT_BOUND (= attndsl.language.ir.LOGIT_BOUND; a literal
 #: here so the cached kernels do not depend on a module global changing)
 LOGIT_BOUND = 1e4
@@ -104,13 +111,13 @@ def run_term(code, start, stop, pool, base, n, q0, q1, m, qv, kv,
             sp += 1
         elif op == OP_POS:
             top = stack[sp]
-            src = qv if a1 == 0 else kv
+            src = qv if a1 == VAR_Q else kv
             for e in range(m):
                 top[e] = src[e]
             sp += 1
         elif op == OP_NUMF or op == OP_STRF or op == OP_BOOLF:
             top = stack[sp]
-            src = kv if code[pc, 2] == 1 else qv
+            src = kv if code[pc, 2] == VAR_K else qv
             off = code[pc, 3]
             if op == OP_NUMF:
                 col = numbers[a1]
@@ -130,9 +137,9 @@ def run_term(code, start, stop, pool, base, n, q0, q1, m, qv, kv,
             sp += 1
         elif op == OP_SAME or op == OP_SIM:
             top = stack[sp]
-            srca = kv if code[pc, 2] == 1 else qv
+            srca = kv if code[pc, 2] == VAR_K else qv
             offa = code[pc, 3]
-            srcb = kv if code[pc, 4] == 1 else qv
+            srcb = kv if code[pc, 4] == VAR_K else qv
             offb = code[pc, 5]
             if op == OP_SAME:
                 scol = same_keys[a1]
@@ -215,10 +222,10 @@ def run_term(code, start, stop, pool, base, n, q0, q1, m, qv, kv,
                 x[e] = hit
         elif op == OP_SELECT:
             x = stack[sp - 1]
-            first_entry = q0 * (q0 + 1) // 2
+            first_entry = row_start(q0)
             for q in range(q0, q1):
-                r0 = q * (q + 1) // 2 - first_entry
-                if a1 == 2:  # spread
+                r0 = row_start(q) - first_entry
+                if a1 == SELECT_SPREAD:
                     count = 0
                     for k in range(q + 1):
                         if x[r0 + k] != 0.0:
@@ -228,12 +235,12 @@ def run_term(code, start, stop, pool, base, n, q0, q1, m, qv, kv,
                         x[r0 + k] = w if x[r0 + k] != 0.0 else 0.0
                 else:
                     found = -1
-                    if a1 == 0:  # nearest: largest k
+                    if a1 == SELECT_NEAREST:  # largest k
                         for k in range(q, -1, -1):
                             if x[r0 + k] != 0.0:
                                 found = k
                                 break
-                    else:  # first: smallest k
+                    else:  # SELECT_FIRST: smallest k
                         for k in range(q + 1):
                             if x[r0 + k] != 0.0:
                                 found = k
@@ -247,7 +254,7 @@ def run_term(code, start, stop, pool, base, n, q0, q1, m, qv, kv,
             # pool[a1 : a1+count]; the weight of key j is pool[j + count]
             top = stack[sp]
             count = code[pc, 2]
-            src = kv if code[pc, 3] == 1 else qv
+            src = kv if code[pc, 3] == VAR_K else qv
             off = code[pc, 4]
             tcol = text_ids[code[pc, 5]]
             for e in range(m):
@@ -326,7 +333,7 @@ def combine_row_block(q0, q1, m, values, weights_idx, weights, lo, hi, fallback,
                 for e in range(m):
                     if v[e] == 0.0:
                         out[e] = 0.0
-    if form == 1:
+    if form == FORM_SOFTMAX:
         softmax_rows(q0, q1, total, masked, fb, out)
     else:
         if masked:
@@ -341,13 +348,13 @@ def fallback_row(r0, q, fallback, out):
     """The fallback's mass on row q (entries out[r0 .. r0+q])."""
     for k in range(q + 1):
         out[r0 + k] = 0.0
-    if fallback == 0:
+    if fallback == FALLBACK_FIRST:
         out[r0] = 1.0
-    elif fallback == 1:
+    elif fallback == FALLBACK_SELF:
         out[r0 + q] = 1.0
-    elif fallback == 2:
+    elif fallback == FALLBACK_PREVIOUS:
         out[r0 + max(q - 1, 0)] = 1.0
-    else:
+    else:  # FALLBACK_UNIFORM
         for k in range(q + 1):
             out[r0 + k] = 1.0 / (q + 1)
 
@@ -357,9 +364,9 @@ def softmax_rows(q0, q1, total, masked, fallback, out):
     """Softmax of the logits (clamped to ±LOGIT_BOUND) over each row's admissible
     keys (interpreter step 5): exp(s − max) / Σ exp(s − max); with ``masked``, ``out`` holds 1.0 for the
     admissible entries on entry; a row with no admissible key takes the fallback."""
-    first_entry = q0 * (q0 + 1) // 2
+    first_entry = row_start(q0)
     for q in range(q0, q1):
-        r0 = q * (q + 1) // 2 - first_entry
+        r0 = row_start(q) - first_entry
         top = -np.inf
         found = False
         for k in range(q + 1):
@@ -387,9 +394,9 @@ def softmax_rows(q0, q1, total, masked, fallback, out):
 @njit(**_FLAGS)
 def normalise(q0, q1, total, fallback, out):
     """Clip below 0, divide each row by its sum, fallback on empty rows (interpreter step 4-5)."""
-    first_entry = q0 * (q0 + 1) // 2
+    first_entry = row_start(q0)
     for q in range(q0, q1):
-        r0 = q * (q + 1) // 2 - first_entry
+        r0 = row_start(q) - first_entry
         s = 0.0
         for k in range(q + 1):
             v = total[r0 + k]
@@ -434,7 +441,7 @@ def evaluate_terms_kernel(code, term_ptr, pool, depth, lengths, offsets, tri_off
             m = fill_positions(q0, q1, qv, kv)
             eval_terms_tile(code, term_ptr, pool, offsets[s], n, q0, q1, m, qv, kv,
                             text_ids, numbers, flags, same_keys, charset, stack, values)
-            lo = tri_offsets[s] + q0 * (q0 + 1) // 2
+            lo = tri_offsets[s] + row_start(q0)
             for t in range(n_terms):
                 for e in range(m):
                     out[t, lo + e] = values[t, e]
@@ -457,8 +464,8 @@ def combine_kernel(term_values, prog_ptr, term_idx, coef, fallback, lengths, tri
         q0 = 0
         while q0 < n:
             q1 = next_tile(n, q0)
-            lo = tri_offsets[s] + q0 * (q0 + 1) // 2
-            m = (q1 * (q1 + 1) - q0 * (q0 + 1)) // 2
+            lo = tri_offsets[s] + row_start(q0)
+            m = row_start(q1) - row_start(q0)
             for t in range(n_terms):
                 for e in range(m):
                     values[t, e] = term_values[t, lo + e]
@@ -493,7 +500,7 @@ def evaluate_programs_kernel(code, term_ptr, pool, depth, prog_ptr, term_idx, co
             m = fill_positions(q0, q1, qv, kv)
             eval_terms_tile(code, term_ptr, pool, offsets[s], n, q0, q1, m, qv, kv,
                             text_ids, numbers, flags, same_keys, charset, stack, values)
-            lo = tri_offsets[s] + q0 * (q0 + 1) // 2
+            lo = tri_offsets[s] + row_start(q0)
             for p in range(n_programs):
                 combine_row_block(q0, q1, m, values, term_idx, coef, prog_ptr[p], prog_ptr[p + 1], fallback[p],
                                   total, ahat)
@@ -578,7 +585,7 @@ def score_kernel(seqs, a_offsets, block,
             m = fill_positions(q0, q1, qv, kv)
             eval_terms_tile(code, term_ptr, pool, offsets[s], n, q0, q1, m, qv, kv,
                             text_ids, numbers, flags, same_keys, charset, stack, values)
-            a_lo = a_offsets[i] + q0 * (q0 + 1) // 2
+            a_lo = a_offsets[i] + row_start(q0)
             for p in range(n_programs):
                 combine_row_block(q0, q1, m, values, term_idx, coef, prog_ptr[p], prog_ptr[p + 1], fallback[p],
                                   total, ahat)
@@ -596,7 +603,7 @@ def score_values_kernel(seqs, a_offsets, block, ahat_all, tri_offsets, lengths, 
         n = lengths[s]
         if n == 0:
             continue
-        m = n * (n + 1) // 2
+        m = tri_size(n)
         lo = tri_offsets[s]
         attention_k1(n, block, a_offsets[i], attn_k1[i])
         for p in range(n_programs):

@@ -13,6 +13,7 @@ from functools import lru_cache
 from hypothesis import strategies as st
 
 from attndsl.language import ast, ir
+from attndsl.language import ops
 from attndsl.extraction.features import TokenTable, table_from_spans
 
 VOCAB = ["the", "The", "cat", "sat", "on", "mat", ".", ",", "!", "?", "\n", "Lily", "dog", "7", "42", "’s", "“", "don't", "a", "_x"]
@@ -74,7 +75,7 @@ def nums(syntax: bool, depth: int = 3):
     sub = nums(syntax, depth - 1)
     return st.one_of(
         leaves,
-        st.builds(ast.Binary, st.sampled_from(["+", "-", "*", "/"]), sub, sub),
+        st.builds(ast.Binary, st.sampled_from(list(ops.ARITH)), sub, sub),
         st.builds(ast.Neg, sub.filter(_not_number)),
         st.builds(lambda f, x: ast.Call(f, (x,)), st.sampled_from(["exp", "log", "sqrt", "abs"]), sub),
         st.builds(lambda f, x, y: ast.Call(f, (x, y)), st.sampled_from(["pow", "min", "max"]), sub, sub),
@@ -96,7 +97,7 @@ def conds(syntax: bool, depth: int = 3):
     sub = conds(syntax, depth - 1)
     return st.one_of(
         leaves,
-        st.builds(ast.Compare, st.sampled_from(["==", "!=", "<", "<=", ">", ">="]), num, num),
+        st.builds(ast.Compare, st.sampled_from(list(ops.COMPARE)), num, num),
         st.builds(ast.Compare, st.sampled_from(["==", "!="]), text, text),
         st.builds(ast.Compare, st.sampled_from(["==", "!="]), sub, sub),
         st.builds(ast.InSet, num, st.lists(numbers.map(ast.Number), max_size=4).map(tuple), st.booleans()),

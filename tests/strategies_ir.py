@@ -20,6 +20,7 @@ from functools import lru_cache
 from hypothesis import strategies as st
 
 from attndsl.language import ir
+from attndsl.language import ops
 from attndsl.extraction.features import TokenTable, table_from_spans
 
 WORDS = ["the", "The", "cat", "sat", "on", "mat", ".", ",", "!", "?", "\n", "Lily", "dog", "7", "42", "’s",
@@ -76,7 +77,7 @@ def nums(syntax: bool, depth: int = 3):
     binary = st.sampled_from([f for f, a in ir.FUNCTIONS.items() if a == 2])
     return st.one_of(
         leaves,
-        st.builds(ir.Arith, st.sampled_from(["+", "-", "*", "/"]), sub, sub),
+        st.builds(ir.Arith, st.sampled_from(list(ops.ARITH)), sub, sub),
         st.builds(ir.Negate, sub),
         st.builds(lambda f, x: ir.Func(f, (x,)), unary, sub),
         st.builds(lambda f, x, y: ir.Func(f, (x, y)), binary, sub, sub),
@@ -91,7 +92,7 @@ def conds(syntax: bool, depth: int = 3):
         st.builds(ir.BoolConst, st.booleans()),
         st.builds(ir.BoolFeature, st.sampled_from(ir.BOOL_FEATURES), positions()),
         st.builds(ir.Same, st.sampled_from(ir.CROSS_BOOL_FEATURES), positions(), positions()),
-        st.builds(ir.NumCompare, st.sampled_from(["==", "!=", "<", "<=", ">", ">="]), number, number),
+        st.builds(ir.NumCompare, st.sampled_from(list(ops.COMPARE)), number, number),
         st.builds(ir.StrEquals, texts(syntax), texts(syntax), st.booleans()),
         st.builds(ir.NumIn, number, st.lists(st.integers(-2, 6).map(float), max_size=4).map(tuple), st.booleans()),
         st.builds(ir.StrIn, texts(syntax), st.lists(st.sampled_from(LITERALS), max_size=4).map(tuple), st.booleans()),

@@ -17,7 +17,7 @@ Causal entries
 Program outputs and head attention are stored over the *causal entries* of a
 batch only (pairs k ≤ q).  For sequences of lengths n_s the entry index of
 (s, q, k) is ``tri_offsets[s] + q*(q+1)//2 + k`` where ``tri_offsets`` is the
-cumulative sum of n_s*(n_s+1)//2 starting at 0 (`causal_layout`).  The
+cumulative sum of n_s*(n_s+1)//2 starting at 0 (`attndsl.extraction.layout`).  The
 attention store uses the same layout, so program outputs and recorded
 attention line up entry by entry.
 """
@@ -28,53 +28,23 @@ from typing import Sequence
 
 import numpy as np
 
-from attndsl.language import ir
+from attndsl.language import ir, ops
 from attndsl.extraction.features import TokenTable, charset_mask
+from attndsl.extraction.layout import causal_entries, causal_layout  # noqa: F401  (re-exported)
 
 #: id of the empty string / of text read outside the sequence (interpreter convention)
 PAD_ID = -1
 
+# Row orders: the feature table's (`attndsl.language.ops`), one row per feature.
 #: row order of `TokenBatch.text_ids`
-TEXT_COLUMNS = ("tok", "lower", "upos", "dep")
+TEXT_COLUMNS = ops.token_features(ops.TEXT)
 #: row order of `TokenBatch.numbers` (``pos`` is the index within the sequence)
-NUMBER_COLUMNS = ("id", "pos", "word", "sent", "word_pos", "sent_pos", "len", "head")
+NUMBER_COLUMNS = ops.token_features(ops.NUMBER)
 #: row order of `TokenBatch.flags`
-FLAG_COLUMNS = ("word_start", "punct", "alpha", "digit", "cap", "newline", "space", "seq_start")
-#: row order of `TokenBatch.same_keys`: what ``same_*`` compares (interpreter: token id, lower id, word, sentence)
-SAME_COLUMNS = ("same_tok", "same_lower", "same_word", "same_sent")
-
-assert set(NUMBER_COLUMNS) == set(ir.NUMBER_FEATURES + ir.SYNTAX_NUMBER_FEATURES)
-assert set(FLAG_COLUMNS) == set(ir.BOOL_FEATURES)
-assert set(TEXT_COLUMNS) == set(ir.STRING_FEATURES + ir.SYNTAX_STRING_FEATURES)
-assert set(SAME_COLUMNS) == set(ir.CROSS_BOOL_FEATURES)
-
-
-def causal_layout(lengths: Sequence[int] | np.ndarray) -> np.ndarray:
-    """``tri_offsets`` (int64[S+1]): where each sequence's causal entries start.
-
-    Entry (s, q, k), k ≤ q, lives at ``tri_offsets[s] + q*(q+1)//2 + k``;
-    ``tri_offsets[-1]`` is the total number of entries.
-    """
-    n = np.asarray(lengths, dtype=np.int64)
-    if n.ndim != 1 or (n < 0).any():
-        raise ValueError("lengths must be a 1-D array of non-negative integers")
-    out = np.zeros(len(n) + 1, dtype=np.int64)
-    np.cumsum(n * (n + 1) // 2, out=out[1:])
-    return out
-
-
-def causal_entries(lengths: Sequence[int] | np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(sequence, q, k) of every causal entry, each int64[E], in layout order."""
-    n = np.asarray(lengths, dtype=np.int64)
-    tri = causal_layout(n)
-    total = int(tri[-1])
-    seq = np.repeat(np.arange(len(n), dtype=np.int64), n * (n + 1) // 2)
-    # row index q of each entry: rows of sequence s have sizes 1..n_s
-    row_sizes = np.concatenate([np.arange(1, m + 1, dtype=np.int64) for m in n]) if total else np.zeros(0, np.int64)
-    q = np.concatenate([np.repeat(np.arange(m, dtype=np.int64), np.arange(1, m + 1)) for m in n]) if total else np.zeros(0, np.int64)
-    row_start = np.cumsum(row_sizes) - row_sizes
-    k = np.arange(total, dtype=np.int64) - np.repeat(row_start, row_sizes)
-    return seq, q, k
+FLAG_COLUMNS = ops.token_features(ops.BOOL)
+#: row order of `TokenBatch.same_keys`: what ``same_*`` compares (the values of the
+#: token feature its `ops.Feature.column` names; text as its id)
+SAME_COLUMNS = ops.features(ops.BOOL, cross=True)
 
 
 @dataclass(frozen=True, eq=False)
@@ -84,10 +54,10 @@ class TokenBatch:
     lengths: np.ndarray  # int64[S]
     offsets: np.ndarray  # int64[S+1] token offsets
     tri_offsets: np.ndarray  # int64[S+1] causal-entry offsets (`causal_layout`)
-    text_ids: np.ndarray  # int64[4, N]   rows: TEXT_COLUMNS
-    numbers: np.ndarray  # float64[8, N] rows: NUMBER_COLUMNS (head = -1 without syntax)
-    flags: np.ndarray  # uint8[8, N]    rows: FLAG_COLUMNS
-    same_keys: np.ndarray  # int64[4, N]  rows: SAME_COLUMNS
+    text_ids: np.ndarray  # int64[len(TEXT_COLUMNS), N]
+    numbers: np.ndarray  # float64[len(NUMBER_COLUMNS), N] (head = -1 without syntax)
+    flags: np.ndarray  # uint8[len(FLAG_COLUMNS), N]
+    same_keys: np.ndarray  # int64[len(SAME_COLUMNS), N]
     charset: np.ndarray  # uint64[N] character buckets of ``lower`` (for ``sim``)
     vocabulary: dict[str, int]  # text -> id ("" -> PAD_ID)
     has_syntax: bool
@@ -112,6 +82,10 @@ class TokenBatch:
                 out.append(i)
             return out
 
+        syntax_ok = [has_syntax or not ops.FEATURE[name].syntax for name in TEXT_COLUMNS + NUMBER_COLUMNS]
+        text_ok, number_ok = syntax_ok[:len(TEXT_COLUMNS)], syntax_ok[len(TEXT_COLUMNS):]
+        same_text = [TEXT_COLUMNS.index(ops.FEATURE[name].column) if ops.FEATURE[name].column in TEXT_COLUMNS
+                     else -1 for name in SAME_COLUMNS]
         text_ids = np.full((len(TEXT_COLUMNS), total), PAD_ID, dtype=np.int64)
         numbers = np.full((len(NUMBER_COLUMNS), total), ir.PAD_NUMBER, dtype=np.float64)
         flags = np.zeros((len(FLAG_COLUMNS), total), dtype=np.uint8)
@@ -121,28 +95,18 @@ class TokenBatch:
             a, b = int(offsets[t]), int(offsets[t + 1])
             if a == b:
                 continue
-            lower = table.lower
-            text_ids[0, a:b] = intern(table.tok)
-            text_ids[1, a:b] = intern(lower)
-            if has_syntax:
-                text_ids[2, a:b] = intern(table.upos)
-                text_ids[3, a:b] = intern(table.dep)
-                numbers[7, a:b] = table.head
-            numbers[0, a:b] = table.token_id
-            numbers[1, a:b] = np.arange(b - a)
-            numbers[2, a:b] = table.word
-            numbers[3, a:b] = table.sent
-            numbers[4, a:b] = table.word_pos
-            numbers[5, a:b] = table.sent_pos
-            numbers[6, a:b] = table.length
-            for row, name in enumerate(FLAG_COLUMNS[:-1]):
-                flags[row, a:b] = np.asarray(getattr(table, name), dtype=bool)
-            flags[7, a] = 1  # seq_start
-            same_keys[0, a:b] = table.token_id
-            same_keys[1, a:b] = text_ids[1, a:b]
-            same_keys[2, a:b] = table.word
-            same_keys[3, a:b] = table.sent
-            charset[a:b] = [charset_mask(s) for s in lower]
+            for row, name in enumerate(TEXT_COLUMNS):  # interned in row order: ids are stable
+                if text_ok[row]:
+                    text_ids[row, a:b] = intern(table.column(name))
+            for row, name in enumerate(NUMBER_COLUMNS):
+                if number_ok[row]:
+                    numbers[row, a:b] = table.column(name)
+            for row, name in enumerate(FLAG_COLUMNS):
+                flags[row, a:b] = np.asarray(table.column(name), dtype=bool)
+            for row, name in enumerate(SAME_COLUMNS):
+                key = ops.FEATURE[name].column
+                same_keys[row, a:b] = text_ids[same_text[row], a:b] if same_text[row] >= 0 else table.column(key)
+            charset[a:b] = [charset_mask(s) for s in table.lower]
         return cls(
             lengths=lengths,
             offsets=offsets,

@@ -22,7 +22,8 @@ Definitions (normative; the DSL reference repeats them):
   ``alpha``: every non-space character is a letter; ``digit``: every non-space
   character is a digit; ``cap``: the first letter is upper-case;
   ``newline``: the token contains a newline; ``space``: the token is all
-  whitespace; ``len``: characters in ``tok``; ``seq_start``: position 0.
+  whitespace; ``len``: characters in ``tok``; ``seq_start``: position 0;
+  ``stopword``: ``lower`` is one of the fixed English stop words `STOPWORDS`.
 - ``sim(a, b)``: Jaccard overlap of the two tokens' character buckets
   (a–z → 26 buckets, 0–9 → 10, any other character → one of 28 by code point),
   computed on ``lower``; 0 when either is out of range or both are empty.
@@ -39,8 +40,22 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from attndsl.language import ops
+
 _WORD_RE = re.compile(r"[^\W_]+(?:['’][^\W_]+)*|_+|[^\s\w]", re.UNICODE)
 _SENT_END_RE = re.compile(r"[.!?]+[\"'”’)\]]*|\n")
+
+#: ``stopword(p)``: English function words (articles, pronouns, auxiliaries,
+#: prepositions, conjunctions, common adverbs), lower-cased; fixed, so a
+#: program means the same everywhere
+STOPWORDS = frozenset("""
+a about above after again against all am an and any are as at be because been before being below between
+both but by can could did do does doing down during each few for from further had has have having he her
+here hers herself him himself his how i if in into is it its itself just me more most my myself no nor not
+now of off on once only or other our ours ourselves out over own same she should so some such than that the
+their theirs them themselves then there these they this those through to too under until up very was we were
+what when where which while who whom why will with would you your yours yourself yourselves
+""".split())
 
 
 @dataclass(frozen=True, eq=False)
@@ -94,34 +109,40 @@ class TokenTable:
                 return False
         return True
 
+    @property
+    def position(self) -> np.ndarray:
+        """``pos``: each token's index in the sequence (int64)."""
+        return np.arange(len(self), dtype=np.int64)
+
+    @property
+    def seq_start(self) -> np.ndarray:
+        """``seq_start``: true at position 0 only."""
+        return np.arange(len(self)) == 0
+
+    @property
+    def stopword(self) -> np.ndarray:
+        """``stopword``: ``lower`` is in `STOPWORDS` (bool)."""
+        return np.array([t in STOPWORDS for t in self.lower], dtype=bool)
+
+    def column(self, name: str):
+        """Per-token values of token feature ``name`` (its `ops.Feature.column`)."""
+        return getattr(self, ops.FEATURE[name].column)
+
     def records(self) -> list[dict]:
-        """One dict per token keyed by DSL feature names (the input of emitted Python)."""
+        """One dict per token keyed by DSL feature names (the input of emitted Python):
+        every token feature of `attndsl.language.ops` in table order, ``charset`` (for
+        ``sim``) after the ones every table has, then the syntax features."""
+        convert = {ops.TEXT: str, ops.NUMBER: int, ops.BOOL: bool}
+        plain = [(f.name, convert[f.type], self.column(f.name)) for f in ops.FEATURES if not f.cross and not f.syntax]
+        syntax = [(f.name, convert[f.type], self.column(f.name)) for f in ops.FEATURES
+                  if not f.cross and f.syntax] if self.has_syntax else []
+        lower = self.lower
         out = []
         for i in range(len(self)):
-            rec = {
-                "tok": self.tok[i],
-                "lower": self.tok[i].lower(),
-                "id": int(self.token_id[i]),
-                "pos": i,
-                "word": int(self.word[i]),
-                "sent": int(self.sent[i]),
-                "word_pos": int(self.word_pos[i]),
-                "sent_pos": int(self.sent_pos[i]),
-                "len": len(self.tok[i]),
-                "word_start": bool(self.word_start[i]),
-                "punct": bool(self.punct[i]),
-                "alpha": bool(self.alpha[i]),
-                "digit": bool(self.digit[i]),
-                "cap": bool(self.cap[i]),
-                "newline": bool(self.newline[i]),
-                "space": bool(self.space[i]),
-                "seq_start": i == 0,
-                "charset": int(charset_mask(self.tok[i].lower())),
-            }
-            if self.has_syntax:
-                rec["upos"] = self.upos[i]
-                rec["dep"] = self.dep[i]
-                rec["head"] = int(self.head[i])
+            rec = {name: cast(values[i]) for name, cast, values in plain}
+            rec["charset"] = int(charset_mask(lower[i]))
+            for name, cast, values in syntax:
+                rec[name] = cast(values[i])
             out.append(rec)
         return out
 

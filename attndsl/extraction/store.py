@@ -79,6 +79,7 @@ import numpy as np
 
 from attndsl.errors import UserError
 from attndsl.extraction.features import TokenTable, table_from_spans
+from attndsl.extraction.layout import tri_size, tril
 from attndsl.pipeline.rundir import Choice, Int, atomic_write_bytes, atomic_write_json, atomic_write_text, check, parse_json, read_json, read_text
 
 FORMAT = 1
@@ -183,10 +184,6 @@ def unpack_sparse(blob: bytes, n: int, width: int) -> np.ndarray:
     out = np.zeros(size, dtype=np.uint16)
     out[kept] = unpack12(blob[bitmap:], count)
     return out.reshape(tri_size(n), width)
-
-
-def tri_size(n: int) -> int:
-    return n * (n + 1) // 2
 
 
 def encode_torch(probs):
@@ -584,7 +581,7 @@ class Store:
         """float32 [n_layers, n_heads, n, n] attention of one sequence (zeros above the diagonal)."""
         n = self._lengths[seq_index]
         values = decode(self.codes(seq_index))  # [tri, L*H]
-        rows, cols = np.tril_indices(n)
+        rows, cols = tril(n)
         out = np.zeros((self.n_layers * self.n_heads, n, n), dtype=np.float32)
         out[:, rows, cols] = values.T
         return out.reshape(self.n_layers, self.n_heads, n, n)

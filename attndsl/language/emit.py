@@ -15,7 +15,7 @@ their masks admit; lexicons become dicts keyed by lower-cased text.
 """
 from __future__ import annotations
 
-from attndsl.language import ir
+from attndsl.language import ir, ops
 from attndsl.language.printer import format_number, format_string
 
 _HEADER = '''\
@@ -66,14 +66,7 @@ def _sim(tokens, a, b):
 
 def _fallback_row(q, fallback):
     out = np.zeros(q + 1)
-    if fallback == "first":
-        out[0] = 1.0
-    elif fallback == "self":
-        out[q] = 1.0
-    elif fallback == "previous":
-        out[max(q - 1, 0)] = 1.0
-    else:
-        out[:] = 1.0 / (q + 1)
+{fallbacks}
     return out
 
 
@@ -101,9 +94,19 @@ def _softmax(row, allowed, q, fallback):
     return weights / weights.sum()
 '''
 
-_FUNCS = {"exp": "np.exp", "log": "np.log", "sqrt": "np.sqrt", "abs": "np.abs", "pow": "np.power",
-          "min": "np.minimum", "max": "np.maximum"}
-_SAME_KEY = {"same_tok": "id", "same_lower": "lower", "same_word": "word", "same_sent": "sent"}
+
+
+def _fallback_chain() -> str:
+    """``if fallback == "first": …`` over the table's fallbacks (the last is the ``else``)."""
+    lines = []
+    for i, fb in enumerate(ops.FALLBACKS):
+        head = "else:" if i == len(ops.FALLBACKS) - 1 else f"{'if' if i == 0 else 'elif'} fallback == {fb.name!r}:"
+        head = head.replace("'", '"')
+        lines += [f"    {head}", f"        {fb.statement}"]
+    return "\n".join(lines)
+
+
+_HEADER = _HEADER.replace("{fallbacks}", _fallback_chain())
 
 
 def _pos(at: ir.At) -> str:
@@ -135,18 +138,12 @@ class _Emitter:
                 return f"_read(tokens, {_pos(at)}, {name!r}, _PAD_NUMBER)"
             case ir.Similarity(a=a, b=b):
                 return f"_sim(tokens, {_pos(a)}, {_pos(b)})"
-            case ir.Arith(op="+", left=left, right=right):
-                return f"_add({self.num(left)}, {self.num(right)})"
-            case ir.Arith(op="-", left=left, right=right):
-                return f"_add({self.num(left)}, -{self.num(right)})"
-            case ir.Arith(op="*", left=left, right=right):
-                return f"_mul({self.num(left)}, {self.num(right)})"
-            case ir.Arith(op="/", left=left, right=right):
-                return f"_div({self.num(left)}, {self.num(right)})"
+            case ir.Arith(op=op, left=left, right=right):
+                return ops.ARITH[op].emit.format(self.num(left), self.num(right))
             case ir.Negate(operand=operand):
                 return f"(-{self.num(operand)})"
             case ir.Func(name=name, args=args):
-                return f"_call({_FUNCS[name]}, {', '.join(self.num(a) for a in args)})"
+                return ops.FUNCTION[name].emit.format(*(self.num(a) for a in args))
             case ir.Indicator(condition=c):
                 return f"(1.0 if {self.cond(c)} else 0.0)"
             case ir.LexiconRead(lexicon=lexicon, at=at):
@@ -178,9 +175,9 @@ class _Emitter:
             case ir.BoolFeature(name=name, at=at):
                 return f"bool(_read(tokens, {_pos(at)}, {name!r}, False))"
             case ir.Same(name=name, a=a, b=b):
-                return f"_same(tokens, {_pos(a)}, {_pos(b)}, {_SAME_KEY[name]!r})"
+                return f"_same(tokens, {_pos(a)}, {_pos(b)}, {ops.FEATURE[name].column!r})"
             case ir.NumCompare(op=op, left=left, right=right):
-                return f"({self.num(left)} {op} {self.num(right)})"
+                return ops.COMPARE[op].emit.format(self.num(left), self.num(right))
             case ir.StrEquals(left=left, right=right, negated=negated):
                 return f"({self.text(left)} {'!=' if negated else '=='} {self.text(right)})"
             case ir.BoolEquals(left=left, right=right, negated=negated):
@@ -201,13 +198,7 @@ class _Emitter:
         if isinstance(node, ir.Select):
             name = f"keys_{len(self.selections)}"
             self.selections.append((name, node))
-            match node.kind:
-                case "nearest":
-                    return f"(1.0 if {name} and k == {name}[-1] else 0.0)"
-                case "first":
-                    return f"(1.0 if {name} and k == {name}[0] else 0.0)"
-                case "spread":
-                    return f"(1.0 / len({name}) if k in {name} else 0.0)"
+            return ops.SELECTION[node.kind].emit.format(name)
         return self.num(node)
 
 

@@ -46,7 +46,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from attndsl.language import ir
+from attndsl.language import ir, ops
 from attndsl.extraction.features import TokenTable, charset_mask
 
 _PAD_STR = -1  # string id of the padding value "" when "" is not otherwise interned
@@ -78,27 +78,18 @@ class _Grid:
         return self.strings.setdefault(value, len(self.strings))
 
     def string_column(self, name: str) -> np.ndarray:
-        t = self.table
-        values = {"tok": t.tok, "lower": t.lower, "upos": t.upos, "dep": t.dep}[name]
-        return np.array([self.intern(v) for v in values], dtype=np.int64)
+        return np.array([self.intern(v) for v in self.table.column(name)], dtype=np.int64)
 
     def number_column(self, name: str) -> np.ndarray:
-        t = self.table
-        match name:
-            case "id":
-                return t.token_id.astype(np.float64)
-            case "pos":
-                return np.arange(self.n, dtype=np.float64)
-            case "len":
-                return t.length.astype(np.float64)
-            case "word" | "sent" | "word_pos" | "sent_pos" | "head":
-                return getattr(t, name).astype(np.float64)
-        raise AssertionError(name)
+        return np.asarray(self.table.column(name)).astype(np.float64)
 
     def bool_column(self, name: str) -> np.ndarray:
-        if name == "seq_start":
-            return np.arange(self.n) == 0
-        return getattr(self.table, name).astype(bool)
+        return np.asarray(self.table.column(name)).astype(bool)
+
+    def key_column(self, name: str) -> np.ndarray:
+        """What the cross feature ``name`` compares (text as interned ids)."""
+        key = ops.FEATURE[ops.FEATURE[name].column]
+        return self.string_column(key.name) if key.type == ops.TEXT else self.table.column(key.name)
 
     def gather(self, column: np.ndarray, at: ir.At, pad):
         if self.n == 0:
@@ -132,36 +123,14 @@ class _Grid:
             case ir.Arith(op=op, left=left, right=right):
                 x, y = self.num(left), self.num(right)
                 with np.errstate(all="ignore"):
-                    match op:
-                        case "+":
-                            r = x + y
-                        case "-":
-                            r = x - y
-                        case "*":
-                            r = x * y
-                        case "/":
-                            r = x / y
+                    r = ops.ARITH[op].reference(x, y)
                 return _fin(r)
             case ir.Negate(operand=operand):
                 return _fin(-self.num(operand))
             case ir.Func(name=name, args=args):
                 values = [self.num(a) for a in args]
                 with np.errstate(all="ignore"):
-                    match name:
-                        case "exp":
-                            r = np.exp(values[0])
-                        case "log":
-                            r = np.log(values[0])
-                        case "sqrt":
-                            r = np.sqrt(values[0])
-                        case "abs":
-                            r = np.abs(values[0])
-                        case "pow":
-                            r = np.power(values[0], values[1])
-                        case "min":
-                            r = np.minimum(values[0], values[1])
-                        case "max":
-                            r = np.maximum(values[0], values[1])
+                    r = ops.FUNCTION[name].reference(*values)
                 return _fin(r)
             case ir.Indicator(condition=c):
                 return self.cond(c).astype(np.float64)
@@ -189,12 +158,7 @@ class _Grid:
             case ir.BoolFeature(name=name, at=at):
                 return self.gather(self.bool_column(name), at, False).astype(bool)
             case ir.Same(name=name, a=a, b=b):
-                column = {
-                    "same_tok": lambda: self.table.token_id,
-                    "same_lower": lambda: self.string_column("lower"),
-                    "same_word": lambda: self.table.word,
-                    "same_sent": lambda: self.table.sent,
-                }[name]()
+                column = self.key_column(name)
                 ia, va = self.index(a)
                 ib, vb = self.index(b)
                 if self.n == 0:
@@ -202,7 +166,7 @@ class _Grid:
                 return va & vb & (column[ia] == column[ib])
             case ir.NumCompare(op=op, left=left, right=right):
                 x, y = self.num(left), self.num(right)
-                return {"==": x == y, "!=": x != y, "<": x < y, "<=": x <= y, ">": x > y, ">=": x >= y}[op]
+                return ops.COMPARE[op].reference(x, y)
             case ir.StrEquals(left=left, right=right, negated=negated):
                 eq = self.text(left) == self.text(right)
                 return ~eq if negated else eq
@@ -235,12 +199,12 @@ class _Grid:
             keys = np.flatnonzero(hits[q])
             if len(keys) == 0:
                 continue
-            match node.kind:
-                case "nearest":
+            match ops.SELECTION[node.kind].code:
+                case ops.SELECT_NEAREST:
                     out[q, keys[-1]] = 1.0
-                case "first":
+                case ops.SELECT_FIRST:
                     out[q, keys[0]] = 1.0
-                case "spread":
+                case ops.SELECT_SPREAD:
                     out[q, keys] = 1.0 / len(keys)
         return out
 
@@ -280,17 +244,8 @@ def admissible(program: ir.Program, table: TokenTable) -> np.ndarray:
 
 
 def _fallback_row(out: np.ndarray, q: int, fallback: str) -> None:
-    match fallback:
-        case "first":
-            out[q, 0] = 1.0
-        case "self":
-            out[q, q] = 1.0
-        case "previous":
-            out[q, max(q - 1, 0)] = 1.0
-        case "uniform":
-            out[q, : q + 1] = 1.0 / (q + 1)
-        case _:
-            raise AssertionError(fallback)
+    """Step 6 on row q: the fallback's statement (`ops.Fallback`) on ``out[q, :q+1]``."""
+    ops.FALLBACK[fallback].fill(out[q, : q + 1], q)
 
 
 def normalise(total: np.ndarray, fallback: str, form: str = "linear", allowed: np.ndarray | None = None) -> np.ndarray:

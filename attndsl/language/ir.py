@@ -5,33 +5,37 @@ and every type checks.  The reference interpreter, the emitted Python, the
 Numba lowering and the torch path all consume this IR, never the syntax tree,
 so they cannot disagree about what a name means.
 
-Vocabulary of the language (the single source of truth for names and types):
+The vocabulary of the language (names and types) comes from `attndsl.language.ops`.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Union
 
+from attndsl.language import ops
+
 # --------------------------------------------------------------- vocabulary
 
+# Every tuple below is derived from the table in `attndsl.language.ops` (one
+# row per feature / operation); the orders are the table's.
 #: token features read at one position, by result type
-STRING_FEATURES = ("tok", "lower")
-NUMBER_FEATURES = ("id", "pos", "word", "sent", "word_pos", "sent_pos", "len")
-BOOL_FEATURES = ("word_start", "punct", "alpha", "digit", "cap", "newline", "space", "seq_start")
+STRING_FEATURES = ops.features(ops.TEXT)
+NUMBER_FEATURES = ops.features(ops.NUMBER)
+BOOL_FEATURES = ops.features(ops.BOOL)
 #: features that need a syntax provider (``uses syntax``)
-SYNTAX_STRING_FEATURES = ("upos", "dep")
-SYNTAX_NUMBER_FEATURES = ("head",)
+SYNTAX_STRING_FEATURES = ops.features(ops.TEXT, syntax=True)
+SYNTAX_NUMBER_FEATURES = ops.features(ops.NUMBER, syntax=True)
 #: features comparing two positions
-CROSS_BOOL_FEATURES = ("same_tok", "same_lower", "same_word", "same_sent")
-CROSS_NUMBER_FEATURES = ("sim",)
+CROSS_BOOL_FEATURES = ops.features(ops.BOOL, cross=True)
+CROSS_NUMBER_FEATURES = ops.features(ops.NUMBER, cross=True)
 #: numeric functions and their arities
-FUNCTIONS = {"exp": 1, "log": 1, "sqrt": 1, "abs": 1, "pow": 2, "min": 2, "max": 2}
+FUNCTIONS = {name: op.arity for name, op in ops.FUNCTION.items()}
 #: selections over the keys k <= q
-SELECTIONS = ("nearest", "first", "spread")
+SELECTIONS = tuple(s.name for s in ops.SELECTIONS)
 #: what an empty row becomes
-FALLBACKS = ("first", "self", "previous", "uniform")
+FALLBACKS = tuple(f.name for f in ops.FALLBACKS)
 #: how a program combines its terms (``combine``; linear when not declared)
-FORMS = ("linear", "softmax")
+FORMS = tuple(f.name for f in ops.FORMS)
 #: softmax logits are clamped to [-LOGIT_BOUND, LOGIT_BOUND] before the softmax
 #: (see `attndsl.language.interpreter`): beyond ±745 exp already saturates, and a bound
 #: keeps one-ulp differences between math libraries (NumPy vs Numba's libm)

@@ -55,6 +55,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from attndsl.errors import UserError
+from attndsl.extraction.layout import tril
 from attndsl.synthesis.library import BEST_COLUMNS, LIBRARY_META_SCHEMA
 from attndsl.synthesis.library import HeadChoice as HeadResult  # one row of best.csv
 from attndsl.synthesis.library import read_best_csv as read_best
@@ -257,13 +258,9 @@ def _json_safe(value: Any) -> Any:
     return value
 
 
-def _tri(m: int) -> int:
-    return m * (m + 1) // 2
-
-
 def encode_weights(matrix: np.ndarray, m: int) -> np.ndarray:
     """The first ``m`` rows of a causal matrix as bytes ``round(255·√a)``, lower triangle row by row."""
-    rows, cols = np.tril_indices(m)
+    rows, cols = tril(m)
     values = np.clip(np.asarray(matrix, dtype=np.float64)[rows, cols], 0.0, 1.0)
     return np.rint(np.sqrt(values) * 255.0).astype(np.uint8)
 

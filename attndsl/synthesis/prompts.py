@@ -52,7 +52,7 @@ from functools import lru_cache
 from importlib import resources
 from typing import Callable, Sequence
 
-from attndsl.language import ir
+from attndsl.language import ir, ops
 from attndsl.errors import UserError
 from attndsl.synthesis.summary import HeadSummary, show_token
 
@@ -167,17 +167,8 @@ def _fit(build: Callable[[Trim], list[dict]], counter: TokenCounter, budget: Pro
 
 # ------------------------------------------------------------------ the DSL card
 
-#: one-line glosses for the card (names the validator knows but this table lacks are listed bare)
-_GLOSS = {
-    "tok": "token text (no leading space)", "lower": "lower-cased text", "id": "token id", "pos": "position",
-    "word": "index of its word", "sent": "index of its sentence", "word_pos": "index inside its word",
-    "sent_pos": "index inside its sentence", "len": "characters", "word_start": "a word starts here",
-    "punct": "all punctuation", "alpha": "all letters", "digit": "all digits", "cap": "capitalised",
-    "newline": "contains a newline", "space": "all whitespace", "seq_start": "first token",
-    "same_tok": "same token id", "same_lower": "same lower-cased text", "same_word": "same word",
-    "same_sent": "same sentence", "sim": "character overlap 0..1",
-    "upos": "part of speech", "dep": "dependency label", "head": "position of the syntactic head",
-}
+#: one-line glosses for the card, from the feature table (features without a gloss are listed bare)
+_GLOSS = {f.name: f.gloss for f in ops.FEATURES if f.gloss}
 
 
 def _names(names: Sequence[str], arity: str) -> str:
@@ -228,7 +219,8 @@ def dsl_card(grammar: bool = True, syntax_available: bool = False) -> str:
 @lru_cache(maxsize=1)
 def dsl_reference() -> str:
     """The full DSL reference shipped as ``attndsl/data/dsl_reference.md`` (for people; prompts use `dsl_card`)."""
-    return resources.files(REFERENCE_PACKAGE).joinpath(REFERENCE_PATH).read_text(encoding="utf-8")
+    text = resources.files(REFERENCE_PACKAGE).joinpath(REFERENCE_PATH).read_text(encoding="utf-8")
+    return ops.with_feature_reference(text)
 
 
 # ------------------------------------------------------------------ worked examples

@@ -30,7 +30,8 @@ from typing import Protocol, Sequence, runtime_checkable
 import numpy as np
 
 from attndsl.language import ir
-from attndsl.extraction.batch import TokenBatch, causal_layout
+from attndsl.extraction.batch import TokenBatch
+from attndsl.extraction.layout import causal_layout, tri_size, tril
 
 
 @runtime_checkable
@@ -74,7 +75,7 @@ class DenseAttention:
         for s in seq_indices:
             m = self.matrices[int(s)]
             n = m.shape[2]
-            q, k = np.tril_indices(n)
+            q, k = tril(n)
             parts.append(m[:, :, q, k].reshape(self.n_layers * self.n_heads, -1).T)
         if not parts:
             return np.zeros((0, self.n_layers * self.n_heads), dtype=np.float32)
@@ -160,13 +161,12 @@ def _chunk_iou(lengths, min_k1, min_k0, hat_k0, attn_k1, ignore_sink):
 
     Inputs are [S, P, H] / [S, P] / [S, H]; outputs [S, P, H]."""
     n = lengths.astype(np.float64)[:, None, None]
-    total_min = min_k1 + min_k0
-    iou = total_min / (2.0 * n - total_min)
+    # every row of A and of Â sums to 1, so each matrix totals n
+    iou = soft_iou_from_sums(min_k1 + min_k0, n, n)
     iou0 = None
     if ignore_sink:
         hat_k1 = n[:, :, 0] - hat_k0  # Σ Â over k ≥ 1 (rows of Â sum to 1)
-        denom = attn_k1[:, None, :] + hat_k1[:, :, None] - min_k1
-        iou0 = np.where(denom > 0, min_k1 / np.where(denom > 0, denom, 1.0), 1.0)
+        iou0 = soft_iou_from_sums(min_k1, attn_k1[:, None, :], hat_k1[:, :, None], empty=1.0)
     return iou, iou0
 
 
@@ -232,7 +232,7 @@ def score(
     n_heads = source.n_layers * source.n_heads
     P = len(programs)
     collector = _Collector(P, source.n_layers, source.n_heads, len(batch), per_sequence, ignore_sink)
-    entries = batch.lengths * (batch.lengths + 1) // 2
+    entries = tri_size(batch.lengths)
     seq_chunks = _chunks(entries, entry_budget)
     prog_chunks = [slice(a, min(a + program_chunk, P)) for a in range(0, P, program_chunk)]
     encoded = []
@@ -296,17 +296,43 @@ def score_values(
     return collector.result(names, batch)
 
 
-def iou_dense(A: np.ndarray, B: np.ndarray) -> float:
-    """The formula itself, for tests: Σ min(A, B) / Σ max(A, B) (any shapes)."""
+# ------------------------------------------------------------------ the soft IoU
+
+
+def soft_iou(A: np.ndarray, B: np.ndarray, ignore_sink: bool = False) -> float:
+    """The definition of the score: Σ min(A, B) / Σ max(A, B) in float64 (any shapes).
+
+    ``ignore_sink``: over keys k ≥ 1 only (the last axis from 1), and 1 when both
+    are empty there; without it an empty pair gives NaN (0/0), as it always has.
+    The kernels compute the same quantity from sums (`soft_iou_from_sums`).
+    """
     A, B = np.asarray(A, dtype=np.float64), np.asarray(B, dtype=np.float64)
-    return float(np.minimum(A, B).sum() / np.maximum(A, B).sum())
+    if ignore_sink:
+        A, B = A[..., 1:], B[..., 1:]
+    denom = np.maximum(A, B).sum()
+    if ignore_sink and not denom > 0:
+        return 1.0
+    return float(np.minimum(A, B).sum() / denom)
+
+
+def soft_iou_from_sums(total_min, total_a, total_b, empty: float | None = None):
+    """`soft_iou` from Σ min(A, B) and the totals Σ A, Σ B (Σ max = Σ A + Σ B − Σ min),
+    elementwise (what the fused kernels accumulate).  ``empty``: the value where
+    Σ max is not positive (None: the plain quotient)."""
+    denom = total_a + total_b - total_min
+    if empty is None:
+        return total_min / denom
+    return np.where(denom > 0, total_min / np.where(denom > 0, denom, 1.0), empty)
+
+
+def iou_dense(A: np.ndarray, B: np.ndarray) -> float:
+    """`soft_iou` over every entry (any shapes)."""
+    return soft_iou(A, B)
 
 
 def iou_dense_ignore_sink(A: np.ndarray, B: np.ndarray) -> float:
-    """Key-0-ignoring variant for one n×n pair: Σ_{k≥1} min / Σ_{k≥1} max (1 if both are empty)."""
-    A, B = np.asarray(A, dtype=np.float64)[..., 1:], np.asarray(B, dtype=np.float64)[..., 1:]
-    denom = np.maximum(A, B).sum()
-    return float(np.minimum(A, B).sum() / denom) if denom > 0 else 1.0
+    """`soft_iou` over keys k ≥ 1 of one n×n pair (1 if both are empty there)."""
+    return soft_iou(A, B, ignore_sink=True)
 
 
 # ------------------------------------------------------------------ length buckets
