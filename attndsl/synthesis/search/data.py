@@ -15,6 +15,7 @@ from typing import Sequence
 import numpy as np
 
 from attndsl.language import ir
+from attndsl.extraction import layout
 from attndsl.extraction.batch import TokenBatch
 from attndsl.extraction.features import TokenTable
 from attndsl.kernels.objective import active_rows
@@ -71,11 +72,10 @@ class Component:
 
 def _row_layout(lengths: np.ndarray):
     lengths = np.asarray(lengths, dtype=np.int64)
-    tri = np.zeros(len(lengths) + 1, dtype=np.int64)
-    np.cumsum(lengths * (lengths + 1) // 2, out=tri[1:])
+    tri = layout.causal_layout(lengths)
     row_seq = np.repeat(np.arange(len(lengths), dtype=np.int64), lengths)
     q = np.concatenate([np.arange(n, dtype=np.int64) for n in lengths]) if len(lengths) else np.zeros(0, np.int64)
-    row_start = tri[row_seq] + q * (q + 1) // 2
+    row_start = tri[row_seq] + layout.row_start(q)
     return row_start, q + 1, row_seq
 
 

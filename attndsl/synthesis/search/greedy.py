@@ -18,6 +18,7 @@ import numpy as np
 
 from attndsl.extraction.features import TokenTable
 from attndsl.kernels.objective import base_mins, screen_candidates
+from attndsl.synthesis.scoring import soft_iou_from_sums
 from attndsl.synthesis.library import SHORT_MAX_ENTRIES, SHORT_MAX_TERMS
 from attndsl.synthesis.search.data import Component, SearchData, prepare
 from attndsl.synthesis.search.gates import HeadGate, head_gates
@@ -134,8 +135,9 @@ class _HeadFit:
     def _rebase(self) -> float:
         base_mins(self.A, self.score, self.d.row_start, self.d.row_len, self.d.row_seq, self.n_seq,
                   self.base_rows, self.base_seq)
-        # soft IoU per sequence from its Σ min (Σ max = 2n − Σ min, `attndsl.synthesis.scoring`)
-        return float(np.mean(self.base_seq / (self.d.two_n - self.base_seq)))
+        # soft IoU per sequence from its Σ min; both rows sum to n (two_n / 2 is exact)
+        n = 0.5 * self.d.two_n
+        return float(np.mean(soft_iou_from_sums(self.base_seq, n, n)))
 
     def _rebuild(self) -> None:
         score = np.zeros(self.d.n_entries)
