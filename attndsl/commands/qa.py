@@ -28,7 +28,7 @@ def register(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from attndsl.surrogates import qa
-    from attndsl.surrogates.evaluate import load_ranked_heads, load_run_model
+    from attndsl.surrogates.replace import load_ranked_heads, load_run_model
     from attndsl.surrogates.surrogate import Assignment
 
     items = qa.load_items(args.data)

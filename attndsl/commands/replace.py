@@ -32,7 +32,7 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from attndsl.surrogates.evaluate import format_table, run_replacement
+    from attndsl.surrogates.replace import format_table, run_replacement
 
     rows, path = run_replacement(
         args.run,
