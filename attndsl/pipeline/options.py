@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import argparse
 import re
-from dataclasses import MISSING, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable, Sequence
 

@@ -57,7 +57,7 @@ from attndsl.errors import UserError
 from attndsl.synthesis.library import LIBRARY_META_SCHEMA
 from attndsl.pipeline.layout import BEST_CSV, LIBRARY_ATTN, LIBRARY_DIR, LIBRARY_JSON, MANIFEST, REPORT_NAME, RunLayout
 from attndsl.pipeline.records import HeadChoice, find_replacement_csv, plotted, read_best_csv, read_replacement_csv
-from attndsl.pipeline.rundir import atomic_write_text, read_json, read_manifest, read_text
+from attndsl.pipeline.rundir import atomic_write_text, read_json, read_manifest
 
 TEMPLATE = "report_template.html"
 DEFAULT_EXAMPLES = 3
@@ -114,19 +114,16 @@ def iou_colour(value: float) -> tuple[int, int, int]:
 
 def library_sources(path: str | Path) -> dict[str, str]:
     """Program name → canonical source text of every program in a ``.attn`` file."""
-    from attndsl.language.parser import parse
-    from attndsl.language.printer import format_program
+    from attndsl.pipeline.attnfile import read_attn
 
-    path = Path(path)
-    module = parse(read_text(path), str(path))
-    return {program.name: format_program(program) for program in module.programs}
+    return read_attn(path).sources()
 
 
 def library_programs(path: str | Path) -> dict:
     """Program name → compiled `ir.Program` of every program in a ``.attn`` file."""
-    from attndsl.language.validate import compile_file
+    from attndsl.pipeline.attnfile import read_attn
 
-    return {program.name: program for program in compile_file(str(path))}
+    return read_attn(path).by_name()
 
 
 # ------------------------------------------------------------ data model

@@ -212,7 +212,7 @@ def load_ranked_heads(run_dir: str | Path) -> list[RankedHead]:
     a malformed row, or a program name the library lacks is a `UserError`.
     """
     from attndsl.errors import AttnError
-    from attndsl.language.validate import compile_file
+    from attndsl.pipeline.attnfile import read_attn
 
     layout = RunLayout(Path(run_dir))
     best, source = layout.best_csv, layout.library_attn
@@ -223,7 +223,7 @@ def load_ranked_heads(run_dir: str | Path) -> list[RankedHead]:
             f"run `attndsl synthesize {run_dir}` first"
         )
     try:
-        programs = {p.name: p for p in compile_file(str(source))}
+        programs = read_attn(source).by_name()
     except AttnError as error:
         raise UserError(f"the run's library does not compile:\n{error.render()}") from error
     from attndsl.synthesis.library import read_best_csv

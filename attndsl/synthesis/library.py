@@ -44,7 +44,7 @@ import csv
 import hashlib
 import io
 import math
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Sequence
 
@@ -56,7 +56,7 @@ from attndsl.errors import UserError
 from attndsl.pipeline import layout
 from attndsl.pipeline.records import (  # noqa: F401  (best.csv's record, reader and writer; re-exported)
     BEST_COLUMNS, BEST_CSV_COLUMNS, BEST_REQUIRED, SHORT_COLUMNS, HeadChoice, best_csv, read_best_csv)
-from attndsl.pipeline.rundir import Int, atomic_write_json, atomic_write_text, read_csv, read_json, read_text
+from attndsl.pipeline.rundir import Int, atomic_write_json, atomic_write_text, read_csv, read_json
 from attndsl.language.validate import compile_source
 
 #: bounds of a short program (`is_short`): terms, and entries of any set or lexicon
@@ -453,20 +453,15 @@ def read_library(attn_path: str | Path, meta_path: str | Path | None = None) -> 
     Any ``.attn`` file works (e.g. someone's own programs): without metadata
     every program has origin ``"user"``.
     """
-    from attndsl.language.parser import parse
     from attndsl.language.printer import format_program
-    from attndsl.language.validate import check
+    from attndsl.pipeline.attnfile import read_attn
 
     attn_path = Path(attn_path)
     if not attn_path.exists():
         raise UserError(f"{attn_path} does not exist")
-    text = read_text(attn_path)
-    module = parse(text, str(attn_path))
-    _, problems = check(module, text)
-    if problems:
-        from attndsl.errors import AttnError
-
-        raise AttnError(problems)
+    attn = read_attn(attn_path)
+    attn.compiled()  # every problem, as an AttnError
+    module = attn.module
     if not module.programs:
         raise UserError(f"{attn_path} holds no programs")
     meta: dict[str, dict] = {}
