@@ -35,8 +35,14 @@ table ``library/buckets.csv`` (`bucket_rows`).
 
 Files (atomic) in a run: ``library/library.attn`` (all programs),
 ``library/library.json`` (origin, head written for, synthesis IoU per
-program), ``library/best.csv`` (one row per head, both tiers),
-``library/buckets.csv`` (held-out IoU per length bucket).
+program), ``library/best.csv`` (one row per head, both tiers: its record,
+reader and writer are `attndsl.pipeline.records`'), ``library/buckets.csv``
+(held-out IoU per length bucket); the paths are `attndsl.pipeline.layout`'s.
+
+The module is over 400 lines because pooling, screening, choosing both tiers
+and the per-length tables are one protocol whose steps share the library's
+screening matrix and the tie-breaking rules; split, each part would need the
+others' internals.
 """
 from __future__ import annotations
 
