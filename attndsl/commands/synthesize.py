@@ -65,5 +65,7 @@ def run(args: argparse.Namespace) -> int:
                         use_search=use_search, cap=args.library_cap, progress=not args.no_progress)
     for line in report.lines():
         print(line)
-    print(f"library: {args.run_dir}/library/library.attn; per head: {args.run_dir}/library/best.csv")
+    from attndsl.pipeline.layout import BEST_CSV, LIBRARY_ATTN, LIBRARY_DIR
+
+    print(f"library: {args.run_dir}/{LIBRARY_DIR}/{LIBRARY_ATTN}; per head: {args.run_dir}/{LIBRARY_DIR}/{BEST_CSV}")
     return 0
