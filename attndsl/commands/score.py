@@ -31,11 +31,11 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from attndsl.synthesis.library import summary_lines
+    from attndsl.synthesis.library import score_lines
     from attndsl.synthesis.synthesize import score_library
 
     choices, path, size = score_library(args.run_dir, args.library, top_k=args.top_k, progress=not args.no_progress)
-    for line in summary_lines(choices, size):
+    for line in score_lines(choices, size):
         print(line)
     print(f"per head: {path}")
     if args.library is not None:

@@ -181,11 +181,11 @@ def stage_complete(run, stage: str, fractions: Sequence[float] = (), greedy: boo
         library_ok = layout.library_attn.is_file() and layout.best_csv.is_file()
         return library_ok and (run.is_complete(SCORE) or run.is_complete(SYNTHESIZE))
     if stage == REPLACE:
-        summary = run.completion(replace_stage(greedy))
-        if summary is None:
+        outcome = run.completion(replace_stage(greedy))
+        if outcome is None:
             return False
-        csv_path = layout.replace_dir / str(summary.get("csv", ""))
-        return csv_path.is_file() and [float(f) for f in summary.get("fractions", [])] == list(fractions)
+        csv_path = layout.replace_dir / str(outcome.get("csv", ""))
+        return csv_path.is_file() and [float(f) for f in outcome.get("fractions", [])] == list(fractions)
     if stage == REPORT:
         return False
     raise ValueError(f"unknown stage {stage}")

@@ -6,7 +6,7 @@ A run is a directory with a ``manifest.json``::
       "format": 1,
       "versions": {"attndsl": ..., "python": ..., "torch": ..., ...},   # at creation
       "stages": {"extract": {<settings that decide the stage's results>}, ...},
-      "completed": {"extract": {<summary written when the stage finished>}, ...}
+      "completed": {"extract": {<its outcome, written when the stage finished>}, ...}
     }
 
 Each stage calls ``open_run(path, stage, settings)`` before it writes: the
@@ -15,7 +15,7 @@ refused with a `UserError` that names every differing key, so a run made with
 other settings is never silently mixed in.  Settings must be JSON values
 (compared after a JSON round trip, so tuples equal lists).  Settings that do
 not change results (device, batch size) belong elsewhere, e.g. in the
-completion summary.
+completion record (the stage's outcome).
 
 Every write goes through ``atomic_write_*`` (temporary file in the same
 directory, fsync, ``os.replace``): a reader sees the old file or the new one,
@@ -223,10 +223,10 @@ class Run:
     def completion(self, stage: str) -> dict | None:
         return self.manifest.get("completed", {}).get(stage)
 
-    def mark_complete(self, stage: str, summary: dict | None = None) -> None:
-        """Record that ``stage`` finished (with a JSON summary of what it did)."""
+    def mark_complete(self, stage: str, outcome: dict | None = None) -> None:
+        """Record that ``stage`` finished, with its outcome (a JSON object saying what it did)."""
         manifest = self.manifest
-        manifest.setdefault("completed", {})[stage] = _normalise(summary or {})
+        manifest.setdefault("completed", {})[stage] = _normalise(outcome or {})
         atomic_write_json(self.manifest_path, manifest)
 
     def clear_complete(self, stage: str) -> None:

@@ -487,8 +487,8 @@ def read_library(attn_path: str | Path, meta_path: str | Path | None = None) -> 
     return out
 
 
-def summary_lines(choices: Sequence[HeadChoice], library_size: int | None = None) -> list[str]:
-    """Human summary: mean held-out IoU, quartiles, per-layer means, what it rests on."""
+def score_lines(choices: Sequence[HeadChoice], library_size: int | None = None) -> list[str]:
+    """What a scoring gives, for people: mean held-out IoU, quartiles, per-layer means, what it rests on."""
     if not choices:
         return ["no heads scored"]
     held = np.array([c.heldout_iou for c in choices])

@@ -35,7 +35,7 @@ import numpy as np
 
 from attndsl.errors import UserError
 from attndsl.explanations.naming import rename_library
-from attndsl.synthesis.library import HeadChoice, LibraryProgram, build_library, choose_best, read_library, summary_lines, write_library
+from attndsl.synthesis.library import HeadChoice, LibraryProgram, build_library, choose_best, read_library, score_lines, write_library
 from attndsl.pipeline.layout import RunLayout
 from attndsl.pipeline.rundir import Run, atomic_write_json, atomic_write_text, open_run, read_json
 from attndsl.synthesis.search import SearchResult, SearchSettings, search_heads
@@ -60,7 +60,7 @@ class SynthesisReport:
     def lines(self) -> list[str]:
         head = (f"wrote programs for {self.heads_written} heads ({self.heads_done} done in the run), "
                 f"{self.n_candidates} candidates, {self.seconds:.0f} s")
-        return [head] + summary_lines(self.choices, self.library_size)
+        return [head] + score_lines(self.choices, self.library_size)
 
 
 # ------------------------------------------------------------------ heads
