@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 
 from attndsl.commands.args import input_file, integer
+from attndsl.pipeline.options import add_option
 
 
 def register(subparsers) -> None:
@@ -26,7 +27,7 @@ def register(subparsers) -> None:
                         help="programs to score (default: RUN/library/library.attn)")
     parser.add_argument("--top-k", type=integer(1), default=4, metavar="K",
                         help="programs per head re-scored on all synthesis sequences (default 4)")
-    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    add_option(parser, "progress")
     parser.set_defaults(func=run)
 
 

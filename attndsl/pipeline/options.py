@@ -4,7 +4,8 @@
 its command-line spelling and the stages that take it (`option`).  From it:
 
 - ``attndsl explain``'s flags are generated (`add_arguments`, in field order)
-  and turned back into options (`from_args`);
+  and turned back into options (`from_args`); the stage commands declare the
+  flags they share with it (same spelling, default and help) by `add_option`;
 - `attndsl.pipeline.explain.explain` takes the same names as keyword
   arguments (`from_kwargs`);
 - each stage gets the options it takes, under its own parameter names
@@ -139,17 +140,23 @@ def _flag(f) -> str:
     return "--" + f.name.replace("_", "-") if flag is None else flag
 
 
+def add_option(parser: argparse.ArgumentParser, name: str) -> None:
+    """Option ``name``'s flag, as ``attndsl explain`` declares it (for the stage commands that share it)."""
+    f = next(f for f in fields(ExplainOptions) if f.name == name)
+    cli = dict(f.metadata["cli"])
+    cli.setdefault("default", f.default)
+    if f.metadata["help"] is not None:
+        cli["help"] = f.metadata["help"]
+    parser.add_argument(_flag(f), **cli)
+
+
 def add_arguments(parser: argparse.ArgumentParser, after: dict[str, Callable[[argparse.ArgumentParser], None]] | None = None) -> None:
     """The flags of every option with one, in field order; ``after[name](parser)`` adds a command's
     own flags right after option ``name``'s."""
     after = after or {}
     for f in fields(ExplainOptions):
         if _flag(f):
-            cli = dict(f.metadata["cli"])
-            cli.setdefault("default", f.default)
-            if f.metadata["help"] is not None:
-                cli["help"] = f.metadata["help"]
-            parser.add_argument(_flag(f), **cli)
+            add_option(parser, f.name)
         if f.name in after:
             after[f.name](parser)
 
