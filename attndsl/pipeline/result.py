@@ -12,7 +12,7 @@ from typing import Sequence
 
 from attndsl.pipeline.layout import RunLayout
 from attndsl.pipeline.records import HeadChoice, ReplacementRow, find_replacement_csv, read_best_csv, read_replacement_csv
-from attndsl.reporting.report import library_sources
+from attndsl.pipeline.attnfile import read_attn
 
 #: held-out IoU from which the summary counts a head as well explained
 GOOD_IOU = 0.75
@@ -123,7 +123,7 @@ def load_result(run_dir: str | Path, stages: Sequence[StageRecord] = ()) -> Expl
         n_layers, n_heads = store.n_layers, store.n_heads
     shape = (n_layers, n_heads) if n_layers else None
     heads = tuple(sorted(read_best_csv(layout.best_csv, shape), key=lambda h: (h.layer, h.head))) if layout.best_csv.exists() else ()
-    library_size = len(library_sources(layout.library_attn)) if layout.library_attn.exists() else 0
+    library_size = len(read_attn(layout.library_attn).sources()) if layout.library_attn.exists() else 0
     csv_path = find_replacement_csv(layout.root)
     return ExplainResult(
         run_dir=layout.root,
