@@ -12,8 +12,8 @@ writer, fractions) in the run manifest as the ``explain`` stage; a rerun with
 other settings is refused by `attndsl.pipeline.rundir.open_run` with the differing
 keys named, so a run is never silently mixed.  A stage is skipped when the
 run directory's owner says it is complete and intact
-(`attndsl.pipeline.layout.stage_complete`); otherwise it runs, and every stage resumes from what it
-already wrote (extraction by chunk, synthesis by head) or reruns whole
+(`attndsl.pipeline.layout.stage_complete`); otherwise it runs, and every
+stage resumes from what it already wrote (extraction by chunk, synthesis by head) or reruns whole
 (scoring, replacement and the report are minutes at most).  So an interrupted
 call — Ctrl-C, a crash, a killed machine — is finished by running the same
 call again, with the same results as an uninterrupted one.
@@ -36,7 +36,6 @@ The stage functions (`run_extract`, `run_synthesize`, `run_score`,
 `run_replace`, `run_report`) are module attributes looked up at call time,
 which is what the interruption tests patch.
 """
-
 from __future__ import annotations
 
 import sys
