@@ -137,7 +137,7 @@ def check_tiny(device: str, report: dict) -> bool:
     for kind in tiny.FAMILIES:
         loaded = tiny.tiny_loaded(kind)
         loaded.model.to(device)
-        ids_list = [[int(i) for i in t.token_id] for t in __import__("attndsl.surrogates.surrogate").surrogate.tables_for_texts(loaded.tokenizer, TEXTS)]
+        ids_list = [[int(i) for i in t.token_id] for t in __import__("attndsl.surrogates.surrogate").surrogates.surrogate.tables_for_texts(loaded.tokenizer, TEXTS)]
         codes = record_codes(loaded, ids_list)
         worst = 0.0  # largest |stored - exact| / the codec's per-entry bound
         for ids, code in zip(ids_list, codes):
