@@ -18,7 +18,7 @@ from attndsl.errors import AttnError, UserError
 #: modules that contribute subcommands, in the order they appear in --help
 COMMAND_MODULES = (
     "attndsl.commands.compile",
-    "attndsl.commands.run",
+    "attndsl.commands.try_program",
     "attndsl.commands.extract",
     "attndsl.commands.synthesize",
     "attndsl.commands.score",

@@ -38,7 +38,7 @@ import numpy as np
 
 from attndsl import stdlib
 from attndsl.extraction.batch import TokenBatch
-from attndsl.commands.run import word_table
+from attndsl.commands.try_program import word_table
 from attndsl.language.emit import emit_module, python_name
 from attndsl.errors import AttnError
 from attndsl.extraction.features import TokenTable

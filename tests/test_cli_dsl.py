@@ -1,11 +1,11 @@
-"""`attndsl compile --emit …` and `attndsl run`: outputs a user relies on."""
+"""`attndsl compile --emit …` and `attndsl try` (and its old name `attndsl run`): outputs a user relies on."""
 from __future__ import annotations
 
 import numpy as np
 
 from attndsl import stdlib
 from attndsl.cli import main
-from attndsl.commands.run import word_table
+from attndsl.commands.try_program import word_table
 from attndsl.language.interpreter import evaluate
 from attndsl.language.parser import parse_file
 from attndsl.language.validate import compile_source
@@ -39,7 +39,7 @@ def test_emit_ast(capsys):
 
 
 def test_run_prints_labelled_heatmap(capsys):
-    assert main(["run", str(COPYING), "--program", "induction", "--text", "The cat sat. The cat ran."]) == 0
+    assert main(["try", str(COPYING), "--program", "induction", "--text", "The cat sat. The cat ran."]) == 0
     out = capsys.readouterr().out
     assert "program induction" in out
     lines = [line for line in out.splitlines() if "│" in line]
@@ -47,8 +47,19 @@ def test_run_prints_labelled_heatmap(capsys):
     assert lines[4].split()[1] == "The" and lines[4].rstrip().endswith("1:cat 1.00")
 
 
+def test_run_is_a_hidden_alias_of_try_with_a_deprecation_note(capsys):
+    from attndsl.cli import build_parser
+
+    assert main(["run", str(COPYING), "--program", "induction", "--text", "The cat sat."]) == 0
+    captured = capsys.readouterr()
+    assert "program induction" in captured.out
+    assert captured.err.strip() == "attndsl: 'attndsl run FILE.attn' is now 'attndsl try FILE.attn'; 'run' will be removed"
+    listing = build_parser().format_help()
+    assert "try        show a program's attention" in listing and "    run " not in listing
+
+
 def test_run_unknown_program_is_a_clear_error(capsys):
-    assert main(["run", str(COPYING), "--program", "nope", "--text", "hi"]) == 2
+    assert main(["try", str(COPYING), "--program", "nope", "--text", "hi"]) == 2
     assert "no program named 'nope'" in capsys.readouterr().err
 
 
@@ -56,7 +67,7 @@ def test_run_with_a_model_tokenizer(tmp_path, capsys):
     from tests.tiny import save_tiny
 
     model_dir = save_tiny("llama", tmp_path / "tiny-llama")
-    assert main(["run", str(COPYING), "--program", "duplicate", "--model", str(model_dir), "--text", "the cat the cat"]) == 0
+    assert main(["try", str(COPYING), "--program", "duplicate", "--model", str(model_dir), "--text", "the cat the cat"]) == 0
     out = capsys.readouterr().out
     rows = [line for line in out.splitlines() if "│" in line]
     assert rows and "program duplicate" in out

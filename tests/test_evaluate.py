@@ -1,4 +1,5 @@
-"""Perplexity and replacement curves on a tiny random GPT-2 / GQA Llama."""
+"""Perplexity (`attndsl.surrogates.perplexity`) and replacement curves (`attndsl.surrogates.replace`)
+on a tiny random GPT-2 / GQA Llama."""
 from __future__ import annotations
 
 import math
@@ -6,9 +7,13 @@ import math
 import pytest
 import torch
 
-from attndsl.surrogates import evaluate, surrogate
+from attndsl.headnames import heads_text
+from attndsl.pipeline import records
+from attndsl.surrogates import perplexity as measure
+from attndsl.surrogates import replace, surrogate
 from attndsl.errors import UserError
-from attndsl.surrogates.evaluate import RankedHead, Row
+from attndsl.pipeline.records import ReplacementRow as Row
+from attndsl.surrogates.replace import RankedHead
 from attndsl.surrogates.surrogate import Assignment
 from attndsl.language.validate import compile_program
 from tests import tiny
@@ -53,7 +58,7 @@ def _manual_ppl(model, tables, assignment=None, tokenizer=None):
 def test_perplexity_matches_per_sequence_definition(gpt2, batch_size):
     model, tokenizer, tables = gpt2
     want, count = _manual_ppl(model, tables)
-    got = evaluate.perplexity(model, tables, tokenizer=tokenizer, batch_size=batch_size)
+    got = measure.perplexity(model, tables, tokenizer=tokenizer, batch_size=batch_size)
     assert got.n_tokens == count == sum(len(t) - 1 for t in tables)
     assert got.n_sequences == len(tables)
     assert got.ppl == pytest.approx(want, rel=1e-5)
@@ -63,33 +68,33 @@ def test_perplexity_with_programs_matches_definition_and_differs(gpt2):
     model, tokenizer, tables = gpt2
     assignment = Assignment.from_items([(0, 0, PREV), (1, 3, FIRST)])
     want, _ = _manual_ppl(model, tables, assignment, tokenizer)
-    got = evaluate.perplexity(model, tables, assignment, tokenizer, batch_size=3)
+    got = measure.perplexity(model, tables, assignment, tokenizer, batch_size=3)
     assert got.ppl == pytest.approx(want, rel=1e-5)
-    assert got.ppl != pytest.approx(evaluate.perplexity(model, tables, tokenizer=tokenizer).ppl, rel=1e-4)
+    assert got.ppl != pytest.approx(measure.perplexity(model, tables, tokenizer=tokenizer).ppl, rel=1e-4)
     # texts and tables are the same input
-    assert evaluate.perplexity(model, TEXTS, assignment, tokenizer, batch_size=3).ppl == pytest.approx(got.ppl, rel=1e-6)
+    assert measure.perplexity(model, TEXTS, assignment, tokenizer, batch_size=3).ppl == pytest.approx(got.ppl, rel=1e-6)
     assert model.config._attn_implementation == "eager"  # detached afterwards
 
 
 def test_empty_assignment_perplexity_is_identical(gpt2):
     model, tokenizer, tables = gpt2
-    a = evaluate.perplexity(model, tables, Assignment(), tokenizer)
-    b = evaluate.perplexity(model, tables, None, tokenizer)
+    a = measure.perplexity(model, tables, Assignment(), tokenizer)
+    b = measure.perplexity(model, tables, None, tokenizer)
     assert a == b
 
 
 def test_replacement_curve_rows(gpt2):
     model, tokenizer, tables = gpt2
     ranked = [RankedHead(1, 2, PREV, 0.9), (0, 1, FIRST, 0.8), (1, 0, SELF, 0.7), (0, 3, PREV, 0.6)]
-    rows = evaluate.replacement_curve(model, tokenizer, tables, ranked, fractions=(0.25, 0.5), progress=False)
+    rows = replace.replacement_curve(model, tokenizer, tables, ranked, fractions=(0.25, 0.5), progress=False)
     assert [r.n_target for r in rows] == [2, 4]  # 8 heads in all
     assert [r.n_replaced for r in rows] == [2, 4]
     assert rows[0].heads == "L1H2 L0H1"
     assert rows[1].heads == "L1H2 L0H1 L1H0 L0H3"
     assert rows[0].mean_heldout_iou == pytest.approx(0.85)
-    base = evaluate.perplexity(model, tables, tokenizer=tokenizer).ppl
-    uniform = evaluate.perplexity(model, tables, Assignment.uniform([(1, 2), (0, 1)]), tokenizer).ppl
-    programs = evaluate.perplexity(model, tables, Assignment.from_items([(1, 2, PREV), (0, 1, FIRST)]), tokenizer).ppl
+    base = measure.perplexity(model, tables, tokenizer=tokenizer).ppl
+    uniform = measure.perplexity(model, tables, Assignment.uniform([(1, 2), (0, 1)]), tokenizer).ppl
+    programs = measure.perplexity(model, tables, Assignment.from_items([(1, 2, PREV), (0, 1, FIRST)]), tokenizer).ppl
     row = rows[0]
     assert row.ppl_model == pytest.approx(base)
     assert row.ppl_uniform == pytest.approx(uniform)
@@ -97,7 +102,7 @@ def test_replacement_curve_rows(gpt2):
     assert row.increase_programs_pct == pytest.approx(100 * (programs / base - 1))
     assert row.n_tokens == sum(len(t) - 1 for t in tables)
     # a ranking shorter than the fraction replaces what there is
-    short = evaluate.replacement_curve(model, tokenizer, tables, ranked[:1], fractions=(0.5,), progress=False)
+    short = replace.replacement_curve(model, tokenizer, tables, ranked[:1], fractions=(0.5,), progress=False)
     assert (short[0].n_target, short[0].n_replaced) == (4, 1)
 
 
@@ -105,15 +110,15 @@ def test_greedy_skips_heads_with_extreme_marginal_cost(gpt2):
     model, tokenizer, tables = gpt2
     ranked = [RankedHead(l, h, p) for (l, h), p in zip([(0, 0), (0, 1), (1, 1), (1, 2), (1, 3)], [PREV, SELF, FIRST, PREV, SELF])]
     threshold = 0.0
-    accepted, skipped = evaluate.greedy_order(model, tables, ranked, limit=3, max_head_cost=threshold, tokenizer=tokenizer)
+    accepted, skipped = replace.greedy_order(model, tables, ranked, limit=3, max_head_cost=threshold, tokenizer=tokenizer)
     # replay the documented rule
     expect_acc, expect_skip = [], []
-    current = evaluate.perplexity(model, tables, tokenizer=tokenizer).ppl
+    current = measure.perplexity(model, tables, tokenizer=tokenizer).ppl
     for h in ranked:
         if len(expect_acc) == 3:
             break
         trial = Assignment.from_items((x.layer, x.head, x.program) for x in [*expect_acc, h])
-        ppl = evaluate.perplexity(model, tables, trial, tokenizer).ppl
+        ppl = measure.perplexity(model, tables, trial, tokenizer).ppl
         if ppl > current * (1 + threshold):
             expect_skip.append(h)
         else:
@@ -121,23 +126,23 @@ def test_greedy_skips_heads_with_extreme_marginal_cost(gpt2):
             current = ppl
     assert accepted == expect_acc and skipped == expect_skip
     assert len(accepted) + len(skipped) >= 3
-    lenient, none_skipped = evaluate.greedy_order(model, tables, ranked, limit=3, max_head_cost=1e9, tokenizer=tokenizer)
+    lenient, none_skipped = replace.greedy_order(model, tables, ranked, limit=3, max_head_cost=1e9, tokenizer=tokenizer)
     assert lenient == ranked[:3] and none_skipped == []
-    rows = evaluate.replacement_curve(
+    rows = replace.replacement_curve(
         model, tokenizer, tables, ranked, fractions=(0.25,), greedy=True, max_head_cost=threshold, progress=False
     )
     assert rows[0].variant == "greedy"
-    assert rows[0].heads == evaluate._heads_text(expect_acc[:2])
+    assert rows[0].heads == heads_text(expect_acc[:2])
 
 
 def test_bad_inputs_are_user_errors(gpt2):
     model, tokenizer, tables = gpt2
     with pytest.raises(UserError, match="does not exist"):
-        evaluate.replacement_curve(model, tokenizer, tables, [(5, 0, PREV)], progress=False)
+        replace.replacement_curve(model, tokenizer, tables, [(5, 0, PREV)], progress=False)
     with pytest.raises(UserError, match="fraction"):
-        evaluate.replacement_curve(model, tokenizer, tables, [(0, 0, PREV)], fractions=(1.5,), progress=False)
+        replace.replacement_curve(model, tokenizer, tables, [(0, 0, PREV)], fractions=(1.5,), progress=False)
     with pytest.raises(UserError, match="no sequences"):
-        evaluate.perplexity(model, [], tokenizer=tokenizer)
+        measure.perplexity(model, [], tokenizer=tokenizer)
 
 
 def test_csv_round_trip_and_table(tmp_path):
@@ -145,12 +150,12 @@ def test_csv_round_trip_and_table(tmp_path):
         Row("ranked", 0.25, 2, 2, 10.0, 11.0, 20.0, 10.0, 100.0, 0.8, 5, 40, "L0H1 L1H2"),
         Row("greedy", 0.5, 4, 3, 10.0, 12.5, 30.0, 25.0, 200.0, float("nan"), 5, 40, "L0H1", "L1H1"),
     ]
-    path = evaluate.write_csv(tmp_path / "out" / "replacement.csv", rows)
-    back = evaluate.read_csv(path)
+    path = records.write_replacement_csv(tmp_path / "out" / "replacement.csv", rows)
+    back = records.read_replacement_csv(path)
     assert back[0] == rows[0]
     assert math.isnan(back[1].mean_heldout_iou) and back[1].skipped == "L1H1"
     assert not list((tmp_path / "out").glob("*.tmp"))
-    table = evaluate.format_table(rows)
+    table = replace.format_table(rows)
     assert "+10.0%" in table and "+200.0%" in table and "5 held-out sequences, 40 predicted tokens" in table
 
 
@@ -158,7 +163,7 @@ def test_llama_gqa_curve_runs():
     tokenizer = tiny.metaspace_tokenizer()
     model = tiny.tiny_llama_gqa()
     ranked = [(0, 0, PREV), (2, 3, FIRST), (1, 1, SELF)]
-    rows = evaluate.replacement_curve(model, tokenizer, TEXTS, ranked, fractions=(0.25,), progress=False)
+    rows = replace.replacement_curve(model, tokenizer, TEXTS, ranked, fractions=(0.25,), progress=False)
     assert rows[0].n_target == 3 and rows[0].n_replaced == 3
     assert rows[0].ppl_programs != pytest.approx(rows[0].ppl_model, rel=1e-6)
 
@@ -206,7 +211,7 @@ def test_replace_command_writes_csv_in_iou_order(tiny_run, capsys):
     assert main(["replace", str(tiny_run), "--fractions", "0.25,0.375", "--no-progress"]) == 0
     out = capsys.readouterr().out
     assert "Δ programs" in out and "held-out sequences" in out
-    rows = evaluate.read_csv(tiny_run / "replace" / "replacement.csv")
+    rows = records.read_replacement_csv(tiny_run / "replace" / "replacement.csv")
     assert [r.heads for r in rows] == ["L1H2 L0H3", "L1H2 L0H3 L0H0"]
     assert rows[0].mean_heldout_iou == pytest.approx((0.95 + 0.6) / 2)
     from attndsl.extraction.store import open_store
@@ -246,11 +251,11 @@ def test_library_from_another_model_is_refused(tiny_run):
         manifest["stages"]["synthesize"] = {"model_hash": "somethingelse"}
         manifest_path.write_text(json.dumps(manifest))
         with pytest.raises(UserError, match="another model or tokenizer"):
-            evaluate.load_run_model(tiny_run)
+            replace.load_run_model(tiny_run)
         manifest = json.loads(original)
         manifest["stages"]["extract"]["model_hash"] = "0" * 64
         manifest_path.write_text(json.dumps(manifest))
         with pytest.raises(UserError, match="weights"):
-            evaluate.load_run_model(tiny_run)
+            replace.load_run_model(tiny_run)
     finally:
         manifest_path.write_text(original)

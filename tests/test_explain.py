@@ -163,9 +163,9 @@ def _interrupt(stage: str, monkeypatch) -> Interrupt:
 
         return Interrupt(monkeypatch, attndsl.synthesis.synthesize, "choose_best", at=1)
     if stage == "replace":  # unmodified and 25% measured, then interrupted
-        import attndsl.surrogates.evaluate
+        import attndsl.surrogates.replace
 
-        return Interrupt(monkeypatch, attndsl.surrogates.evaluate, "perplexity", at=3)
+        return Interrupt(monkeypatch, attndsl.surrogates.replace, "perplexity", at=3)
     if stage == "report":
         import attndsl.reporting.report
 

@@ -12,7 +12,7 @@ import pytest
 
 from attndsl.extraction.batch import TokenBatch
 from attndsl.cli import main
-from attndsl.commands.run import word_table
+from attndsl.commands.try_program import word_table
 from attndsl.language.emit import emit_module, load_function
 from attndsl.errors import AttnError
 from attndsl.language.interpreter import evaluate

@@ -274,7 +274,7 @@ def test_damaged_model_is_exit_2_naming_the_file(case, model_dir, tmp_path, caps
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # a GGUF would be converted into it
     make, named, expected = MODELS[case]
     spec = make(model_dir, tmp_path)
-    code, err = cli(["run", str(COPYING), "--program", "induction", "--text", "the cat the cat",
+    code, err = cli(["try", str(COPYING), "--program", "induction", "--text", "the cat the cat",
                      "--model", str(spec)], capsys)
     assert code == 2, err
     assert str(tmp_path / named) in err and expected in err
@@ -282,7 +282,7 @@ def test_damaged_model_is_exit_2_naming_the_file(case, model_dir, tmp_path, caps
 
 
 def test_the_intact_tiny_model_loads(model_dir, capsys):
-    code, err = cli(["run", str(COPYING), "--program", "induction", "--text", "the cat the cat",
+    code, err = cli(["try", str(COPYING), "--program", "induction", "--text", "the cat the cat",
                      "--model", str(model_dir)], capsys)
     assert code == 0, err
 

@@ -108,6 +108,6 @@ def test_unique_names_renames_source_too():
 def test_summary_lines_report_quartiles_layers_and_support():
     choices = [library.HeadChoice(layer, head, "p", 0.5, 0.1 * (head + 1), 0.0, 7, 99)
                for layer in range(2) for head in range(4)]
-    text = "\n".join(library.summary_lines(choices, 5))
+    text = "\n".join(library.score_lines(choices, 5))
     assert "7 sequences, 99 tokens" in text and "per layer: 0:0.250 1:0.250" in text
     assert "mean held-out IoU 0.2500" in text

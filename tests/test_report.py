@@ -4,7 +4,7 @@
 attention store (tiny random Llama on the built-in corpus, via `extract`), a
 library of standard-library programs, a ``best.csv`` whose scores are the
 real held-out IoU of each head's program (so numbers in the page can be
-checked), and a replacement CSV in `attndsl.surrogates.evaluate`'s format.  The browser
+checked), and a replacement CSV in `attndsl.pipeline.records`' format.  The browser
 test uses the same fixture.
 """
 from __future__ import annotations
@@ -53,9 +53,9 @@ def make_fake_run(path: Path, n_sequences: int = 10, kind: str = "llama", with_r
                   with_short: bool = False) -> Path:
     """A run directory with a store, a library, best.csv and (optionally) a replacement CSV and a
     short tier (best.csv's short_* columns: layer `SHORT_LAYER` gets the sink program)."""
-    from attndsl.surrogates.evaluate import Row, write_csv
+    from attndsl.pipeline.records import ReplacementRow as Row, write_replacement_csv as write_csv
     from attndsl.extraction.extract import extract
-    from attndsl.reporting.report import BEST_COLUMNS
+    from attndsl.pipeline.records import BEST_COLUMNS
     from attndsl.pipeline.rundir import atomic_write_json, atomic_write_text, open_run
     from attndsl.synthesis.scoring import iou_dense, iou_dense_ignore_sink
     from attndsl.language.interpreter import evaluate
@@ -140,7 +140,8 @@ def test_report_is_self_contained_and_holds_every_section(fake_run):
 
 
 def test_report_data_matches_the_run(fake_run):
-    from attndsl.reporting.report import build_report, read_best
+    from attndsl.pipeline.records import read_best_csv as read_best
+    from attndsl.reporting.report import build_report
     from attndsl.extraction.store import open_store
 
     data = page_data(build_report(fake_run).read_text(encoding="utf-8"))

@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 
 from attndsl.extraction import syntax
-from attndsl.commands.run import word_table
+from attndsl.commands.try_program import word_table
 from attndsl.errors import UserError
 from attndsl.extraction.syntax import SpacyProvider, annotate, find_pipeline, provider_info
 

@@ -144,7 +144,7 @@ def test_bucket_table_and_summary_from_scored_choices(tmp_path):
     assert sum(r.tokens for r in rows) == sum(len(tables[i]) for i in held)
     weighted = sum(r.means["full"] * r.sequences for r in rows) / len(held)
     assert weighted == pytest.approx(np.mean([c.heldout_iou for c in choices]), abs=1e-6)
-    summary = "\n".join(library.summary_lines(choices, len(lib.programs)))
+    summary = "\n".join(library.score_lines(choices, len(lib.programs)))
     assert "short programs (<= 3 terms, sets <= 8 entries): 2/2 heads" in summary
     assert "held-out IoU by length" in summary
 

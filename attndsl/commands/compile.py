@@ -11,10 +11,9 @@ import pprint
 from attndsl.language import ir
 from attndsl.language.emit import emit_module
 from attndsl.errors import AttnError, Diagnostic, source_line
-from attndsl.language.parser import parse, read_source
+from attndsl.pipeline.attnfile import read_attn
 from attndsl.language.printer import format_module
 from attndsl.extraction.syntax import INSTALL_HINT as SYNTAX_INSTALL_HINT
-from attndsl.language.validate import check
 
 
 def register(sub) -> None:
@@ -33,9 +32,8 @@ def syntax_provider_available() -> bool:
 
 def compile_checked(path: str):
     """Parse, validate and check provider needs; raise `AttnError` with all problems."""
-    source = read_source(path)
-    module = parse(source, path)
-    programs, problems = check(module, source)
+    attn = read_attn(path)
+    source, module, programs, problems = attn.text, attn.module, list(attn.programs), list(attn.problems)
     if not module.programs:
         problems.append(Diagnostic(path, 1, 1, "no programs in this file", "program NAME { terms }"))
     if not syntax_provider_available():

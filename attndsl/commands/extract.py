@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 
 from attndsl.commands.args import integer, number
+from attndsl.pipeline.options import add_option
 
 
 def register(subparsers) -> None:
@@ -17,9 +18,8 @@ def register(subparsers) -> None:
             "command to resume an interrupted extraction."
         ),
     )
-    parser.add_argument("--model", default="smollm2", help="alias (smollm2), .gguf file, model directory or hub id")
-    parser.add_argument("--corpus", default="builtin", help="builtin, a .txt or .jsonl file, or hf:DATASET[:SPLIT]")
-    parser.add_argument("--text-field", default="text", help="field holding the text in .jsonl / hf corpora")
+    for name in ("model", "corpus", "text_field"):
+        add_option(parser, name)
     parser.add_argument(
         "--txt-separator", default="auto", choices=("auto", "endoftext", "blank-line"),
         help="how a .txt corpus is cut into stories (packing never crosses one): auto = <|endoftext|> lines "
@@ -29,16 +29,13 @@ def register(subparsers) -> None:
     parser.add_argument("--out", required=True, metavar="RUN", help="run directory (created if missing)")
     parser.add_argument("--max-sequences", type=integer(1), default=None, metavar="N")
     parser.add_argument("--max-tokens", type=integer(2), default=64, help="tokens per sequence, BOS included (default 64)")
-    parser.add_argument("--max-sentences", type=integer(1), default=None, metavar="N",
-                        help="at most N sentences per sequence (1 = one sentence each, the paper's protocol)")
+    add_option(parser, "max_sentences")
     parser.add_argument("--mix-lengths", action="store_true",
                         help="mix lengths in one run: stories alternate between short sequences (--max-sentences, "
                              "default 1) and text packed up to --max-tokens")
     parser.add_argument("--heldout-fraction", type=number(0.0, 1.0), default=0.5, help="share of sequences held out (default 0.5)")
-    parser.add_argument("--seed", type=integer(), default=0, help="salt of the split hash")
-    parser.add_argument("--batch-size", type=integer(1), default=8)
-    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda", "auto"))
-    parser.add_argument("--dtype", default="float32", choices=("float32", "float16", "bfloat16"))
+    for name in ("seed", "batch_size", "device", "dtype"):
+        add_option(parser, name)
     parser.add_argument("--store-codec", default="log12", choices=("log12", "topmass"),
                         help="log12 = every causal entry, 1.5 bytes each (default); topmass = per head and row only "
                              "the largest entries up to --store-mass, sparse (smaller for long sequences; IoU error "

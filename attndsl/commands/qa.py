@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import argparse
 
-from attndsl.commands.args import fraction, input_file, integer
+from attndsl.commands.args import fraction, input_file
+from attndsl.pipeline.options import add_option
 
 
 def register(subparsers) -> None:
@@ -20,15 +21,14 @@ def register(subparsers) -> None:
     parser.add_argument("run", metavar="RUN", help="run directory (after `attndsl synthesize`)")
     parser.add_argument("--data", type=input_file, required=True, metavar="FILE.jsonl", help="multiple-choice items")
     parser.add_argument("--fraction", type=fraction, default=0.25, help="share of all heads to replace (default 0.25)")
-    parser.add_argument("--batch-size", type=integer(1), default=8)
-    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda", "auto"))
-    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    for name in ("batch_size", "device", "progress"):
+        add_option(parser, name)
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from attndsl.surrogates import qa
-    from attndsl.surrogates.evaluate import load_ranked_heads, load_run_model
+    from attndsl.surrogates.replace import load_ranked_heads, load_run_model
     from attndsl.surrogates.surrogate import Assignment
 
     items = qa.load_items(args.data)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 
 from attndsl.commands.args import fraction_list, integer, number
+from attndsl.pipeline.options import add_option
 
 
 def register(subparsers) -> None:
@@ -25,14 +26,13 @@ def register(subparsers) -> None:
     )
     parser.add_argument("--max-head-cost", type=number(0.0), default=0.05, help="greedy: relative perplexity rise that skips a head (default 0.05)")
     parser.add_argument("--max-sequences", type=integer(1), default=None, metavar="N", help="use the first N held-out sequences")
-    parser.add_argument("--batch-size", type=integer(1), default=8)
-    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda", "auto"))
-    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    for name in ("batch_size", "device", "progress"):
+        add_option(parser, name)
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from attndsl.surrogates.evaluate import format_table, run_replacement
+    from attndsl.surrogates.replace import format_table, run_replacement
 
     rows, path = run_replacement(
         args.run,

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 
 from attndsl.commands.args import input_file, integer
+from attndsl.pipeline.options import add_option
 
 
 def register(subparsers) -> None:
@@ -26,16 +27,16 @@ def register(subparsers) -> None:
                         help="programs to score (default: RUN/library/library.attn)")
     parser.add_argument("--top-k", type=integer(1), default=4, metavar="K",
                         help="programs per head re-scored on all synthesis sequences (default 4)")
-    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    add_option(parser, "progress")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from attndsl.synthesis.library import summary_lines
+    from attndsl.synthesis.library import score_lines
     from attndsl.synthesis.synthesize import score_library
 
     choices, path, size = score_library(args.run_dir, args.library, top_k=args.top_k, progress=not args.no_progress)
-    for line in summary_lines(choices, size):
+    for line in score_lines(choices, size):
         print(line)
     print(f"per head: {path}")
     if args.library is not None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 
 from attndsl.commands.args import check_llm_arguments, head_spec, integer, number
+from attndsl.pipeline.options import add_option
 
 
 def register(subparsers) -> None:
@@ -39,7 +40,7 @@ def register(subparsers) -> None:
                              f"linear ones (default {defaults.softmax_terms}: off)")
     parser.add_argument("--library-cap", type=integer(1), default=1000, metavar="N", help="most programs in the library")
     parser.add_argument("--seed", type=integer(0), default=defaults.seed, help="search seed (default 0)")
-    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    add_option(parser, "progress")
     add_arguments(parser)
     parser.set_defaults(func=run)
 
@@ -65,5 +66,7 @@ def run(args: argparse.Namespace) -> int:
                         use_search=use_search, cap=args.library_cap, progress=not args.no_progress)
     for line in report.lines():
         print(line)
-    print(f"library: {args.run_dir}/library/library.attn; per head: {args.run_dir}/library/best.csv")
+    from attndsl.pipeline.layout import BEST_CSV, LIBRARY_ATTN, LIBRARY_DIR
+
+    print(f"library: {args.run_dir}/{LIBRARY_DIR}/{LIBRARY_ATTN}; per head: {args.run_dir}/{LIBRARY_DIR}/{BEST_CSV}")
     return 0

@@ -17,17 +17,19 @@ from typing import Sequence
 
 import numpy as np
 
+from attndsl.headnames import head_label
+from attndsl.pipeline.layout import SCORES_DIR, RunLayout
 from attndsl.pipeline.rundir import atomic_write_json, read_json
 
 TOP = 5
-SCORES_DIR = "scores"
 
 
 def score_hypotheses(run_dir: str | Path, library_path: str | Path, choices: Sequence, top: int = TOP) -> list[dict]:
     """Per user program: its best heads by held-out IoU (see module docstring); also saved."""
     from attndsl.extraction.batch import TokenBatch
     from attndsl.explanations.gloss import gloss
-    from attndsl.synthesis.library import read_best_csv, read_library
+    from attndsl.pipeline.records import read_best_csv
+    from attndsl.synthesis.library import read_library
     from attndsl.synthesis.scoring import score
     from attndsl.extraction.store import open_store
 
@@ -39,7 +41,7 @@ def score_hypotheses(run_dir: str | Path, library_path: str | Path, choices: Seq
     result = score(compiled, store, TokenBatch.from_tables(store.tables(held)), held, ignore_sink=True)
     chosen = {(c.layer, c.head): c.program_name for c in choices}
     own: dict[tuple[int, int], float] = {}
-    best_path = run_dir / "library" / "best.csv"
+    best_path = RunLayout(run_dir).best_csv
     if best_path.exists():
         own = {(r.layer, r.head): r.heldout_iou for r in read_best_csv(best_path)}
     out = []
@@ -62,7 +64,7 @@ def score_hypotheses(run_dir: str | Path, library_path: str | Path, choices: Seq
             "n_sequences": int(result.n_sequences),
             "n_tokens": int(result.n_tokens),
         })
-    atomic_write_json(run_dir / SCORES_DIR / f"{library_path.stem}.hypotheses.json",
+    atomic_write_json(RunLayout(run_dir).hypotheses_json(library_path.stem),
                       {"library": str(library_path), "programs": _finite(out)})
     return out
 
@@ -89,7 +91,7 @@ def hypothesis_lines(results: Sequence[dict]) -> list[str]:
             extra = " [chosen]" if h["chosen"] else ""
             if h["run_heldout_iou"] is not None:
                 extra += f" (run's own program: {h['run_heldout_iou']:.3f})"
-            lines.append(f"  L{h['layer']}H{h['head']}: held-out IoU {h['heldout_iou']:.3f}, "
+            lines.append(f"  {head_label(h['layer'], h['head'])}: held-out IoU {h['heldout_iou']:.3f}, "
                          f"ignoring key 0 {h['heldout_iou_no_sink']:.3f}{extra}")
     if results:
         lines.append(f"(held-out: {results[0]['n_sequences']} sequences, {results[0]['n_tokens']} tokens)")

@@ -51,7 +51,9 @@ def _example(run):
     """(tokens, dense attention [L, H, n, n]) of the run's longest held-out sequence, or None."""
     from attndsl.reporting.report import choose_examples
 
-    if not (run.run_dir / "attention" / "meta.json").exists():
+    from attndsl.pipeline.layout import RunLayout
+
+    if not RunLayout(run.run_dir).has_store():
         return None
     cached = run.__dict__.get("_example")
     if cached is None:

@@ -31,10 +31,8 @@ from typing import Iterable
 from attndsl.explanations.categories import CATEGORIES, Category, ProgramShares, categorise, measure_shares
 from attndsl.errors import UserError
 from attndsl.explanations.gloss import gloss as make_gloss
+from attndsl.pipeline.layout import BEST_CSV, LIBRARY_ATTN, LIBRARY_DIR, RunLayout
 
-LIBRARY_DIR = "library"
-BEST_CSV = "best.csv"
-LIBRARY_ATTN = "library.attn"
 #: the columns `HeadExplanation.row` gives (``attndsl heads`` prints them)
 HEAD_COLUMNS = ("layer", "head", "category", "share", "purity", "heldout_iou", "heldout_iou_no_sink", "program",
                 "gloss")
@@ -195,7 +193,7 @@ def _builtin_batch(count: int):
 def explain_run(run_dir: str | Path, share_sequences: int | None = None) -> RunExplanation:
     """Every head of ``run_dir`` with category, gloss and programs (see module docstring)."""
     from attndsl.explanations.categories import SHARE_SEQUENCES, share_batch
-    from attndsl.synthesis.library import read_best_csv
+    from attndsl.pipeline.records import read_best_csv
     from attndsl.reporting.report import library_programs, library_sources
     from attndsl.extraction.store import open_store
 
@@ -217,12 +215,12 @@ def explain_run(run_dir: str | Path, share_sequences: int | None = None) -> RunE
         ]
     from attndsl.synthesis.library import head_buckets_path, read_head_buckets
 
-    bucket_file = head_buckets_path(library / "buckets.csv")
+    bucket_file = head_buckets_path(RunLayout(run_dir).buckets_csv)
     buckets = read_head_buckets(bucket_file) if bucket_file.exists() else {}
     compiled = library_programs(library / LIBRARY_ATTN)
     sources = library_sources(library / LIBRARY_ATTN)
     n_layers = n_heads = 0
-    if (run_dir / "attention" / "meta.json").exists():
+    if RunLayout(run_dir).has_store():
         store = open_store(run_dir)
         batch, source = share_batch(store, count), "synthesis"
         n_layers, n_heads = store.n_layers, store.n_heads

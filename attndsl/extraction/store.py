@@ -78,6 +78,7 @@ from typing import Iterable, Iterator, Sequence
 import numpy as np
 
 from attndsl.errors import UserError
+from attndsl.pipeline.layout import STORE_DIR
 from attndsl.extraction.features import TokenTable, table_from_spans
 from attndsl.extraction.layout import tri_size, tril
 from attndsl.pipeline.rundir import Choice, Int, atomic_write_bytes, atomic_write_json, atomic_write_text, check, parse_json, read_json, read_text
@@ -91,7 +92,7 @@ N_CODES = 4096
 STEP = math.log(1.0 / FLOOR) / (N_CODES - 2)
 RELATIVE_ERROR = math.exp(STEP / 2) - 1  # δ: per-entry relative error above FLOOR (exact arithmetic)
 ENTRY_RELATIVE_ERROR = RELATIVE_ERROR * 1.001  # with float32 rounding in encode/decode
-STORE_DIRNAME = "attention"
+STORE_DIRNAME = STORE_DIR  # `attndsl.pipeline.layout` names every path of a run
 SPLITS = ("synthesis", "heldout")
 
 #: ``meta.json`` (format and codec are checked first, for a clearer message)

@@ -6,7 +6,7 @@ A run is a directory with a ``manifest.json``::
       "format": 1,
       "versions": {"attndsl": ..., "python": ..., "torch": ..., ...},   # at creation
       "stages": {"extract": {<settings that decide the stage's results>}, ...},
-      "completed": {"extract": {<summary written when the stage finished>}, ...}
+      "completed": {"extract": {<its outcome, written when the stage finished>}, ...}
     }
 
 Each stage calls ``open_run(path, stage, settings)`` before it writes: the
@@ -15,7 +15,7 @@ refused with a `UserError` that names every differing key, so a run made with
 other settings is never silently mixed in.  Settings must be JSON values
 (compared after a JSON round trip, so tuples equal lists).  Settings that do
 not change results (device, batch size) belong elsewhere, e.g. in the
-completion summary.
+completion record (the stage's outcome).
 
 Every write goes through ``atomic_write_*`` (temporary file in the same
 directory, fsync, ``os.replace``): a reader sees the old file or the new one,
@@ -27,13 +27,9 @@ or edited by hand, so every reader here turns every problem into a
 `UserError` that names the file (and line, for CSV): ``read_text`` (missing,
 a directory, unreadable, not UTF-8), ``read_json`` (also invalid JSON, numbers
 past Python's 4,300-digit limit, nesting too deep to decode) with an optional
-*schema* checked by `conform`, and ``read_csv`` (required columns, rows with
-too few or too many fields).  The schema language is small: a type (``int``
-never accepts a bool, ``float`` accepts ints), ``None``, a tuple (any of
-these), ``[item]`` (a list of items), ``{"key": schema, "opt?": schema}`` (an
-object with these keys; other keys are allowed), `Map` (an object whose
-values all match), `Int` (an integer in a range) and `Choice` (one of some
-values).  The store, the library and the manifest each declare theirs beside
+*schema* checked by `attndsl.pipeline.schema.conform`, and ``read_csv`` (required columns, rows with
+too few or too many fields).  The schema language (`attndsl.pipeline.schema`)
+is small and re-exported here.  The store, the library and the manifest each declare theirs beside
 the code that owns the file.  Writers turn `OSError` (permission denied, a
 directory where the file should be, a full disk) into a `UserError` naming
 the path.
@@ -51,8 +47,9 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from attndsl.errors import UserError
+from attndsl.pipeline.layout import MANIFEST  # the run layout names every file
+from attndsl.pipeline.schema import Choice, Int, Map, check, conform, describe  # noqa: F401  (re-exported)
 
-MANIFEST = "manifest.json"
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)
 FORMAT = 1
@@ -172,168 +169,6 @@ def read_csv(path: str | os.PathLike, required: tuple[str, ...]) -> Iterator[tup
         raise UserError(f"{path}:{reader.line_num}: not valid CSV ({error})") from error
 
 
-# ------------------------------------------------------------------ schemas
-
-
-@dataclass(frozen=True)
-class Int:
-    """Schema: an integer (never a bool) in ``[low, high]`` (either end open when None)."""
-
-    low: int | None = None
-    high: int | None = None
-
-
-@dataclass(frozen=True)
-class Map:
-    """Schema: a JSON object whose every value matches ``value``."""
-
-    value: Any
-
-
-@dataclass(frozen=True)
-class Choice:
-    """Schema: one of ``values``."""
-
-    values: tuple
-
-
-_NAMES = {int: "an integer", float: "a number", str: "a string", bool: "true or false", dict: "an object",
-          list: "a list", None: "null", type(None): "null"}
-
-
-def describe(schema: Any) -> str:
-    """A schema in words (what error messages say was expected)."""
-    if isinstance(schema, tuple):
-        return " or ".join(describe(s) for s in schema)
-    if isinstance(schema, list):
-        return f"a list (each item {describe(schema[0])})" if schema else "a list"
-    if isinstance(schema, dict):
-        keys = [k for k in schema if not k.endswith("?")]
-        return "an object" + (f" with {', '.join(repr(k) for k in keys)}" if keys else "")
-    if isinstance(schema, Map):
-        return f"an object whose every value is {describe(schema.value)}"
-    if isinstance(schema, Choice):
-        return "one of " + ", ".join(json.dumps(v) for v in schema.values)
-    if isinstance(schema, Int):
-        if schema.low is not None and schema.high is not None:
-            return f"an integer from {schema.low} to {schema.high}"
-        if schema.low is not None:
-            return f"an integer >= {schema.low}"
-        return "an integer" if schema.high is None else f"an integer <= {schema.high}"
-    return _NAMES.get(schema, getattr(schema, "__name__", str(schema)))
-
-
-def _found(value: Any) -> str:
-    if isinstance(value, (dict, list)):
-        return _NAMES[type(value)]
-    text = json.dumps(value) if not isinstance(value, float) or value == value else "NaN"
-    return text if len(text) <= 40 else text[:37] + "..."
-
-
-def _matches(value: Any, kind: Any) -> bool:
-    if kind is None or kind is type(None):
-        return value is None
-    if kind is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if kind is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    return isinstance(value, kind)
-
-
-def _leaf_test(schema: Any):
-    """A fast predicate for a schema without objects in it (None if it has some)."""
-    if schema is int:
-        return lambda x: type(x) is int
-    if schema is float:
-        return lambda x: type(x) is float or type(x) is int
-    if schema is str:
-        return lambda x: type(x) is str
-    if isinstance(schema, Int):
-        low = -float("inf") if schema.low is None else schema.low
-        high = float("inf") if schema.high is None else schema.high
-        return lambda x: type(x) is int and low <= x <= high
-    if isinstance(schema, Choice):
-        allowed = {(type(v), v) for v in schema.values}
-        return lambda x: (type(x), x) in allowed
-    if isinstance(schema, list) and schema:
-        inner = _leaf_test(schema[0])
-        if inner is not None:
-            return lambda x: type(x) is list and all(map(inner, x))
-    plain = {int: (int,), float: (int, float), str: (str,), bool: (bool,), None: (type(None),)}
-    if isinstance(schema, tuple) and all(s in plain for s in schema):
-        types = frozenset(t for s in schema for t in plain[s])
-        return lambda x: type(x) in types
-    if isinstance(schema, tuple):
-        tests = [_leaf_test(s) if s is not None else (lambda x: x is None) for s in schema]
-        if all(t is not None for t in tests):
-            return lambda x: any(t(x) for t in tests)
-    return None
-
-
-def conform(value: Any, schema: Any, where: str = "") -> str | None:
-    """The first way ``value`` differs from ``schema`` (a phrase naming where), or None.
-
-    Recursion follows the schema, never the data, so its depth is fixed by
-    the code however deep the value is.
-    """
-    at = where or "the top level"
-    if isinstance(schema, tuple):
-        problems = [conform(value, option, where) for option in schema]
-        if all(problems):
-            for option, problem in zip(schema, problems):  # the right kind of container: say what is inside
-                if isinstance(value, dict) and isinstance(option, (dict, Map)) \
-                        or isinstance(value, list) and isinstance(option, list):
-                    return problem
-            return f"{at} must be {describe(schema)}, not {_found(value)}"
-        return None
-    if isinstance(schema, list):
-        if not isinstance(value, list):
-            return f"{at} must be {describe(schema)}, not {_found(value)}"
-        if schema:
-            test = _leaf_test(schema[0])
-            if test is not None and all(map(test, value)):  # the common case, fast: no call per item
-                return None
-            for i, item in enumerate(value):
-                problem = conform(item, schema[0], f"{where}[{i}]")
-                if problem:
-                    return problem
-        return None
-    if isinstance(schema, (dict, Map)):
-        if not isinstance(value, dict):
-            return f"{at} must be {describe(schema)}, not {_found(value)}"
-        items = schema.items() if isinstance(schema, dict) else ((k + "?", schema.value) for k in value)
-        for key, sub in items:
-            name = key[:-1] if key.endswith("?") else key
-            if name not in value:
-                if key.endswith("?"):
-                    continue
-                return f"{at} lacks the key {name!r}"
-            problem = conform(value[name], sub, f"{where}.{name}" if where else name)
-            if problem:
-                return problem
-        return None
-    if isinstance(schema, Choice):
-        if not any(_matches(value, type(v)) and value == v for v in schema.values):
-            return f"{at} must be {describe(schema)}, not {_found(value)}"
-        return None
-    if isinstance(schema, Int):
-        if not _matches(value, int) or (schema.low is not None and value < schema.low) \
-                or (schema.high is not None and value > schema.high):
-            return f"{at} must be {describe(schema)}, not {_found(value)}"
-        return None
-    if not _matches(value, schema):
-        return f"{at} must be {describe(schema)}, not {_found(value)}"
-    return None
-
-
-def check(value: Any, schema: Any, path: str | os.PathLike, where: str = "") -> Any:
-    """``value`` if it matches ``schema``; else a `UserError` naming the file and the place."""
-    problem = conform(value, schema, where)
-    if problem:
-        raise UserError(f"{path} is damaged: {problem}")
-    return value
-
-
 def package_versions() -> dict[str, str]:
     """Versions of the packages whose behaviour a run's results depend on."""
     from importlib import metadata
@@ -388,10 +223,10 @@ class Run:
     def completion(self, stage: str) -> dict | None:
         return self.manifest.get("completed", {}).get(stage)
 
-    def mark_complete(self, stage: str, summary: dict | None = None) -> None:
-        """Record that ``stage`` finished (with a JSON summary of what it did)."""
+    def mark_complete(self, stage: str, outcome: dict | None = None) -> None:
+        """Record that ``stage`` finished, with its outcome (a JSON object saying what it did)."""
         manifest = self.manifest
-        manifest.setdefault("completed", {})[stage] = _normalise(summary or {})
+        manifest.setdefault("completed", {})[stage] = _normalise(outcome or {})
         atomic_write_json(self.manifest_path, manifest)
 
     def clear_complete(self, stage: str) -> None:

@@ -33,15 +33,14 @@ Inputs (paths inside the run):
 
 - ``manifest.json`` (`attndsl.pipeline.rundir`): settings, completed stages, versions;
 - ``attention/`` (`attndsl.extraction.store`): the real attention and the token tables;
-- ``library/best.csv`` (columns `BEST_COLUMNS`), ``library/library.attn``
+- ``library/best.csv`` (`attndsl.pipeline.records.read_best_csv`), ``library/library.attn``
   (the pooled programs) and ``library/library.json`` (metadata, optional);
-- a replacement CSV (`attndsl.surrogates.evaluate.write_csv`; the first ``*.csv`` in
+- a replacement CSV (`attndsl.pipeline.records.read_replacement_csv`; the first ``*.csv`` in
   the run whose header has ``ppl_programs``, preferring ``replace/``).
 """
 from __future__ import annotations
 
 import base64
-import csv
 import html
 import json
 import math
@@ -56,17 +55,12 @@ import numpy as np
 
 from attndsl.errors import UserError
 from attndsl.extraction.layout import tril
-from attndsl.synthesis.library import BEST_COLUMNS, LIBRARY_META_SCHEMA
-from attndsl.synthesis.library import HeadChoice as HeadResult  # one row of best.csv
-from attndsl.synthesis.library import read_best_csv as read_best
-from attndsl.pipeline.rundir import MANIFEST, atomic_write_text, read_csv, read_json, read_manifest, read_text
+from attndsl.synthesis.library import LIBRARY_META_SCHEMA
+from attndsl.pipeline.layout import BEST_CSV, LIBRARY_ATTN, LIBRARY_DIR, LIBRARY_JSON, MANIFEST, REPORT_NAME, RunLayout
+from attndsl.pipeline.records import HeadChoice, find_replacement_csv, plotted, read_best_csv, read_replacement_csv
+from attndsl.pipeline.rundir import atomic_write_text, read_json, read_manifest
 
-REPORT_NAME = "report.html"
 TEMPLATE = "report_template.html"
-LIBRARY_DIR = "library"
-BEST_CSV = "best.csv"
-LIBRARY_ATTN = "library.attn"
-LIBRARY_JSON = "library.json"
 DEFAULT_EXAMPLES = 3
 DEFAULT_MAX_TOKENS = 40
 
@@ -119,84 +113,18 @@ def iou_colour(value: float) -> tuple[int, int, int]:
 # ----------------------------------------------------------------- inputs
 
 
-def _float(text: str | None) -> float:
-    return float(text) if text not in ("", None) else float("nan")
-
-
-@dataclass(frozen=True)
-class PerplexityPoint:
-    """One row of the replacement CSV (what the report plots)."""
-
-    variant: str
-    fraction: float
-    n_replaced: int
-    ppl_model: float
-    ppl_programs: float
-    ppl_uniform: float
-    increase_programs_pct: float
-    increase_uniform_pct: float
-    mean_heldout_iou: float
-    n_sequences: int
-    n_tokens: int
-
-
-def find_replacement_csv(run_dir: str | Path) -> Path | None:
-    """The run's replacement CSV: a ``*.csv`` whose header has ``ppl_programs``."""
-    run_dir = Path(run_dir)
-    preferred = sorted((run_dir / "replace").glob("*.csv")) if (run_dir / "replace").is_dir() else []
-    others = sorted(p for p in run_dir.rglob("*.csv") if "attention" not in p.relative_to(run_dir).parts[:1])
-    for path in [*preferred, *others]:
-        try:  # only the header decides; a damaged body is reported by `read_perplexity`
-            with open(path, "rb") as handle:
-                header = next(csv.reader([handle.readline().decode("utf-8", errors="replace")]), [])
-        except OSError:
-            continue
-        if "ppl_programs" in header and "fraction" in header:
-            return path
-    return None
-
-
-def read_perplexity(path: str | Path) -> list[PerplexityPoint]:
-    """Rows of a replacement CSV (`attndsl.surrogates.evaluate.write_csv` format)."""
-    path = Path(path)
-    out = []
-    for number, record in read_csv(path, ("fraction", "ppl_model", "ppl_programs", "ppl_uniform")):
-        try:
-            out.append(
-                PerplexityPoint(
-                    variant=record.get("variant") or "ranked",
-                    fraction=float(record["fraction"]),
-                    n_replaced=int(float(record.get("n_replaced") or 0)),
-                    ppl_model=_float(record["ppl_model"]),
-                    ppl_programs=_float(record["ppl_programs"]),
-                    ppl_uniform=_float(record["ppl_uniform"]),
-                    increase_programs_pct=_float(record.get("increase_programs_pct", "")),
-                    increase_uniform_pct=_float(record.get("increase_uniform_pct", "")),
-                    mean_heldout_iou=_float(record.get("mean_heldout_iou", "")),
-                    n_sequences=int(float(record.get("n_sequences") or 0)),
-                    n_tokens=int(float(record.get("n_tokens") or 0)),
-                )
-            )
-        except (KeyError, TypeError, ValueError, OverflowError) as error:
-            raise UserError(f"{path}, line {number}: {error}") from error
-    return out
-
-
 def library_sources(path: str | Path) -> dict[str, str]:
     """Program name → canonical source text of every program in a ``.attn`` file."""
-    from attndsl.language.parser import parse
-    from attndsl.language.printer import format_program
+    from attndsl.pipeline.attnfile import read_attn
 
-    path = Path(path)
-    module = parse(read_text(path), str(path))
-    return {program.name: format_program(program) for program in module.programs}
+    return read_attn(path).sources()
 
 
 def library_programs(path: str | Path) -> dict:
     """Program name → compiled `ir.Program` of every program in a ``.attn`` file."""
-    from attndsl.language.validate import compile_file
+    from attndsl.pipeline.attnfile import read_attn
 
-    return {program.name: program for program in compile_file(str(path))}
+    return read_attn(path).by_name()
 
 
 # ------------------------------------------------------------ data model
@@ -292,7 +220,7 @@ def collect(run_dir: str | Path, examples: int = DEFAULT_EXAMPLES, max_tokens: i
 
     store = None
     n_layers = n_heads = 0
-    if (run_dir / "attention" / "meta.json").exists():
+    if RunLayout(run_dir).has_store():
         from attndsl.extraction.store import open_store
 
         store = open_store(run_dir)
@@ -301,9 +229,9 @@ def collect(run_dir: str | Path, examples: int = DEFAULT_EXAMPLES, max_tokens: i
         notes.append("No attention store yet: run `attndsl extract`.")
 
     library_dir = run_dir / LIBRARY_DIR
-    best: list[HeadResult] = []
+    best: list[HeadChoice] = []
     if (library_dir / BEST_CSV).exists():
-        best = read_best(library_dir / BEST_CSV, (n_layers, n_heads) if store is not None else None)
+        best = read_best_csv(library_dir / BEST_CSV, (n_layers, n_heads) if store is not None else None)
     else:
         notes.append("No per-head programs yet: run `attndsl synthesize` and `attndsl score`.")
     if best and not n_layers:
@@ -339,7 +267,7 @@ def collect(run_dir: str | Path, examples: int = DEFAULT_EXAMPLES, max_tokens: i
     explanation = {(h.layer, h.head): h for h in explained.heads} if explained is not None else {}
 
     # programs that are some head's best (short or full), most heads first
-    by_program: dict[str, list[HeadResult]] = {}
+    by_program: dict[str, list[HeadChoice]] = {}
     for row in best:
         by_program.setdefault(row.program_name, []).append(row)
     for h in explanation.values():
@@ -425,7 +353,7 @@ def collect(run_dir: str | Path, examples: int = DEFAULT_EXAMPLES, max_tokens: i
     csv_path = find_replacement_csv(run_dir)
     perplexity = []
     if csv_path is not None:
-        perplexity = [p.__dict__ for p in read_perplexity(csv_path)]
+        perplexity = [plotted(p) for p in read_replacement_csv(csv_path)]
     else:
         notes.append("No replacement results yet: run `attndsl replace`.")
 

@@ -26,9 +26,9 @@ def sources() -> dict[str, str]:
 
 def programs() -> list[ir.Program]:
     """Every standard library program, compiled (names are unique across files)."""
-    from attndsl.language.validate import compile_file
+    from attndsl.pipeline.attnfile import read_attn
 
     out: list[ir.Program] = []
     for path in paths():
-        out.extend(compile_file(str(path)))
+        out.extend(read_attn(path).compiled())
     return out

@@ -241,9 +241,9 @@ def compare(
 ) -> list[QAResult]:
     """Accuracy unmodified, with the programs in ``heads``, and with the uniform pattern there.
 
-    ``heads``: (layer, head, program, ...) tuples or `attndsl.surrogates.evaluate.RankedHead`s.
+    ``heads``: (layer, head, program, ...) tuples or `attndsl.surrogates.replace.RankedHead`s.
     """
-    from attndsl.surrogates.evaluate import _as_ranked
+    from attndsl.surrogates.replace import _as_ranked
 
     ranked = _as_ranked(heads)
     programs = Assignment.from_items((h.layer, h.head, h.program) for h in ranked)

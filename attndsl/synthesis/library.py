@@ -35,8 +35,14 @@ table ``library/buckets.csv`` (`bucket_rows`).
 
 Files (atomic) in a run: ``library/library.attn`` (all programs),
 ``library/library.json`` (origin, head written for, synthesis IoU per
-program), ``library/best.csv`` (one row per head, both tiers),
-``library/buckets.csv`` (held-out IoU per length bucket).
+program), ``library/best.csv`` (one row per head, both tiers: its record,
+reader and writer are `attndsl.pipeline.records`'), ``library/buckets.csv``
+(held-out IoU per length bucket); the paths are `attndsl.pipeline.layout`'s.
+
+The module is over 400 lines because pooling, screening, choosing both tiers
+and the per-length tables are one protocol whose steps share the library's
+screening matrix and the tie-breaking rules; split, each part would need the
+others' internals.
 """
 from __future__ import annotations
 
@@ -44,7 +50,7 @@ import csv
 import hashlib
 import io
 import math
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Sequence
 
@@ -53,20 +59,15 @@ import numpy as np
 from attndsl.language import ir
 from attndsl.extraction.batch import TokenBatch
 from attndsl.errors import UserError
-from attndsl.pipeline.rundir import Int, atomic_write_json, atomic_write_text, read_csv, read_json, read_text
+from attndsl.pipeline import layout
+from attndsl.pipeline.records import (  # noqa: F401  (best.csv's record, reader and writer; re-exported)
+    BEST_COLUMNS, BEST_CSV_COLUMNS, BEST_REQUIRED, SHORT_COLUMNS, HeadChoice, best_csv, read_best_csv)
+from attndsl.pipeline.rundir import Int, atomic_write_json, atomic_write_text, read_csv, read_json
 from attndsl.language.validate import compile_source
 
-BEST_COLUMNS = ("layer", "head", "program_name", "synthesis_iou", "heldout_iou", "heldout_iou_no_sink",
-                "n_heldout_sequences", "n_heldout_tokens")
-#: the short tier's columns, written after `BEST_COLUMNS` (files without them read as "no short program")
-SHORT_COLUMNS = ("short_program_name", "short_synthesis_iou", "short_heldout_iou")
-#: the header ``best.csv`` is written with
-BEST_CSV_COLUMNS = BEST_COLUMNS + SHORT_COLUMNS
 #: bounds of a short program (`is_short`): terms, and entries of any set or lexicon
 SHORT_MAX_TERMS = 3
 SHORT_MAX_ENTRIES = 8
-#: columns a best.csv must have (the others read as NaN / 0 when absent, e.g. in hand-made files)
-BEST_REQUIRED = ("layer", "head", "program_name", "heldout_iou")
 #: ``library.json``: metadata of each program of ``library.attn``
 LIBRARY_META_SCHEMA = {"programs": [{"name": str, "origin?": str, "layer?": (Int(0), None), "head?": (Int(0), None),
                                      "synthesis_iou?": (float, None), "tier?": str}]}
@@ -108,45 +109,6 @@ def is_short(program: ir.Program) -> bool:
         if isinstance(node, ir.Lexicon) and len(node.entries) > SHORT_MAX_ENTRIES:
             return False
     return True
-
-
-@dataclass(frozen=True)
-class HeadChoice:
-    """A head's best library program and its scores (one row of best.csv), with its short tier.
-
-    ``short_*``: the head's best short program (`is_short`); name ``""`` and
-    scores None when the library has none for it (or the file predates tiers).
-    ``heldout_lengths`` / ``heldout_sequence_iou`` / ``short_heldout_sequence_iou``:
-    the held-out sequences' lengths and each tier's IoU on each of them, when
-    just scored (not stored in best.csv; `bucket_rows` uses them).
-    """
-
-    layer: int
-    head: int
-    program_name: str
-    synthesis_iou: float
-    heldout_iou: float
-    heldout_iou_no_sink: float
-    n_heldout_sequences: int
-    n_heldout_tokens: int
-    short_program_name: str = ""
-    short_synthesis_iou: float | None = None
-    short_heldout_iou: float | None = None
-    heldout_lengths: np.ndarray | None = field(default=None, compare=False, repr=False)
-    heldout_sequence_iou: np.ndarray | None = field(default=None, compare=False, repr=False)
-    short_heldout_sequence_iou: np.ndarray | None = field(default=None, compare=False, repr=False)
-
-    @property
-    def has_short(self) -> bool:
-        return bool(self.short_program_name)
-
-    def row(self) -> list:
-        """The `BEST_CSV_COLUMNS` cells (the `BEST_COLUMNS` ones exactly as before tiers existed)."""
-        base = [self.layer, self.head, self.program_name, f"{self.synthesis_iou:.6f}", f"{self.heldout_iou:.6f}",
-                f"{self.heldout_iou_no_sink:.6f}", self.n_heldout_sequences, self.n_heldout_tokens]
-        if not self.has_short:
-            return base + ["", "", ""]
-        return base + [self.short_program_name, f"{self.short_synthesis_iou:.6f}", f"{self.short_heldout_iou:.6f}"]
 
 
 # ------------------------------------------------------------------ pooling
@@ -390,83 +352,6 @@ def library_source(programs: Sequence[LibraryProgram]) -> str:
     return "\n".join(parts)
 
 
-def best_csv(choices: Sequence[HeadChoice]) -> str:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(BEST_CSV_COLUMNS)
-    for choice in choices:
-        writer.writerow(choice.row())
-    return buffer.getvalue()
-
-
-def read_best_csv(path: str | Path, shape: tuple[int, int] | None = None) -> list[HeadChoice]:
-    """The per-head table ``best.csv``, every row checked (`UserError` naming the file and line).
-
-    With ``shape`` (the run's layers and heads) a head outside it is an error
-    too; so is a head listed twice.  The short-tier columns (`SHORT_COLUMNS`)
-    are optional: without them (files written before tiers) no head has a
-    short program.
-    """
-    path = Path(path)
-    if not path.exists():
-        raise UserError(f"{path} is missing")
-    rows: list[HeadChoice] = []
-    seen: set[tuple[int, int]] = set()
-    for number, r in read_csv(path, BEST_REQUIRED):
-        where = f"{path}:{number}"
-        layer, head = _count(r["layer"], "layer", where), _count(r["head"], "head", where)
-        if shape is not None and not (layer < shape[0] and head < shape[1]):
-            raise UserError(f"{where}: head L{layer}H{head} does not exist (the run has {shape[0]} layers × "
-                            f"{shape[1]} heads, 0-based)")
-        if (layer, head) in seen:
-            raise UserError(f"{where}: head L{layer}H{head} is listed twice")
-        seen.add((layer, head))
-        if not r["program_name"].strip():
-            raise UserError(f"{where}: program_name is empty")
-        rows.append(HeadChoice(
-            layer, head, r["program_name"], _score_value(r.get("synthesis_iou"), "synthesis_iou", where),
-            _score_value(r["heldout_iou"], "heldout_iou", where),
-            _score_value(r.get("heldout_iou_no_sink"), "heldout_iou_no_sink", where),
-            _count(r.get("n_heldout_sequences") or "0", "n_heldout_sequences", where),
-            _count(r.get("n_heldout_tokens") or "0", "n_heldout_tokens", where),
-            *_short_cells(r, where),
-        ))
-    return rows
-
-
-def _short_cells(r: dict, where: str) -> tuple[str, float | None, float | None]:
-    """The short tier of a best.csv row: ``("", None, None)`` when it names no short program."""
-    name = (r.get("short_program_name") or "").strip()
-    if not name:
-        return "", None, None
-    return (name, _score_value(r.get("short_synthesis_iou"), "short_synthesis_iou", where),
-            _score_value(r.get("short_heldout_iou"), "short_heldout_iou", where))
-
-
-def _count(text: str, column: str, where: str) -> int:
-    """A non-negative integer cell (``"48"`` or ``"48.0"``)."""
-    try:
-        value = float(text) if len(text) < 40 else math.nan
-    except ValueError:
-        value = math.nan
-    if not (math.isfinite(value) and value >= 0 and value == int(value)):
-        raise UserError(f"{where}: {column} must be a whole number >= 0, not {text[:40]!r}")
-    return int(value)
-
-
-def _score_value(text: str | None, column: str, where: str) -> float:
-    """An IoU cell: a number in [0, 1], or empty / "nan" for none."""
-    if text in ("", None):
-        return float("nan")
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not (math.isnan(value) or 0.0 <= value <= 1.0):
-        raise UserError(f"{where}: {column} must be a number from 0 to 1, not {text[:40]!r}")
-    return value
-
-
 def bucket_rows(choices: Sequence[HeadChoice]) -> list:
     """Held-out IoU per length bucket (`attndsl.synthesis.scoring.length_buckets`) of both tiers, from the
     per-sequence scores the choices carry (empty when they carry none, e.g. read from best.csv).
@@ -499,14 +384,16 @@ def buckets_csv(rows) -> str:
 
 
 def write_library(directory: str | Path, programs: Sequence[LibraryProgram], choices: Sequence[HeadChoice] | None,
-                  best_name: str = "best.csv") -> None:
+                  best_name: str = layout.BEST_CSV) -> None:
     """``library.attn`` + ``library.json`` (+ ``best_name`` and ``buckets.csv`` when choices are given), atomically."""
+    from attndsl.pipeline.records import write_best_csv
+
     directory = Path(directory)
-    atomic_write_text(directory / "library.attn", library_source(programs))
-    atomic_write_json(directory / "library.json", {"programs": [p.meta() for p in programs]})
+    atomic_write_text(directory / layout.LIBRARY_ATTN, library_source(programs))
+    atomic_write_json(directory / layout.LIBRARY_JSON, {"programs": [p.meta() for p in programs]})
     if choices is not None:
-        atomic_write_text(directory / best_name, best_csv(choices))
-        write_buckets(directory / "buckets.csv", choices)
+        write_best_csv(directory / best_name, choices)
+        write_buckets(directory / layout.BUCKETS_CSV, choices)
 
 
 HEAD_BUCKET_COLUMNS = ("layer", "head", "tier", "bucket", "sequences", "tokens", "heldout_iou")
@@ -531,7 +418,7 @@ def head_bucket_rows(choices: Sequence[HeadChoice]) -> list[tuple]:
 def head_buckets_path(buckets_path: str | Path) -> Path:
     """Where the per-head table lives beside a ``…buckets.csv`` (``…head_buckets.csv``)."""
     path = Path(buckets_path)
-    return path.with_name(path.name[: -len("buckets.csv")] + "head_buckets.csv")
+    return path.with_name(path.name[: -len(layout.BUCKETS_CSV)] + layout.HEAD_BUCKETS_CSV)
 
 
 def write_buckets(path: str | Path, choices: Sequence[HeadChoice]) -> None:
@@ -572,20 +459,15 @@ def read_library(attn_path: str | Path, meta_path: str | Path | None = None) -> 
     Any ``.attn`` file works (e.g. someone's own programs): without metadata
     every program has origin ``"user"``.
     """
-    from attndsl.language.parser import parse
     from attndsl.language.printer import format_program
-    from attndsl.language.validate import check
+    from attndsl.pipeline.attnfile import read_attn
 
     attn_path = Path(attn_path)
     if not attn_path.exists():
         raise UserError(f"{attn_path} does not exist")
-    text = read_text(attn_path)
-    module = parse(text, str(attn_path))
-    _, problems = check(module, text)
-    if problems:
-        from attndsl.errors import AttnError
-
-        raise AttnError(problems)
+    attn = read_attn(attn_path)
+    attn.compiled()  # every problem, as an AttnError
+    module = attn.module
     if not module.programs:
         raise UserError(f"{attn_path} holds no programs")
     meta: dict[str, dict] = {}
@@ -605,8 +487,8 @@ def read_library(attn_path: str | Path, meta_path: str | Path | None = None) -> 
     return out
 
 
-def summary_lines(choices: Sequence[HeadChoice], library_size: int | None = None) -> list[str]:
-    """Human summary: mean held-out IoU, quartiles, per-layer means, what it rests on."""
+def score_lines(choices: Sequence[HeadChoice], library_size: int | None = None) -> list[str]:
+    """What a scoring gives, for people: mean held-out IoU, quartiles, per-layer means, what it rests on."""
     if not choices:
         return ["no heads scored"]
     held = np.array([c.heldout_iou for c in choices])

@@ -13,7 +13,7 @@ attention store is finished (`attndsl extract`):
   both writers may run in one synthesis, and their candidates are pooled.
 
 Each head's candidates are saved as soon as the head is done
-(``synthesis/heads/L{layer}_H{head}.json`` and ``programs/L{layer}_H{head}.attn``),
+(``synthesis/heads/L3_H1.json`` and ``programs/L3_H1.attn``: `attndsl.pipeline.layout`),
 so an interrupted synthesis resumes with the heads it had not finished.  The
 settings that decide results are recorded in the run manifest; rerunning with
 other settings is refused (`attndsl.pipeline.rundir.open_run`).
@@ -35,15 +35,13 @@ import numpy as np
 
 from attndsl.errors import UserError
 from attndsl.explanations.naming import rename_library
-from attndsl.synthesis.library import HeadChoice, LibraryProgram, build_library, choose_best, read_library, summary_lines, write_library
+from attndsl.synthesis.library import HeadChoice, LibraryProgram, build_library, choose_best, read_library, score_lines, write_library
+from attndsl.pipeline.layout import RunLayout
 from attndsl.pipeline.rundir import Run, atomic_write_json, atomic_write_text, open_run, read_json
 from attndsl.synthesis.search import SearchResult, SearchSettings, search_heads
 from attndsl.extraction.store import Store, open_store
 
 STAGE = "synthesize"
-HEADS_DIR = ("synthesis", "heads")
-PROGRAMS_DIR = "programs"
-LIBRARY_DIR = "library"
 #: synthesis sequences the LLM summaries and scores use (the search uses its own subsample)
 LLM_SEQUENCES = 64
 
@@ -62,7 +60,7 @@ class SynthesisReport:
     def lines(self) -> list[str]:
         head = (f"wrote programs for {self.heads_written} heads ({self.heads_done} done in the run), "
                 f"{self.n_candidates} candidates, {self.seconds:.0f} s")
-        return [head] + summary_lines(self.choices, self.library_size)
+        return [head] + score_lines(self.choices, self.library_size)
 
 
 # ------------------------------------------------------------------ heads
@@ -89,12 +87,8 @@ def parse_heads(spec: str | None, n_layers: int, n_heads: int) -> list[tuple[int
     return out
 
 
-def head_stem(layer: int, head: int) -> str:
-    return f"L{layer}_H{head}"
-
-
 def _head_file(run: Run, layer: int, head: int) -> Path:
-    return run.file(*HEADS_DIR, head_stem(layer, head) + ".json")
+    return RunLayout(run.path).head_json(layer, head)
 
 
 def _candidate(c: dict, layer: int, head: int) -> LibraryProgram:
@@ -115,7 +109,7 @@ def finished_heads(run: Run) -> dict[tuple[int, int], list[LibraryProgram]]:
 
     A head whose only record is a failed LLM attempt is not finished.
     """
-    directory = run.file(*HEADS_DIR)
+    directory = RunLayout(run.path).heads_dir
     out = {}
     if not directory.is_dir():
         return out
@@ -143,7 +137,7 @@ def _save_head(run: Run, layer: int, head: int, candidates: Sequence[LibraryProg
     """Per-head results: the .attn file first, then the JSON that marks the head done."""
     text = "".join(f"# {c.origin}, synthesis IoU {c.synthesis_iou:.4f}\n{c.source.strip()}\n\n"
                    if c.synthesis_iou is not None else f"# {c.origin}\n{c.source.strip()}\n\n" for c in candidates)
-    atomic_write_text(run.file(PROGRAMS_DIR, head_stem(layer, head) + ".attn"), text or "# no candidates\n")
+    atomic_write_text(RunLayout(run.path).head_attn(layer, head), text or "# no candidates\n")
     atomic_write_json(_head_file(run, layer, head), {
         "layer": layer, "head": head,
         "candidates": [{"name": c.name, "source": c.source, "origin": c.origin, "synthesis_iou": c.synthesis_iou,
@@ -343,7 +337,7 @@ def synthesize(
     library = build_library(candidates, store, tables, synth, cap=cap, seed=seed, progress=progress)
     library = rename_library(library, tables)  # names that say what each program does
     choices = choose_best(library, store, tables, synth, store.tables(held), held, top_k=top_k, progress=progress)
-    write_library(run.file(LIBRARY_DIR), library.programs, choices)
+    write_library(RunLayout(run.path).library_dir, library.programs, choices)
     report = SynthesisReport(tuple(choices), len(library.programs), len(candidates), len(todo), len(done),
                              time.perf_counter() - started)
     held_iou = [c.heldout_iou for c in choices]
@@ -379,7 +373,8 @@ def score_library(
     """
     store = open_store(run_dir)
     run = Run(Path(run_dir))
-    own = run.file(LIBRARY_DIR, "library.attn")
+    layout = RunLayout(run.path)
+    own = layout.library_attn
     path = Path(library_path) if library_path else own
     if not path.exists():
         if library_path is None:
@@ -393,11 +388,12 @@ def score_library(
     library = build_library(programs, store, tables, synth, cap=max(len(programs), 1), progress=progress)
     choices = choose_best(library, store, tables, synth, store.tables(held), held, top_k=top_k, progress=progress)
     if path.resolve() == own.resolve():
-        out, buckets = run.file(LIBRARY_DIR, "best.csv"), run.file(LIBRARY_DIR, "buckets.csv")
+        out, buckets = layout.best_csv, layout.buckets_csv
     else:
-        out, buckets = run.file("scores", f"{path.stem}.best.csv"), run.file("scores", f"{path.stem}.buckets.csv")
-    from attndsl.synthesis.library import best_csv, write_buckets
+        out, buckets = layout.scores_best_csv(path.stem), layout.scores_buckets_csv(path.stem)
+    from attndsl.pipeline.records import write_best_csv
+    from attndsl.synthesis.library import write_buckets
 
-    atomic_write_text(out, best_csv(choices))
+    write_best_csv(out, choices)
     write_buckets(buckets, choices)
     return choices, out, len(library.programs)

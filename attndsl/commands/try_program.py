@@ -1,4 +1,7 @@
-"""``attndsl run FILE.attn --text "…"``: show a program's attention on a text.
+"""``attndsl try FILE.attn --text "…"``: show a program's attention on a text.
+
+(``attndsl run`` is the old name, kept as a hidden alias that says so on
+stderr: "run" means the run directory everywhere else.)
 
 Without ``--model`` the text is split into words and punctuation (one token
 each); with ``--model`` it is tokenised by that model's tokenizer, as the
@@ -7,6 +10,7 @@ heads see it.  Each program's matrix is printed as a labelled heatmap.
 from __future__ import annotations
 
 import re
+import sys
 
 from attndsl.errors import UserError
 from attndsl.extraction.features import TokenTable, table_from_spans
@@ -34,14 +38,26 @@ def model_table(model: str, text: str) -> TokenTable:
     return token_table(load_model(model).tokenizer, text)
 
 
-def register(sub) -> None:
-    p = sub.add_parser("run", help="show a program's attention matrix for a text")
+def _add_arguments(p) -> None:
     p.add_argument("file", help="a .attn source file")
     p.add_argument("--text", required=True, help="the text to attend over")
     p.add_argument("--program", help="only this program of the file")
     p.add_argument("--model", help="tokenise with this model's tokenizer (alias, hub id, directory or .gguf)")
     p.add_argument("--max-tokens", type=integer(1), default=48, help="show at most this many tokens")
+
+
+def register(sub) -> None:
+    p = sub.add_parser("try", help="show a program's attention matrix for a text")
+    _add_arguments(p)
     p.set_defaults(func=run)
+    old = sub.add_parser("run", description="Old name of `attndsl try`.")  # no help=: not listed in --help
+    _add_arguments(old)
+    old.set_defaults(func=_run_alias)
+
+
+def _run_alias(args) -> int:
+    print("attndsl: 'attndsl run FILE.attn' is now 'attndsl try FILE.attn'; 'run' will be removed", file=sys.stderr)
+    return run(args)
 
 
 def run(args) -> int:

@@ -1,10 +1,9 @@
-"""Perplexity with surrogate heads, and replacement curves.
+"""The replace stage: replacement curves of a run (heads swapped for their programs).
 
-Perplexity is the exponential of the token-level mean negative log-likelihood
-over every predicted token of the given sequences (token t predicted from
-tokens < t, so a sequence of n tokens contributes n − 1), batched with right
-padding; padding never counts.  Every result says how many sequences and
-predicted tokens it rests on.
+Perplexity is measured by `attndsl.surrogates.perplexity` on the held-out
+sequences; every row says how many sequences and predicted tokens it rests on.
+Rows are `attndsl.pipeline.records.ReplacementRow`s, written to
+``RUN/replace/`` by that module's one writer.
 
 `replacement_curve` replaces heads in the order given (callers pass them
 sorted by held-out IoU, best first) and reports, for each fraction of *all*
@@ -23,62 +22,25 @@ heads are listed in the row.
 """
 from __future__ import annotations
 
-import csv
-import io
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-import torch
 
 from attndsl.language import ir
 from attndsl.errors import UserError
 from attndsl.extraction.features import TokenTable
-from attndsl.extraction.model_facade import batch_from_tables, model_shape, pad_id_of, position_ids_for, tables_for_texts
+from attndsl.headnames import head_spec, heads_text
+from attndsl.pipeline.layout import RunLayout, replace_stage
+from attndsl.pipeline.records import ReplacementRow, write_replacement_csv
+from attndsl.surrogates.perplexity import _as_tables, perplexity
+from attndsl.extraction.model_facade import model_shape
 from attndsl.surrogates.assignment import Assignment
-from attndsl.surrogates.handle import attach
 from attndsl.surrogates.patterns import PatternFn
 
 DEFAULT_FRACTIONS = (0.1, 0.25, 0.5)
-
-
-@dataclass(frozen=True)
-class Perplexity:
-    """Summed NLL over predicted tokens, and what it rests on."""
-
-    nll_sum: float
-    n_tokens: int  # predicted tokens
-    n_sequences: int
-
-    @property
-    def mean_nll(self) -> float:
-        return self.nll_sum / self.n_tokens if self.n_tokens else float("nan")
-
-    @property
-    def ppl(self) -> float:
-        return math.exp(self.mean_nll) if self.n_tokens else float("nan")
-
-
-@dataclass(frozen=True)
-class Row:
-    """One point of a replacement curve (one CSV row)."""
-
-    variant: str  # "ranked" | "greedy"
-    fraction: float  # of all the model's heads
-    n_target: int  # heads the fraction asks for
-    n_replaced: int  # heads actually replaced (fewer if the ranking ran out)
-    ppl_model: float
-    ppl_programs: float
-    ppl_uniform: float
-    increase_programs_pct: float
-    increase_uniform_pct: float
-    mean_heldout_iou: float  # of the replaced heads (nan when unknown)
-    n_sequences: int
-    n_tokens: int
-    heads: str  # replaced heads, "L0H1 L3H2 ..." in replacement order
-    skipped: str = ""  # greedy: heads skipped for an extreme marginal cost
 
 
 @dataclass(frozen=True)
@@ -101,82 +63,8 @@ def _as_ranked(ranked) -> list[RankedHead]:
     return out
 
 
-def _as_tables(tokenizer, sequences) -> list[TokenTable]:
-    sequences = list(sequences)
-    if sequences and isinstance(sequences[0], str):
-        if tokenizer is None:
-            raise UserError("texts need a tokenizer")
-        return tables_for_texts(tokenizer, sequences)
-    return sequences
-
-
-def _batches(tables: Sequence[TokenTable], batch_size: int) -> list[list[int]]:
-    """Index batches of similar lengths (longest first), to waste little on padding."""
-    order = sorted(range(len(tables)), key=lambda i: -len(tables[i]))
-    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
-
-
-@torch.no_grad()
-def _batch_nll(logits: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor) -> tuple[float, int]:
-    logits = logits[:, :-1].float()
-    targets = ids[:, 1:]
-    valid = (mask[:, 1:] > 0) & (mask[:, :-1] > 0)
-    nll = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), reduction="none")
-    nll = nll.view(targets.shape)[valid]
-    return float(nll.double().sum()), int(valid.sum())
-
-
-def perplexity(
-    model,
-    sequences: Sequence[TokenTable] | Sequence[str],
-    assignment: Assignment | None = None,
-    tokenizer=None,
-    batch_size: int = 8,
-    pattern_fn: PatternFn | None = None,
-    progress: bool = False,
-    desc: str = "perplexity",
-) -> Perplexity:
-    """Perplexity of ``model`` on the sequences, with the assignment's heads replaced (if any)."""
-    from tqdm.auto import tqdm
-
-    tables = _as_tables(tokenizer, sequences)
-    if not tables:
-        raise UserError("no sequences to measure perplexity on")
-    if batch_size < 1:
-        raise UserError("batch size must be at least 1")
-    assignment = assignment or Assignment()
-    assignment.check(*model_shape(model))
-    assignment.check_tables(tables)
-    device = next(model.parameters()).device
-    pad = pad_id_of(tokenizer)
-    handle = attach(model, assignment, tokenizer, pattern_fn) if len(assignment) else None
-    total, count = 0.0, 0
-    try:
-        for batch in tqdm(_batches(tables, batch_size), desc=desc, unit="batch", disable=not progress, leave=False):
-            chosen = [tables[i] for i in batch]
-            ids, mask = batch_from_tables(chosen, pad)
-            if handle is not None:
-                logits = handle.logits(tables=chosen)
-            else:
-                ids_d, mask_d = ids.to(device), mask.to(device)
-                logits = model(
-                    input_ids=ids_d, attention_mask=mask_d, position_ids=position_ids_for(mask_d), use_cache=False
-                ).logits
-            nll, n = _batch_nll(logits, ids.to(logits.device), mask.to(logits.device))
-            total += nll
-            count += n
-    finally:
-        if handle is not None:
-            handle.detach()
-    return Perplexity(total, count, len(tables))
-
-
 def _increase(value: float, base: float) -> float:
     return 100.0 * (value / base - 1.0)
-
-
-def _heads_text(heads: Sequence[RankedHead]) -> str:
-    return " ".join(f"L{h.layer}H{h.head}" for h in heads)
 
 
 def greedy_order(
@@ -230,7 +118,7 @@ def replacement_curve(
     batch_size: int = 8,
     pattern_fn: PatternFn | None = None,
     progress: bool = True,
-) -> list[Row]:
+) -> list[ReplacementRow]:
     """Perplexity as more heads are replaced, in the given order (see the module docstring).
 
     ``ranked``: `RankedHead`s or (layer, head, program[, heldout_iou]) tuples,
@@ -261,7 +149,7 @@ def replacement_curve(
         uniform = measure(Assignment.uniform((h.layer, h.head) for h in chosen), f"uniform {fraction:g}")
         ious = [h.heldout_iou for h in chosen if not math.isnan(h.heldout_iou)]
         rows.append(
-            Row(
+            ReplacementRow(
                 variant="greedy" if greedy else "ranked",
                 fraction=float(fraction),
                 n_target=target,
@@ -274,8 +162,8 @@ def replacement_curve(
                 mean_heldout_iou=float(np.mean(ious)) if ious else float("nan"),
                 n_sequences=base.n_sequences,
                 n_tokens=base.n_tokens,
-                heads=_heads_text(chosen),
-                skipped=_heads_text([h for h in skipped if (h.layer, h.head) not in {(c.layer, c.head) for c in chosen}])
+                heads=heads_text(chosen),
+                skipped=heads_text([h for h in skipped if (h.layer, h.head) not in {(c.layer, c.head) for c in chosen}])
                 if greedy
                 else "",
             )
@@ -283,54 +171,7 @@ def replacement_curve(
     return rows
 
 
-# --------------------------------------------------------------- output
-
-
-def rows_to_csv(rows: Sequence[Row]) -> str:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    names = [f.name for f in fields(Row)]
-    writer.writerow(names)
-    for row in rows:
-        values = asdict(row)
-        writer.writerow([_csv_value(values[name]) for name in names])
-    return buffer.getvalue()
-
-
-def _csv_value(value):
-    if isinstance(value, float):
-        return "nan" if math.isnan(value) else f"{value:.6g}"
-    return value
-
-
-def write_csv(path: str | Path, rows: Sequence[Row]) -> Path:
-    """Write the rows as CSV atomically (temporary file, then rename)."""
-    from attndsl.pipeline.rundir import atomic_write_text
-
-    atomic_write_text(path, rows_to_csv(rows))
-    return Path(path)
-
-
-def read_csv(path: str | Path) -> list[Row]:
-    """Rows back from `write_csv` (for reports)."""
-    out = []
-    types = {f.name: f.type for f in fields(Row)}
-    with open(path, newline="", encoding="utf-8") as handle:
-        for record in csv.DictReader(handle):
-            values = {}
-            for name, kind in types.items():
-                raw = record.get(name, "")
-                if kind in ("float", float):
-                    values[name] = float(raw)
-                elif kind in ("int", int):
-                    values[name] = int(raw)
-                else:
-                    values[name] = raw
-            out.append(Row(**values))
-    return out
-
-
-def format_table(rows: Sequence[Row]) -> str:
+def format_table(rows: Sequence[ReplacementRow]) -> str:
     """The rows as an aligned terminal table."""
     header = ("variant", "heads", "replaced", "ppl model", "ppl programs", "Δ programs", "ppl uniform", "Δ uniform", "IoU")
     lines = [header]
@@ -364,11 +205,6 @@ def format_table(rows: Sequence[Row]) -> str:
 
 # --------------------------------------------------------------- runs
 
-LIBRARY_DIR = "library"
-BEST_CSV = "best.csv"
-LIBRARY_ATTN = "library.attn"
-REPLACE_DIR = "replace"
-
 
 def load_ranked_heads(run_dir: str | Path) -> list[RankedHead]:
     """The run's best program per head, best held-out IoU first.
@@ -378,10 +214,10 @@ def load_ranked_heads(run_dir: str | Path) -> list[RankedHead]:
     a malformed row, or a program name the library lacks is a `UserError`.
     """
     from attndsl.errors import AttnError
-    from attndsl.language.validate import compile_file
+    from attndsl.pipeline.attnfile import read_attn
 
-    library_dir = Path(run_dir) / LIBRARY_DIR
-    best, source = library_dir / BEST_CSV, library_dir / LIBRARY_ATTN
+    layout = RunLayout(Path(run_dir))
+    best, source = layout.best_csv, layout.library_attn
     missing = [p for p in (best, source) if not p.is_file()]
     if missing:
         raise UserError(
@@ -389,7 +225,7 @@ def load_ranked_heads(run_dir: str | Path) -> list[RankedHead]:
             f"run `attndsl synthesize {run_dir}` first"
         )
     try:
-        programs = {p.name: p for p in compile_file(str(source))}
+        programs = read_attn(source).by_name()
     except AttnError as error:
         raise UserError(f"the run's library does not compile:\n{error.render()}") from error
     from attndsl.synthesis.library import read_best_csv
@@ -397,7 +233,7 @@ def load_ranked_heads(run_dir: str | Path) -> list[RankedHead]:
     heads, problems = [], []
     for row in read_best_csv(best, _store_shape(run_dir)):
         if row.program_name not in programs:
-            problems.append(f"{best}: head {row.layer}.{row.head}: program '{row.program_name}' is not in {source}")
+            problems.append(f"{best}: head {head_spec(row.layer, row.head)}: program '{row.program_name}' is not in {source}")
             continue
         heads.append((row.heldout_iou, row.synthesis_iou, row.layer, row.head, programs[row.program_name]))
     if problems:
@@ -408,9 +244,9 @@ def load_ranked_heads(run_dir: str | Path) -> list[RankedHead]:
 
 def _store_shape(run_dir: str | Path) -> tuple[int, int] | None:
     """(layers, heads) of the run's attention store, or None when it has none."""
-    from attndsl.extraction.store import STORE_DIRNAME, open_store
+    from attndsl.extraction.store import open_store
 
-    if not (Path(run_dir) / STORE_DIRNAME / "meta.json").exists():
+    if not RunLayout(Path(run_dir)).has_store():
         return None
     store = open_store(run_dir)
     return store.n_layers, store.n_heads
@@ -463,7 +299,7 @@ def run_replacement(
     device: str = "cpu",
     progress: bool = True,
     loaded=None,
-) -> tuple[list[Row], Path]:
+) -> tuple[list[ReplacementRow], Path]:
     """`attndsl replace`: the replacement curve of a run, written to ``RUN/replace/``.
 
     Heads come from the run's library in order of held-out IoU; perplexity is
@@ -501,10 +337,9 @@ def run_replacement(
         batch_size=batch_size,
         progress=progress,
     )
-    name = "replacement-greedy.csv" if greedy else "replacement.csv"
-    path = write_csv(Path(run_dir) / REPLACE_DIR / name, rows)
+    path = write_replacement_csv(RunLayout(Path(run_dir)).replacement_csv(greedy), rows)
     Run(Path(run_dir)).mark_complete(
-        "replace-greedy" if greedy else "replace",
+        replace_stage(greedy),
         {"fractions": list(fractions), "n_sequences": rows[0].n_sequences, "n_tokens": rows[0].n_tokens, "csv": str(path.name)},
     )
     return rows, path

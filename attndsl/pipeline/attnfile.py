@@ -1,0 +1,57 @@
+"""The one loader of ``.attn`` files: read, parse and check, once, for every caller.
+
+`read_attn(path)` reads a program file (unreadable or not UTF-8: an
+`AttnError` naming it), parses it (a syntax error: an `AttnError`) and checks
+it, keeping the problems instead of raising them, so each caller decides:
+
+- `AttnFile.compiled` — the compiled programs, or an `AttnError` with every
+  problem (the library, the replace stage, the report's heatmaps);
+- `AttnFile.sources` — each program's canonical source, even when some do not
+  check (the report lists a library it cannot compile);
+- `AttnFile.problems` — for ``attndsl compile``, which adds its own
+  (an empty file, syntax features without a provider) before raising.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from attndsl.errors import AttnError
+
+
+@dataclass(frozen=True)
+class AttnFile:
+    """A parsed and checked ``.attn`` file."""
+
+    path: Path
+    text: str
+    module: object  # attndsl.language.ast.Module
+    programs: tuple  # compiled `ir.Program`s of the programs that check, in file order
+    problems: tuple  # `Diagnostic`s found by the checker
+
+    def compiled(self) -> list:
+        """Every program compiled; an `AttnError` with all problems if any."""
+        if self.problems:
+            raise AttnError(list(self.problems))
+        return list(self.programs)
+
+    def by_name(self) -> dict:
+        """Program name → compiled program (`compiled`)."""
+        return {program.name: program for program in self.compiled()}
+
+    def sources(self) -> dict[str, str]:
+        """Program name → canonical source text, for every program of the file."""
+        from attndsl.language.printer import format_program
+
+        return {program.name: format_program(program) for program in self.module.programs}
+
+
+def read_attn(path: str | Path) -> AttnFile:
+    """Read, parse and check ``path`` (see the module docstring)."""
+    from attndsl.language.parser import parse, read_source
+    from attndsl.language.validate import check
+
+    text = read_source(str(path))
+    module = parse(text, str(path))
+    programs, problems = check(module, text)
+    return AttnFile(Path(path), text, module, tuple(programs), tuple(problems))
