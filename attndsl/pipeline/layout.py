@@ -106,6 +106,19 @@ class RunLayout:
         return self.root / LLM_DIR
 
     @property
+    def llm_cache(self) -> Path:
+        """One JSON file per answered request, keyed by the request's hash."""
+        return self.llm_dir / "cache"
+
+    @property
+    def llm_requests(self) -> Path:
+        return self.llm_dir / "requests.jsonl"
+
+    @property
+    def llm_heads(self) -> Path:
+        return self.llm_dir / "heads.json"
+
+    @property
     def library_dir(self) -> Path:
         return self.root / LIBRARY_DIR
 

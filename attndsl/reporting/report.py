@@ -59,6 +59,7 @@ from attndsl.synthesis.library import LIBRARY_META_SCHEMA
 from attndsl.pipeline.layout import BEST_CSV, LIBRARY_ATTN, LIBRARY_DIR, LIBRARY_JSON, MANIFEST, REPORT_NAME, RunLayout
 from attndsl.pipeline.records import HeadChoice, find_replacement_csv, plotted, read_best_csv, read_replacement_csv
 from attndsl.pipeline.rundir import atomic_write_text, read_json, read_manifest
+from attndsl.headnames import head_label
 
 TEMPLATE = "report_template.html"
 DEFAULT_EXAMPLES = 3
@@ -335,7 +336,7 @@ def collect(run_dir: str | Path, examples: int = DEFAULT_EXAMPLES, max_tokens: i
         for row in best:
             program = compiled.get(row.program_name)
             if program is None:
-                notes.append(f"L{row.layer}H{row.head}: program {row.program_name} is not in {LIBRARY_ATTN}")
+                notes.append(f"{head_label(row.layer, row.head)}: program {row.program_name} is not in {LIBRARY_ATTN}")
                 example_iou.append([None] * len(chosen))
                 predicted = [np.zeros((len(t), len(t))) for t in tables]
             else:

@@ -15,6 +15,7 @@ from typing import Iterable, Mapping, Sequence
 from attndsl.language import ir
 from attndsl.errors import AttnError, UserError
 from attndsl.extraction.features import TokenTable
+from attndsl.headnames import head_label
 
 UNIFORM_SOURCE = "program uniform {\n    fallback uniform\n    1\n}\n"
 
@@ -46,10 +47,10 @@ class Assignment:
         seen: dict[tuple[int, int], ir.Program] = {}
         for layer, head, program in items:
             if not isinstance(program, ir.Program):
-                raise UserError(f"head L{layer}H{head}: expected a compiled program, got {type(program).__name__}")
+                raise UserError(f"head {head_label(layer, head)}: expected a compiled program, got {type(program).__name__}")
             key = (int(layer), int(head))
             if key in seen:
-                raise UserError(f"head L{layer}H{head} is assigned twice")
+                raise UserError(f"head {head_label(layer, head)} is assigned twice")
             seen[key] = program
         return cls(tuple((layer, head, program) for (layer, head), program in sorted(seen.items())))
 
@@ -99,7 +100,7 @@ class Assignment:
     def check(self, n_layers: int, n_heads: int) -> None:
         """Raise `UserError` for heads outside the model."""
         problems = [
-            f"head L{layer}H{head} does not exist (the model has {n_layers} layers × {n_heads} heads)"
+            f"head {head_label(layer, head)} does not exist (the model has {n_layers} layers × {n_heads} heads)"
             for layer, head, _ in self.items
             if not (0 <= layer < n_layers and 0 <= head < n_heads)
         ]
@@ -123,9 +124,9 @@ def compile_assignment(entries: Iterable[tuple[int, int, str]], library: Mapping
             items.append((layer, head, library[text]))
             continue
         try:
-            items.append((layer, head, compile_program(text, f"<L{layer}H{head}>")))
+            items.append((layer, head, compile_program(text, f"<{head_label(layer, head)}>")))
         except AttnError as error:
-            problems.append(f"head L{layer}H{head}: program does not compile:\n{error.render()}")
+            problems.append(f"head {head_label(layer, head)}: program does not compile:\n{error.render()}")
     if problems:
         raise UserError("bad head assignment:\n" + "\n".join(problems))
     return Assignment.from_items(items)

@@ -19,6 +19,7 @@ from typing import Callable
 from attndsl.pipeline.rundir import atomic_write_text
 from attndsl.synthesis.llm.config import PLACEHOLDER_API_KEY, LLMConfig
 from attndsl.synthesis.llm.log import JsonlLog, request_hash
+from attndsl.pipeline.layout import RunLayout
 
 @dataclass(frozen=True)
 class ChatResult:
@@ -37,8 +38,8 @@ class ChatClient:
         import openai
 
         self.config = config
-        self.cache_dir = Path(run_dir) / "llm" / "cache"
-        self.log = JsonlLog(Path(run_dir) / "llm" / "requests.jsonl")
+        self.cache_dir = RunLayout(Path(run_dir)).llm_cache
+        self.log = JsonlLog(RunLayout(Path(run_dir)).llm_requests)
         self.sleep = sleep
         self._openai = openai
         self._client = openai.OpenAI(

@@ -17,6 +17,7 @@ from attndsl.synthesis.summary import HeadSummary
 from attndsl.language.validate import compile_source
 from attndsl.synthesis.llm.client import ChatClient, _now
 from attndsl.synthesis.llm.config import LLMConfig
+from attndsl.headnames import llm_name_prefix
 
 #: programs longer than this are rejected before parsing (a real answer's program is a few hundred characters)
 MAX_PROGRAM_CHARS = 4000
@@ -322,7 +323,7 @@ class _HeadWork:
         return out
 
     def _unique_name(self, name: str) -> str:
-        base = f"l{self.layer}_h{self.head}_{name}"
+        base = llm_name_prefix(self.layer, self.head) + name
         candidate, i = base, 2
         while candidate in self.names:
             candidate, i = f"{base}_{i}", i + 1

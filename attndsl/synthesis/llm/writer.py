@@ -28,6 +28,7 @@ from attndsl.synthesis.llm.client import ChatClient
 from attndsl.synthesis.llm.config import LLMConfig
 from attndsl.synthesis.llm.conversation import Candidate, DetailFn, FitFn, HeadResult, ScoreFn, _HeadWork
 from attndsl.synthesis.llm.log import _json_default
+from attndsl.pipeline.layout import RunLayout
 
 def write_programs(
     summaries: Sequence[HeadSummary],
@@ -68,7 +69,7 @@ def write_heads(
     config.check()
     counter = TokenCounter.load(config.tokenizer)
     run_dir = Path(run_dir)
-    (run_dir / "llm").mkdir(parents=True, exist_ok=True)
+    RunLayout(run_dir).llm_dir.mkdir(parents=True, exist_ok=True)
     chat = ChatClient(config, run_dir, sleep)
     results: list[HeadResult | None] = [None] * len(summaries)
     lock = threading.Lock()
@@ -103,7 +104,7 @@ def write_heads(
 
 def _save_heads(run_dir: Path, config: LLMConfig, results: Iterable[HeadResult]) -> None:
     """Merge ``results`` into ``llm/heads.json`` (a head's newest result replaces its older one)."""
-    path = run_dir / "llm" / "heads.json"
+    path = RunLayout(run_dir).llm_heads
     heads: dict[tuple[int, int], dict] = {}
     try:
         old = json.loads(path.read_text(encoding="utf-8"))

@@ -24,6 +24,7 @@ from attndsl.synthesis.search.data import Component, SearchData, prepare
 from attndsl.synthesis.search.gates import HeadGate, head_gates
 from attndsl.synthesis.search.pool import GATES, term_pool
 from attndsl.synthesis.search.printing import program_source
+from attndsl.headnames import head_file_stem
 
 
 @dataclass(frozen=True)
@@ -251,7 +252,7 @@ def search_head(
 ) -> SearchResult:
     """Greedy search for one head (``*_attention``: the head's column of the causal block)."""
     start = time.perf_counter()
-    name = name or f"L{layer}_H{head}"
+    name = name or head_file_stem(layer, head)
     gates = head_gates(screen_data, screen_attention) if settings.use_gates else []
     fit = _HeadFit(screen_data, screen_attention, settings, gates)
     # start from the sink: the empty program already is "all on key 0" (the fallback),
