@@ -18,6 +18,10 @@ and the namer need (the offset, the window, the word list, the selection).
 The categories (`attndsl.explanations.categories`), the glosses (`attndsl.explanations.gloss`) and the
 names (`attndsl.explanations.naming`) all read this one analysis, so they cannot disagree.
 The analysis never fails: a shape it does not recognise is kind ``"other"``.
+
+Why this module is over 400 lines: every term kind is recognised in the same
+single walk over a term's conjuncts, and the categories, glosses and names
+must read one analysis, so the recognisers stay together.
 """
 from __future__ import annotations
 

@@ -37,6 +37,11 @@ Inputs (paths inside the run):
   (the pooled programs) and ``library/library.json`` (metadata, optional);
 - a replacement CSV (`attndsl.pipeline.records.read_replacement_csv`; the first ``*.csv`` in
   the run whose header has ``ppl_programs``, preferring ``replace/``).
+
+Why this module is over 400 lines: it gathers the data of every report section
+(grid, head pages, heatmaps, library, perplexity, layers, settings) from one
+run; the drawing itself lives in the HTML template
+(`attndsl/data/report_template.html`).
 """
 from __future__ import annotations
 

@@ -43,6 +43,10 @@ The module is over 400 lines because pooling, screening, choosing both tiers
 and the per-length tables are one protocol whose steps share the library's
 screening matrix and the tie-breaking rules; split, each part would need the
 others' internals.
+
+Why this module is over 400 lines: pooling, de-duplication, the cap and the
+choice of both tiers are one protocol over the same scored subsample, and
+splitting it would pass that state between modules.
 """
 from __future__ import annotations
 

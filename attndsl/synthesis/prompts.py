@@ -42,6 +42,10 @@ Three kinds of request, all OpenAI chat messages:
 fenced code blocks hold programs (or, in an answer without fences, text from
 a line that starts with ``program``); prose and echoed prompt text around
 them are ignored, never reported as syntax errors.
+
+Why this module is over 400 lines: the three request kinds share the DSL card,
+the trim levels of the budget and the reading of answers, which must change
+together.
 """
 from __future__ import annotations
 

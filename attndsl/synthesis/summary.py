@@ -21,6 +21,10 @@ the pattern scores and the band counts are always kept.
 The input is deliberately plain — a list of (token table, n×n attention
 matrix) for one head — so the summary does not depend on how attention is
 stored.  Rows q = 0 are skipped in every statistic: their only key is k = 0.
+
+Why this module is over 400 lines: the statistics and their budgeted rendering
+are one unit — `render` trims by the same bands and lists the statistics
+produce.
 """
 from __future__ import annotations
 
