@@ -30,26 +30,16 @@ from attndsl.synthesis.llm.conversation import Candidate, DetailFn, FitFn, HeadR
 from attndsl.synthesis.llm.log import _json_default
 from attndsl.pipeline.layout import RunLayout
 
-def write_programs(
-    summaries: Sequence[HeadSummary],
-    config: LLMConfig,
-    score_fn: ScoreFn,
-    run_dir: str | os.PathLike,
-    detail_fn: DetailFn | None = None,
-    progress: bool = True,
-    sleep: Callable[[float], None] = time.sleep,
-    fit_fn: FitFn | None = None,
-) -> list[Candidate]:
+def write_programs(summaries: Sequence[HeadSummary], config: LLMConfig, score_fn: ScoreFn,
+                   run_dir: str | os.PathLike, **options) -> list[Candidate]:
     """LLM candidates for every summarised head (see the module docstring).
 
     ``score_fn(programs, layer, head)`` returns each program's synthesis IoU
-    on that head; ``detail_fn(program, layer, head)`` (optional) returns its
-    per-sequence fits for the refinement prompt (see `sequence_fits`);
-    ``fit_fn(sources, layer, head)`` (optional, `attndsl.synthesis.fit`) returns each
-    program with fitted weights.  Per-head outcomes go to ``llm/heads.json``;
-    see also `write_heads`.
+    on that head; the keyword ``options`` are `write_heads`'s (``detail_fn``,
+    ``progress``, ``sleep``, ``fit_fn``).  Per-head outcomes go to
+    ``llm/heads.json``; see also `write_heads`.
     """
-    return [c for result in write_heads(summaries, config, score_fn, run_dir, detail_fn, progress, sleep, fit_fn)
+    return [c for result in write_heads(summaries, config, score_fn, run_dir, **options)
             for c in result.candidates]
 
 
@@ -63,7 +53,13 @@ def write_heads(
     sleep: Callable[[float], None] = time.sleep,
     fit_fn: FitFn | None = None,
 ) -> list[HeadResult]:
-    """Like `write_programs`, returning each head's full result, in input order."""
+    """Like `write_programs`, returning each head's full result, in input order.
+
+    ``detail_fn(program, layer, head)`` (optional) returns a program's
+    per-sequence fits for the refinement prompt (see `sequence_fits`);
+    ``fit_fn(sources, layer, head)`` (optional, `attndsl.synthesis.fit`) returns each
+    program with fitted weights.
+    """
     from tqdm.auto import tqdm
 
     config.check()
