@@ -582,3 +582,29 @@ def test_nearest_rewrite_only_where_the_fix_is_obvious():
     subject = 'program p {\n    1 * nearest(dep(k) == "nsubj")\n}'
     assert rewrite(subject, syntax=False) is None  # syntax is not available: nothing obvious to do
     assert rewrite(BROKEN) is None and rewrite("program p { 1 * [tok(k) == 3] }") is None
+
+
+def test_nearest_rewrite_fixes_the_slips_a_real_small_model_made():
+    """Answers of Qwen2.5-Coder-1.5B on SmolLM2 heads (benchmarks/bench_llm.py, 2026-12-02): ``=`` for
+    ``==``, a comparison used as a factor without brackets, a fallback name written as a term."""
+    from attndsl.synthesis.prompts import nearest_rewrite
+
+    def rewrite(source):
+        try:
+            compile_source(source, "x.attn")
+        except AttnError as error:
+            return nearest_rewrite(source, error.render())
+        raise AssertionError("the source must be broken")
+
+    answer = ('program first_term {\n    0.8 * tok(q) == tok(k)\n    + 0.1 * [k = q - 1]\n'
+              '    + 0.05 * nearest(tok(k) in {".", "!", "?"} or newline(k))\n}')
+    want = ('program first_term {\n    0.8 * [tok(q) == tok(k)]\n    + 0.1 * [k == q - 1]\n'
+            '    + 0.05 * nearest(tok(k) in {".", "!", "?"} or newline(k))\n}')
+    assert compile_program(rewrite(answer)) == compile_program(want)
+    assert compile_program(rewrite("program fallback {\n    self\n}")).terms == compile_program(
+        "program fallback { 1 * [k == q] }").terms
+    assert compile_program(rewrite("program p {\n    0.5 * [k == q]\n    + 0.2 * previous\n}")) == compile_program(
+        "program p {\n    0.5 * [k == q]\n    + 0.2 * [k == q - 1]\n}")
+    # a comparison inside a selection's parentheses is not bracketed; hallucinated functions stay broken
+    assert rewrite("program p {\n    0.5 * nearest(k < q) * weighted_term(1)\n}") is None
+    assert rewrite('program p {\n    0.5 * compare(tok(k) with tok(q), "in")\n}') is None

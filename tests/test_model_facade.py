@@ -73,7 +73,7 @@ def test_attention_function_is_registered_on_first_attach_not_at_import():
     code = (
         "from transformers import AttentionInterface\n"
         "import attndsl.surrogates.surrogate as s\n"
-        "import attndsl.surrogates.evaluate, attndsl.surrogates.qa\n"
+        "import attndsl.surrogates.replace, attndsl.surrogates.qa\n"
         "assert s.ATTENTION_NAME not in AttentionInterface(), 'registered at import'\n"
         "from tests import tiny\n"
         "from attndsl.language.validate import compile_program\n"

@@ -525,7 +525,12 @@ def nearest_rewrite(source: str, diagnostics: str, syntax_available: bool = Fals
       written out as a term (``fallback self`` → ``1 * [k == q]``);
     - unbalanced braces: the missing closing braces are added;
     - a syntax feature without ``uses syntax`` (when syntax is available):
-      the declaration is added.
+      the declaration is added;
+    - the slips a real small model made (Qwen2.5-Coder-1.5B, `benchmarks.bench_llm`):
+      ``=`` for ``==`` (``[k = q - 1]``), a comparison used as a factor without
+      its brackets (``0.8 * tok(q) == tok(k)`` → ``0.8 * [tok(q) == tok(k)]``)
+      and a fallback name written as a term (``self`` → ``1 * [k == q]``) —
+      fixed together, line by line.
     Each rewrite is compiled before it is offered.
     """
     from attndsl.errors import AttnError
@@ -541,6 +546,9 @@ def nearest_rewrite(source: str, diagnostics: str, syntax_available: bool = Fals
     opened, closed = source.count("{"), source.count("}")
     if opened > closed:
         candidates.append(source.rstrip() + "\n" + "}" * (opened - closed))
+    slips = _fix_slips(source)
+    if slips != source:
+        candidates.append(slips)
     if syntax_available and "needs syntax" in diagnostics:
         header = _header(source)
         if header is not None:
@@ -555,6 +563,45 @@ def nearest_rewrite(source: str, diagnostics: str, syntax_available: bool = Fals
         except Exception:  # a rewrite must never break the writer (e.g. a front-end limit)
             continue
     return None
+
+
+_SINGLE_EQ = re.compile(r"(?<![=!<>])=(?![=])")
+_BARE_COMPARISON = re.compile(r"^(\s*[+-]?\s*)((?:-?[0-9][0-9.eE+-]*\s*\*\s*)?)([^\[\]{}#]*?(?:==|!=|<=|>=|<|>)[^\[\]{}#]*?)\s*$")
+_BARE_FALLBACK = re.compile(r"^(\s*[+-]?\s*)(?:(-?[0-9][0-9.eE+-]*)\s*\*\s*)?(first|self|previous|uniform)\s*$")
+
+
+def _top_level_comparison(text: str) -> bool:
+    """Whether ``text`` compares outside every parenthesis (``tok(q) == tok(k)``, not ``nearest(k < q)``)."""
+    depth = 0
+    for i, ch in enumerate(text):
+        depth += ch == "("
+        depth -= ch == ")"
+        if depth == 0 and ch in "=!<>":
+            return True
+    return False
+
+
+def _fix_slips(source: str) -> str:
+    """`nearest_rewrite`'s line-by-line fixes of small models' slips (see there)."""
+    out = []
+    for line in source.split("\n"):
+        code, hash_, comment = line.partition("#")
+        stripped = code.strip()
+        if stripped.startswith(("program", "fallback", "combine", "mask", "uses", "lexicon", "}")) or not stripped:
+            out.append(line)
+            continue
+        if '"' not in code:
+            code = _SINGLE_EQ.sub("==", code)
+        fallback = _BARE_FALLBACK.match(code)
+        if fallback:
+            weight, term = fallback.group(2), _FALLBACK_TERM[fallback.group(3)]
+            code = fallback.group(1) + (term.replace("1 *", f"{weight} *", 1) if weight and term != "1" else (weight or term))
+        else:
+            bare = _BARE_COMPARISON.match(code)
+            if bare and _top_level_comparison(bare.group(3)):
+                code = f"{bare.group(1)}{bare.group(2)}[{bare.group(3).strip()}]"
+        out.append(code + hash_ + comment)
+    return "\n".join(out)
 
 
 # ------------------------------------------------------------------ reading answers
