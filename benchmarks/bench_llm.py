@@ -314,6 +314,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-sequences", type=int, default=200, help="sequences to extract without --run")
     parser.add_argument("--work", default=None, help="LLM logs and cache (default: RUN/bench-llm)")
     parser.add_argument("--repair-rounds", type=int, default=2)
+    parser.add_argument("--refine-rounds", type=int, default=1, help="refinement requests per head after the first answer")
     parser.add_argument("--programs", type=int, default=4)
     parser.add_argument("--max-tokens", type=int, default=1024)
     parser.add_argument("--context", type=int, default=8192)
@@ -331,7 +332,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.heads < 1:
             raise UserError("--heads must be at least 1")
         config = LLMConfig.from_env(model=args.model, base_url=args.url, api_key=args.api_key,
-                                    repair_rounds=args.repair_rounds, n_programs=args.programs,
+                                    repair_rounds=args.repair_rounds, refine_rounds=args.refine_rounds,
+                                    n_programs=args.programs,
                                     max_tokens=args.max_tokens, context_tokens=args.context,
                                     timeout_s=args.timeout, concurrency=args.concurrency)
         run_dir = Path(args.run) if args.run else _default_run(Path(args.out), args.max_sequences)
