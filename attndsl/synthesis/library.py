@@ -175,6 +175,12 @@ class Library:
         return self.n_full is None or index < self.n_full
 
 
+#: causal entries the library screen / the synthesis-side choice score on at most: the most 64
+#: sequences (the screen) and 352 sequences of ≤ 64 tokens hold, so runs of short sequences are untouched
+LIBRARY_SCREEN_ENTRIES = 64 * 2080
+CHOICE_ENTRIES = 352 * 2080
+
+
 def _score(programs: Sequence[ir.Program], source, tables_batch: TokenBatch, seq_indices, **kw):
     from attndsl.synthesis.scoring import score
 
@@ -242,12 +248,6 @@ def _canonical_first(programs: Sequence[LibraryProgram]) -> list[LibraryProgram]
             seen.add(key)
             out.append(p)
     return out
-
-
-#: causal entries the library screen / the synthesis-side choice score on at most: the most 64
-#: sequences (the screen) and 352 sequences of ≤ 64 tokens hold, so runs of short sequences are untouched
-LIBRARY_SCREEN_ENTRIES = 64 * 2080
-CHOICE_ENTRIES = 352 * 2080
 
 
 def fit_entries(chosen: np.ndarray, lengths, max_entries: int | None, seed: int) -> np.ndarray:
