@@ -34,7 +34,7 @@ def register(subparsers) -> None:
                         help="mix lengths in one run: stories alternate between short sequences (--max-sentences, "
                              "default 1) and text packed up to --max-tokens")
     parser.add_argument("--heldout-fraction", type=number(0.0, 1.0), default=0.5, help="share of sequences held out (default 0.5)")
-    for name in ("seed", "batch_size", "device", "dtype"):
+    for name in ("seed", "batch_size", "memory_gb", "device", "dtype"):
         add_option(parser, name)
     parser.add_argument("--store-codec", default="log12", choices=("log12", "topmass"),
                         help="log12 = every causal entry, 1.5 bytes each (default); topmass = per head and row only "
@@ -69,6 +69,7 @@ def run(args: argparse.Namespace) -> int:
         txt_separator=args.txt_separator,
         store_codec=args.store_codec,
         store_mass=args.store_mass,
+        memory_gb=args.memory_gb,
     )
     print(
         f"{args.out}: {store.n_sequences} sequences ({len(store.synthesis_indices)} synthesis, "

@@ -35,6 +35,10 @@ def register(subparsers) -> None:
                         help=f"stop adding terms below this IoU gain (default {defaults.min_gain})")
     parser.add_argument("--screen-sequences", type=integer(1), default=defaults.screen_sequences, metavar="N",
                         help=f"synthesis sequences the search screens terms on (default {defaults.screen_sequences})")
+    add_option(parser, "max_screen_entries")
+    parser.add_argument("--max-full-entries", type=integer(1), default=defaults.max_full_entries, metavar="N",
+                        help="the same for all synthesis sequences, where weights are refined "
+                             f"(default {defaults.max_full_entries})")
     parser.add_argument("--softmax-terms", type=integer(0), default=defaults.softmax_terms, metavar="N",
                         help="also fit a `combine softmax` program of at most N terms per head, pooled with the "
                              f"linear ones (default {defaults.softmax_terms}: off)")
@@ -61,7 +65,8 @@ def run(args: argparse.Namespace) -> int:
     use_search = True if (args.search == "enumerative" or llm_config is None) else False
     settings = SearchSettings(max_terms=args.max_terms, min_gain=args.min_gain,
                               screen_sequences=args.screen_sequences, seed=args.seed,
-                              softmax_terms=max(args.softmax_terms, 0))
+                              softmax_terms=max(args.softmax_terms, 0),
+                              max_screen_entries=args.max_screen_entries, max_full_entries=args.max_full_entries)
     report = synthesize(args.run_dir, heads=args.heads, search=settings, llm_config=llm_config,
                         use_search=use_search, cap=args.library_cap, progress=not args.no_progress)
     for line in report.lines():

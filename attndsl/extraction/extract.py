@@ -17,6 +17,17 @@ the same command skips finished chunks, and the finished store is
 byte-identical to an uninterrupted one (same batch size and device).  The
 settings that decide the results are recorded in the run manifest; a rerun
 with other settings is refused.
+
+Memory: a chunk's codes are held until it is written (2 bytes per causal
+entry and head, and the packed copy beside them), so long sequences get
+smaller chunks: `chunk_plan` sizes the chunk (at most ``CHUNK_SIZE``) and caps
+the batch from the bytes one ``max_tokens`` sequence needs, so that what
+extraction holds besides the model's weights (the runtime, the forward
+pass and one chunk) stays within ``memory_gb`` (default `MEMORY_GB`; the
+weights are left out so that the setting means the same for every model and
+short-sequence runs keep chunks of 16 whatever the model's size; at ≤ 256
+tokens on SmolLM2 the chunk stays 16, at 1024 it is 2).  The chunk size
+is recorded in the manifest and a resumed extraction keeps the recorded one.
 """
 from __future__ import annotations
 
@@ -36,6 +47,11 @@ from attndsl.extraction.store import CODEC, CODECS, STORE_DIRNAME, TOPMASS, Sequ
 
 STAGE = "extract"
 CHUNK_SIZE = 16
+#: default memory setting of an extraction, in GB (``--memory-gb``)
+MEMORY_GB = 3.0
+#: what the Python process, torch and the tokenizer hold besides the weights (~0.5 GB measured on CPU:
+#: the 256-token SmolLM2 extraction peaked at 1.5 GB with 0.54 GB of weights and 0.7 GB of chunk codes)
+_RUNTIME_BYTES = 500_000_000
 #: a sequence "came near" --max-tokens when it holds at least this share of it
 NEAR_MAX_TOKENS = 0.75
 
@@ -103,6 +119,38 @@ def record_codes(loaded: LoadedModel, batch: Sequence[Sequence[int]], mass: floa
     return codes
 
 
+def chunk_plan(max_tokens: int, n_layers: int, n_heads: int, memory_gb: float | None,
+               batch_size: int) -> tuple[int, int]:
+    """(sequences per chunk, batch size) so that one chunk of ``max_tokens`` sequences fits ``memory_gb``.
+
+    Per sequence: its uint16 codes (2 bytes per causal entry and head) plus
+    the packed 12-bit blob and the chunk's joined copy (1.5 + 1.5 bytes), and
+    the forward pass's per-layer probabilities (a few float32 [heads, n, n]
+    copies).  What is left of ``memory_gb`` after the runtime bounds a chunk
+    (the weights are not counted); the chunk is at least 1 and at most ``CHUNK_SIZE``
+    sequences, and a batch never holds more sequences than a chunk.  None:
+    ``CHUNK_SIZE`` and ``batch_size`` as given.
+    """
+    if memory_gb is None:
+        return CHUNK_SIZE, batch_size
+    per_sequence = tri_size(max_tokens) * n_layers * n_heads * 5 + 4 * n_heads * max_tokens * max_tokens * 4
+    budget = memory_gb * 1e9 - _RUNTIME_BYTES
+    chunk = int(max(1, min(CHUNK_SIZE, budget // per_sequence)))
+    return chunk, max(1, min(batch_size, chunk))
+
+
+def _recorded_chunk_size(run_dir: str | Path) -> int | None:
+    """The chunk size an earlier (interrupted) extraction of ``run_dir`` recorded, if any."""
+    from attndsl.pipeline.rundir import Run
+
+    run = Run(Path(run_dir))
+    if not run.manifest_path.exists():
+        return None
+    recorded = run.manifest.get("stages", {}).get(STAGE) or {}
+    value = recorded.get("chunk_size")
+    return int(value) if value else None
+
+
 def extract(
     run_dir: str | Path,
     model: str | LoadedModel = "smollm2",
@@ -123,6 +171,7 @@ def extract(
     txt_separator: str = "auto",
     store_codec: str = CODEC,
     store_mass: float = 0.99,
+    memory_gb: float | None = MEMORY_GB,
 ) -> Store:
     """Record the attention of ``model`` on ``corpus`` into ``run_dir``; resumable.
 
@@ -133,7 +182,8 @@ def extract(
     interrupt).  ``txt_separator`` says how a .txt corpus is cut into stories
     (`attndsl.extraction.corpus.TXT_SEPARATORS`).  ``store_codec`` is ``"log12"`` (every
     causal entry) or ``"topmass"`` (each row's top entries up to ``store_mass``;
-    `attndsl.extraction.store`).  Returns the finished `Store`.
+    `attndsl.extraction.store`).  ``memory_gb`` bounds the chunk and batch
+    sizes (`chunk_plan`; None: ``CHUNK_SIZE``).  Returns the finished `Store`.
     """
     from tqdm.auto import tqdm
 
@@ -184,15 +234,20 @@ def extract(
         "seed": seed,
         "syntax": provider is not None and getattr(provider, "name", type(provider).__name__),
         "codec": store_codec,
-        "chunk_size": CHUNK_SIZE,
+        "chunk_size": CHUNK_SIZE,  # set below from the memory setting (same key order as before)
     }
+    chunk_size, batch_size = chunk_plan(max_tokens, loaded.n_layers, loaded.n_heads, memory_gb, batch_size)
+    recorded = _recorded_chunk_size(run_dir)
+    if recorded is not None:  # resuming: the chunks already written fix the layout
+        chunk_size, batch_size = recorded, max(1, min(batch_size, recorded))
+    settings["chunk_size"] = chunk_size
     if mass is not None:  # only for topmass: log12 manifests stay as they were
         settings["store_mass"] = mass
     if mix_lengths:  # only when on: manifests of single-length runs stay as they were
         settings["mix_lengths"] = True
     run = open_run(run_dir, STAGE, settings)
     records = [SequenceRecord.from_table(table, s.split) for table, s in zip(tables, sequences)]
-    writer = StoreWriter(run.file(STORE_DIRNAME), loaded.n_layers, loaded.n_heads, records, CHUNK_SIZE, store_codec, mass)
+    writer = StoreWriter(run.file(STORE_DIRNAME), loaded.n_layers, loaded.n_heads, records, chunk_size, store_codec, mass)
     missing = writer.missing_chunks()
     bar = tqdm(
         total=len(records),

@@ -179,6 +179,12 @@ class Library:
         return self.n_full is None or index < self.n_full
 
 
+#: causal entries the library screen / the synthesis-side choice score on at most: the most 64
+#: sequences (the screen) and 352 sequences of ≤ 64 tokens hold, so runs of short sequences are untouched
+LIBRARY_SCREEN_ENTRIES = 64 * 2080
+CHOICE_ENTRIES = 352 * 2080
+
+
 def _score(programs: Sequence[ir.Program], source, tables_batch: TokenBatch, seq_indices, **kw):
     from attndsl.synthesis.scoring import score
 
@@ -194,6 +200,7 @@ def build_library(
     screen_sequences: int = 64,
     seed: int = 0,
     progress: bool = False,
+    max_screen_entries: int | None = LIBRARY_SCREEN_ENTRIES,
 ) -> Library:
     """Pool, de-duplicate by behaviour on the synthesis sequences, screen and cap (see module docstring)."""
     if cap < 1:
@@ -211,6 +218,7 @@ def build_library(
     distinct = dedupe(_canonical_first(ordered), full_batch, seen=seen)
     distinct = unique_names(distinct)
     screen = _subsample(len(synthesis_indices), screen_sequences, seed)
+    screen = fit_entries(screen, [len(t) for t in synthesis_tables], max_screen_entries, seed)
     screen_batch = TokenBatch.from_tables([synthesis_tables[i] for i in screen])
     result = _score([p.program() for p in distinct], source, screen_batch, synthesis_indices[screen], progress=progress)
     iou = result.iou
@@ -246,6 +254,24 @@ def _canonical_first(programs: Sequence[LibraryProgram]) -> list[LibraryProgram]
     return out
 
 
+def fit_entries(chosen: np.ndarray, lengths, max_entries: int | None, seed: int) -> np.ndarray:
+    """``chosen`` (sorted sequence indices) itself when its causal entries fit ``max_entries``,
+    else a seeded random subset of it (sorted) that fits, at least one sequence.
+
+    Long sequences: scoring is programs × entries × heads work, so the
+    synthesis-side scores (screen and choice) rest on a budget of entries;
+    held-out scores never do."""
+    chosen = np.asarray(chosen, dtype=np.int64)
+    lengths = np.asarray(lengths, dtype=np.int64)
+    sizes = lengths[chosen] * (lengths[chosen] + 1) // 2
+    if max_entries is None or int(sizes.sum()) <= max_entries:
+        return chosen
+    order = np.random.default_rng(seed).permutation(len(chosen))
+    fits = np.cumsum(sizes[order]) <= max_entries
+    fits[0] = True
+    return np.sort(chosen[order[fits]])
+
+
 def _subsample(n: int, size: int, seed: int) -> np.ndarray:
     if size >= n:
         return np.arange(n)
@@ -266,8 +292,13 @@ def choose_best(
     heldout_indices: Sequence[int],
     top_k: int = 4,
     progress: bool = False,
+    max_choice_entries: int | None = CHOICE_ENTRIES,
+    seed: int = 0,
 ) -> list[HeadChoice]:
-    """Each head's best program (and best short program) on all synthesis sequences, with held-out IoU."""
+    """Each head's best program (and best short program) on all synthesis sequences, with held-out IoU.
+
+    Synthesis sequences holding more than ``max_choice_entries`` causal entries
+    are chosen on a seeded subset of them (`fit_entries`); held-out scores use all."""
     programs = [p.program() for p in library.programs]
     n_layers, n_heads = library.screen_iou.shape[1:]
     full_rows = np.array([i for i in range(len(programs)) if library.full_tier(i)], dtype=np.int64)
@@ -284,6 +315,10 @@ def choose_best(
             top = set(short_rows[np.argsort(-col, kind="stable")[:top_k]].tolist())
             short_list[(layer, head)] = top | (written & set(short_rows.tolist()))
     needed = sorted(set().union(*shortlist.values(), *short_list.values()))
+    chosen = fit_entries(np.arange(len(synthesis_tables)), [len(t) for t in synthesis_tables], max_choice_entries, seed)
+    if len(chosen) < len(synthesis_tables):
+        synthesis_tables = [synthesis_tables[i] for i in chosen]
+        synthesis_indices = np.asarray(synthesis_indices, dtype=np.int64)[chosen]
     synth_batch = TokenBatch.from_tables(synthesis_tables)
     full = _score([programs[i] for i in needed], source, synth_batch, synthesis_indices, progress=progress).iou
     row_of = {p: r for r, p in enumerate(needed)}

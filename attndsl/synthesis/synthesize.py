@@ -298,11 +298,14 @@ def synthesize(
     cap: int = 1000,
     top_k: int = 4,
     progress: bool = True,
+    max_screen_entries: int | None = None,
 ) -> SynthesisReport:
     """Write programs for ``heads`` (default all), then build and score the library.
 
     The enumerative search runs when ``use_search`` is True, or when it is
-    None and no ``llm_config`` is given.  Resumable; see the module docstring.
+    None and no ``llm_config`` is given.  ``max_screen_entries`` (when given)
+    overrides the search's screening budget (`SearchSettings.max_screen_entries`).
+    Resumable; see the module docstring.
     """
     started = time.perf_counter()
     store = open_store(run_dir)
@@ -314,6 +317,10 @@ def synthesize(
     if not use_search and llm_config is None:
         raise UserError("nothing writes programs: configure an LLM endpoint or use the enumerative search")
     search = (search or SearchSettings()) if use_search else None
+    if search is not None and max_screen_entries is not None:
+        from dataclasses import replace
+
+        search = replace(search, max_screen_entries=int(max_screen_entries))
     run = open_run(run_dir, STAGE, stage_settings(search, llm_config, cap), create=False)
     if isinstance(heads, str) or heads is None:
         heads = parse_heads(heads, store.n_layers, store.n_heads)

@@ -20,11 +20,17 @@ from attndsl.extraction.features import TokenTable
 from attndsl.kernels.objective import base_mins, screen_candidates
 from attndsl.synthesis.scoring import soft_iou_from_sums
 from attndsl.synthesis.library import SHORT_MAX_ENTRIES, SHORT_MAX_TERMS
-from attndsl.synthesis.search.data import Component, SearchData, prepare
+from attndsl.synthesis.search.data import Component, SearchData, attention_block, prepare
 from attndsl.synthesis.search.gates import HeadGate, head_gates
 from attndsl.synthesis.search.pool import GATES, term_pool
 from attndsl.synthesis.search.printing import program_source
 from attndsl.headnames import head_file_stem
+
+
+#: causal entries of one 64-token sequence
+_ENTRIES_64 = 64 * 65 // 2
+SCREEN_ENTRIES = 96 * _ENTRIES_64
+FULL_ENTRIES = 352 * _ENTRIES_64
 
 
 @dataclass(frozen=True)
@@ -43,7 +49,12 @@ class SearchSettings:
     n_words: int = 16
     seed: int = 0
     softmax_terms: int = 0  # > 0: also fit a `combine softmax` program with at most this many terms
-
+    #: causal entries the screening set may hold; beyond it a seeded subset of whole rows is kept
+    #: (`attndsl.synthesis.search.data.row_subsample`).  The default is the most a screen of 96
+    #: sequences of ≤ 64 tokens holds, so runs of short sequences are untouched.
+    max_screen_entries: int = SCREEN_ENTRIES
+    #: the same for the full synthesis set the weights are refined on (352 × 64-token sequences fit)
+    max_full_entries: int = FULL_ENTRIES
 
     def as_dict(self) -> dict:
         from dataclasses import asdict
@@ -51,6 +62,9 @@ class SearchSettings:
         out = asdict(self)
         if not out["softmax_terms"]:  # off: manifests of linear-only runs stay as they were
             del out["softmax_terms"]
+        for key, default in (("max_screen_entries", SCREEN_ENTRIES), ("max_full_entries", FULL_ENTRIES)):
+            if out[key] == default:  # at their defaults: manifests stay as they were
+                del out[key]
         return out
 
 
@@ -101,7 +115,7 @@ class _HeadFit:
         self.d = data
         self.A = np.ascontiguousarray(attention, dtype=np.float64)
         self.s = settings
-        self.n_seq = len(data.batch)
+        self.n_seq = data.n_seq
         self.head_gates = tuple(head_gates)
         masks = [g.mask(data) for g in self.head_gates]
         self.gates = np.ascontiguousarray(np.vstack([data.gates] + masks)) if masks else data.gates
@@ -361,12 +375,15 @@ def search_heads(
     chosen = np.sort(rng.choice(len(seq_indices), size=n_screen, replace=False))
     specs = term_pool(tables, settings.n_words)
     gate_names = GATES if settings.use_gates else ()
-    screen = prepare([tables[i] for i in chosen], seq_indices[chosen], specs, gate_names)
+    screen_tables = [tables[i] for i in chosen]
+    screen = prepare(screen_tables, seq_indices[chosen], specs, gate_names,
+                     max_entries=settings.max_screen_entries, seed=settings.seed)
     full = None
     if n_screen < len(seq_indices):
-        full = prepare(tables, seq_indices, screen.specs, gate_names, scales=screen.scales)
-    screen_block = np.asarray(source.causal_block(seq_indices[chosen]), dtype=np.float32)
-    full_block = np.asarray(source.causal_block(seq_indices), dtype=np.float32) if full is not None else None
+        full = prepare(tables, seq_indices, screen.specs, gate_names, scales=screen.scales,
+                       max_entries=settings.max_full_entries, seed=settings.seed + 1)
+    screen_block = attention_block(source, screen, screen_tables)
+    full_block = attention_block(source, full, tables) if full is not None else None
     n_heads = source.n_heads
     results = []
     for layer, head in tqdm(heads, desc="search", unit="head", disable=not progress):
