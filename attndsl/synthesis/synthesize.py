@@ -22,6 +22,10 @@ Then every finished head's candidates are pooled into the library
 (`attndsl.synthesis.library`): de-duplicated by behaviour, capped, each head's best
 chosen on synthesis sequences over the whole library and scored on held-out
 sequences.  `score_library` does the last part for any ``.attn`` file.
+
+Why this module is just over 400 lines: the stage drives two writers (search
+and LLM) with the same resume records per head, and their shared
+bookkeeping reads best kept beside the stage that uses it.
 """
 from __future__ import annotations
 
