@@ -84,4 +84,7 @@ def test_every_option_reaches_the_cli_and_the_api():
 
     assert built == options.ExplainOptions(**{**given, "out": Path("runs/x"), "fractions": tuple(given["fractions"])})
     assert built.stage_kwargs("report") == {"examples": 3}
-    assert built.stage_kwargs("synthesize") == {"heads": None, "llm_config": None, "progress": True}
+    from attndsl.synthesis.search import SearchSettings
+
+    assert built.stage_kwargs("synthesize") == {"heads": None, "llm_config": None, "progress": True,
+                                                "max_screen_entries": SearchSettings().max_screen_entries}
