@@ -1,7 +1,7 @@
 """One view of a causal language model, shared by every stage that runs one.
 
 Extraction (`attndsl.extraction.extract`), the surrogate heads
-(`attndsl.surrogates.handle`), perplexity (`attndsl.surrogates.evaluate`) and
+(`attndsl.surrogates.handle`), perplexity (`attndsl.surrogates.perplexity`) and
 question answering (`attndsl.surrogates.qa`) all need the same few facts and
 inputs; they are defined once here:
 
