@@ -608,3 +608,58 @@ def test_nearest_rewrite_fixes_the_slips_a_real_small_model_made():
     # a comparison inside a selection's parentheses is not bracketed; hallucinated functions stay broken
     assert rewrite("program p {\n    0.5 * nearest(k < q) * weighted_term(1)\n}") is None
     assert rewrite('program p {\n    0.5 * compare(tok(k) with tok(q), "in")\n}') is None
+
+
+def test_the_card_grammar_has_no_tree_names_and_accepts_the_same_programs():
+    """Qwen2.5-Coder-1.5B wrote ``weighted_term(…)``, ``unit_term(…)`` and ``compare(… with …)``: Lark's
+    ``-> alias`` node names, read as functions. The card's grammar drops that notation and still parses
+    exactly what the parser's grammar parses."""
+    import lark
+
+    from attndsl.language.parser import grammar_text
+    from attndsl.synthesis.prompts import stripped_grammar
+
+    card = stripped_grammar()
+    assert "->" not in card and "_STAR" not in card and "weighted_term" not in card
+    assert "compare" not in card.replace("COMPARE", "") and "mask_condition" not in card
+    ours, theirs = lark.Lark(grammar_text(), parser="lalr"), lark.Lark(card, parser="earley")
+    samples = [ex.source for ex in PROMPT_EXAMPLES] + [
+        'program p {\n    uses syntax\n    fallback self\n    combine softmax\n    mask [k < q]\n'
+        '    lexicon w { "cat": 1.5, "dog": -0.5 }\n    - 0.5 * w(k) * (pow(d + 1, -1) / 2)\n'
+        '    + [not tok(k) not in {"a", -1}]\n}',
+        "program p { 1 * [k == q - 1] }", "program p { fallback self }",
+    ]
+    broken = ["program p { 0.5 * [k = q] }", "program p { d * 0.5 * }", "program { 1 }",
+              "program p { 1 * weighted_term(1) with 2 }"]
+    for text in samples:
+        ours.parse(text), theirs.parse(text)
+    for text in broken:
+        for parser in (ours, theirs):
+            with pytest.raises(lark.exceptions.LarkError):
+                parser.parse(text)
+
+
+def test_nearest_rewrite_keeps_the_terms_that_compile():
+    """A partly invented program keeps its valid terms (and its declarations and hypothesis comment);
+    a program none of whose terms compile, or whose broken part is not a whole term, gets no rewrite."""
+    from attndsl.synthesis.prompts import nearest_rewrite
+
+    def rewrite(source):
+        try:
+            compile_source(source, "x.attn")
+        except AttnError as error:
+            return nearest_rewrite(source, error.render())
+        raise AssertionError("the source must be broken")
+
+    answer = ("program p {\n    # copies and the previous token\n    fallback self\n"
+              "    0.5 * weighted_term(tok(k) == tok(q), 2)\n    + 0.3 * [k == q - 1]\n"
+              "    + 0.2 * compare(tok(k) with tok(q))\n    + 0.1 * nearest(punct(k)\n        and k < q)\n}")
+    fixed = rewrite(answer)
+    assert "# copies and the previous token" in fixed
+    assert compile_program(fixed) == compile_program(
+        "program p {\n    fallback self\n    0.3 * [k == q - 1]\n    + 0.1 * nearest(punct(k) and k < q)\n}")
+    # the dropped term was first: the kept first term loses its sign; a leading minus stays
+    assert compile_program(rewrite("program p {\n    1 * unit_term(1)\n    - 0.2 * [k = 0]\n}")) == compile_program(
+        "program p {\n    - 0.2 * [k == 0]\n}")
+    assert rewrite("program p {\n    0.5 * weighted_term(1)\n    + 0.5 * unit_term(2)\n}") is None
+    assert rewrite("program p {\n    0.5 * [k == q] 0.3 * [k == 0]\n}") is None  # not a whole term

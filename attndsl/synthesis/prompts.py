@@ -179,13 +179,32 @@ def _names(names: Sequence[str], arity: str) -> str:
     return ", ".join(f"{n}({arity}) {_GLOSS[n]}" if n in _GLOSS else f"{n}({arity})" for n in names)
 
 
+#: Lark's tree-building notation, which means nothing to a program writer: ``-> alias`` names a tree
+#: node (Qwen2.5-Coder-1.5B called ``weighted_term(…)``, ``unit_term(…)``, ``compare(… with …)`` and
+#: ``mask_condition`` as if they were functions), ``?rule`` inlines a node, ``_STAR``/``_SLASH`` are
+#: anonymous operator terminals.
+_TREE_ALIAS = re.compile(r"\s*->\s*[A-Za-z_]+\s*$")
+_ANONYMOUS_TERMINALS = {"_STAR": '"*"', "_SLASH": '"/"'}
+
+
 def stripped_grammar() -> str:
-    """The grammar without comments or blank lines (what the card quotes)."""
+    """The grammar as a program writer needs it: no comments, blank lines or Lark tree notation.
+
+    It accepts exactly the same programs as the parser's grammar (only names
+    of tree nodes and anonymous terminals are rewritten).
+    """
     from attndsl.language.parser import grammar_text
 
     lines = []
     for line in grammar_text().splitlines():
         code = line.split("//", 1)[0].rstrip() if not line.lstrip().startswith("//") else ""
+        code = _TREE_ALIAS.sub("", code)
+        if re.match(r"\s*(_STAR|_SLASH)\s*:", code):
+            continue
+        for name, literal in _ANONYMOUS_TERMINALS.items():
+            code = code.replace(name, literal)
+        code = re.sub(r"^\?", "", code)
+        code = re.sub(r"^(\s*)\?", r"\1", code)
         if code.strip():
             lines.append(code)
     return "\n".join(lines)
@@ -211,7 +230,8 @@ def dsl_card(grammar: bool = True, syntax_available: bool = False) -> str:
         "Conditions: " + _names(ir.BOOL_FEATURES, "p") + "; "
         + _names(ir.CROSS_BOOL_FEATURES, "a, b") + ". Number: " + _names(ir.CROSS_NUMBER_FEATURES, "a, b") + ".",
         "Functions: " + ", ".join(f"{n}/{a}" for n, a in ir.FUNCTIONS.items())
-        + "; comparisons == != < <= > >=; and, or, not; x in {\"a\", \"b\"}.",
+        + "; comparisons == != < <= > >=; and, or, not; x in {\"a\", \"b\"}. "
+        "No other names exist: call only the features and functions listed here.",
     ]
     if syntax_available:
         parts.append("Syntax (only after `uses syntax` on its own line): " + _names(ir.SYNTAX_FEATURES, "p") + ".")
@@ -530,8 +550,12 @@ def nearest_rewrite(source: str, diagnostics: str, syntax_available: bool = Fals
       ``=`` for ``==`` (``[k = q - 1]``), a comparison used as a factor without
       its brackets (``0.8 * tok(q) == tok(k)`` → ``0.8 * [tok(q) == tok(k)]``)
       and a fallback name written as a term (``self`` → ``1 * [k == q]``) —
-      fixed together, line by line.
-    Each rewrite is compiled before it is offered.
+      fixed together, line by line;
+    - a program with some terms that do not compile (most often an invented
+      function, ``0.3 * weighted_term(…)``): the program with only the terms
+      that do, if at least one does — the repair request shows it, so the
+      model can restore what was dropped.
+    Each rewrite is compiled before it is offered; the first that compiles wins.
     """
     from attndsl.errors import AttnError
     from attndsl.language.validate import compile_source
@@ -554,6 +578,9 @@ def nearest_rewrite(source: str, diagnostics: str, syntax_available: bool = Fals
         if header is not None:
             brace = source.index("{", header.end(2))
             candidates.append(source[: brace + 1] + "\n    uses syntax" + source[brace + 1:])
+    salvaged = _valid_terms(slips if slips != source else source)
+    if salvaged is not None:
+        candidates.append(salvaged)
     for candidate in candidates:
         try:
             if len(compile_source(candidate, "<rewrite>")) == 1:
@@ -563,6 +590,78 @@ def nearest_rewrite(source: str, diagnostics: str, syntax_available: bool = Fals
         except Exception:  # a rewrite must never break the writer (e.g. a front-end limit)
             continue
     return None
+
+
+_DECLARATION = re.compile(r"^\s*(?:fallback|combine|mask|uses|lexicon)\b")
+
+
+def _term_chunks(body: str) -> tuple[list[str], list[str]] | None:
+    """A program body as (declaration lines, term chunks); a chunk is a line starting a term and its continuation lines.
+
+    None when the body cannot be split by lines (a lexicon or a term spread
+    over lines in a way this reading does not follow).
+    """
+    declarations, chunks, depth = [], [], 0
+    for line in body.split("\n"):
+        code = line.split("#", 1)[0]
+        if not code.strip():
+            if chunks:
+                chunks[-1] += "\n" + line
+            elif line.strip():
+                declarations.append(line)  # the hypothesis comment stays with the program
+            continue
+        if depth == 0 and _DECLARATION.match(code):
+            if "{" in code and "}" not in code:
+                return None  # a lexicon over several lines
+            declarations.append(line)
+            continue
+        starts_term = depth == 0 and (not chunks or code.lstrip()[:1] in "+-")
+        if starts_term:
+            chunks.append(line)
+        elif chunks:
+            chunks[-1] += "\n" + line
+        else:
+            return None
+        depth += code.count("(") + code.count("[") + code.count("{") - code.count(")") - code.count("]") - code.count("}")
+    return (declarations, chunks) if chunks else None
+
+
+def _valid_terms(source: str) -> str | None:
+    """``source`` without the terms that do not compile on their own (at least one kept, one dropped), or None."""
+    from attndsl.language.validate import compile_source
+
+    header = _header(source)
+    if header is None:
+        return None
+    brace = source.find("{", header.end(2))
+    end = source.rstrip().rfind("}")
+    if brace < 0 or end <= brace:
+        return None
+    split = _term_chunks(source[brace + 1:end])
+    if split is None:
+        return None
+    declarations, chunks = split
+    head = source[: brace + 1]
+    decls = "".join("\n" + d for d in declarations)
+
+    def program(terms: Sequence[str]) -> str:
+        body = "\n".join(terms).rstrip()
+        return f"{head}{decls}\n{body}\n}}"
+
+    def compiles(text: str) -> bool:
+        try:
+            return len(compile_source(text, "<rewrite>")) == 1
+        except Exception:
+            return False
+
+    def as_first(chunk: str) -> str:
+        stripped = chunk.lstrip()
+        return chunk[: len(chunk) - len(stripped)] + stripped[1:].lstrip() if stripped.startswith("+") else chunk
+
+    kept = [chunk for chunk in chunks if compiles(program([as_first(chunk)]))]
+    if not kept or len(kept) == len(chunks):
+        return None
+    return program([as_first(kept[0])] + kept[1:])
 
 
 _SINGLE_EQ = re.compile(r"(?<![=!<>])=(?![=])")
@@ -583,15 +682,19 @@ def _top_level_comparison(text: str) -> bool:
 
 def _fix_slips(source: str) -> str:
     """`nearest_rewrite`'s line-by-line fixes of small models' slips (see there)."""
-    out = []
+    out, depth = [], 0
     for line in source.split("\n"):
         code, hash_, comment = line.partition("#")
         stripped = code.strip()
+        inside, depth = depth > 0, depth + sum(code.count(c) for c in "([") - sum(code.count(c) for c in ")]")
         if stripped.startswith(("program", "fallback", "combine", "mask", "uses", "lexicon", "}")) or not stripped:
             out.append(line)
             continue
         if '"' not in code:
             code = _SINGLE_EQ.sub("==", code)
+        if inside:  # the continuation of a term begun above: only `=` is fixed here
+            out.append(code + hash_ + comment)
+            continue
         fallback = _BARE_FALLBACK.match(code)
         if fallback:
             weight, term = fallback.group(2), _FALLBACK_TERM[fallback.group(3)]
