@@ -663,3 +663,31 @@ def test_nearest_rewrite_keeps_the_terms_that_compile():
         "program p {\n    - 0.2 * [k == 0]\n}")
     assert rewrite("program p {\n    0.5 * weighted_term(1)\n    + 0.5 * unit_term(2)\n}") is None
     assert rewrite("program p {\n    0.5 * [k == q] 0.3 * [k == 0]\n}") is None  # not a whole term
+
+
+#: Qwen2.5-Coder-1.5B on SmolLM2 head 7.7 (benchmarks/bench_llm.py, 2026-12-02): no fences, no braces,
+#: each program named in a comment line
+COMMENT_HEADERS = ('# program last_sentence_end\n0.8 * nearest(tok(k) in {".", "!", "?"} or newline(k))\n'
+                   '+ 0.2 * [k == 0]\n\n# program induction\n0.8 * nearest(tok(k - 1) == tok(q) and k < q)\n'
+                   '+ 0.2 * [k = 0]\n\n# program previous_token\nfallback self\n1 * [k == q - 1]')
+
+
+def test_bodies_under_comment_headers_are_read_and_wrapped():
+    from attndsl.synthesis.prompts import nearest_rewrite
+
+    sources = split_answer(COMMENT_HEADERS)
+    assert [s.splitlines()[0] for s in sources] == [
+        "# program last_sentence_end", "# program induction", "# program previous_token"]
+    fixed = []
+    for source in sources:
+        with pytest.raises(AttnError) as error:
+            compile_source(source, "x.attn")
+        fixed.append(compile_program(nearest_rewrite(source, error.value.render())))
+    assert [p.name for p in fixed] == ["last_sentence_end", "induction", "previous_token"]
+    assert fixed[1] == compile_program(
+        "program induction {\n 0.8 * nearest(tok(k - 1) == tok(q) and k < q)\n + 0.2 * [k == 0]\n}")
+    assert fixed[2].fallback == "self" and fixed[2].terms == PREVIOUS.terms
+    # prose with a comment header but no body, and prose around fenced programs, are not read this way
+    assert split_answer("# program ideas\nThis head looks at the previous token.") == []
+    assert split_answer("```attn\nprogram a { 1 * [k == q] }\n```\n# program b\n1 * [k == 0]") == [
+        "program a { 1 * [k == q] }"]

@@ -551,6 +551,8 @@ def nearest_rewrite(source: str, diagnostics: str, syntax_available: bool = Fals
       its brackets (``0.8 * tok(q) == tok(k)`` → ``0.8 * [tok(q) == tok(k)]``)
       and a fallback name written as a term (``self`` → ``1 * [k == q]``) —
       fixed together, line by line;
+    - a program body without its header (a fenced block, or terms under a
+      ``# program NAME`` comment line): wrapped as ``program NAME { … }``;
     - a program with some terms that do not compile (most often an invented
       function, ``0.3 * weighted_term(…)``): the program with only the terms
       that do, if at least one does — the repair request shows it, so the
@@ -561,6 +563,13 @@ def nearest_rewrite(source: str, diagnostics: str, syntax_available: bool = Fals
     from attndsl.language.validate import compile_source
 
     candidates = []
+    wrapped = _wrapped_body(source)
+    if wrapped is not None:
+        candidates.append(wrapped)
+        slipped = _fix_slips(wrapped)
+        if slipped != wrapped:
+            candidates.append(slipped)
+        source = slipped
     if "has no terms" in diagnostics:
         fallback = re.search(r"\bfallback\s+([A-Za-z_]+)", source)
         term = _FALLBACK_TERM.get(fallback.group(1) if fallback else "first", "1 * [k == 0]")
@@ -738,9 +747,12 @@ def split_answer(answer: str) -> list[str]:
     fences: to the next blank line), so the validator reports what is wrong
     with it.  A fenced block with no header whose first code line looks like
     a program body (a weight, ``[``, ``fallback`` …) is returned whole for the
-    same reason; any other header-less block is prose and ignored.
+    same reason; any other header-less block is prose and ignored.  An
+    answer with neither fences nor headers is read by `_commented_headers`.
     """
     fenced = bool(_FENCE_RE.search(answer))
+    if not fenced and not _HEADER_RE.search(answer):
+        return _commented_headers(answer)
     out = []
     for block in code_blocks(answer):
         headers = [m.start() for m in _HEADER_RE.finditer(block)]
@@ -762,6 +774,40 @@ def split_answer(answer: str) -> list[str]:
             lead = _leading_comments(block, headers[i - 1] if i else 0, start)
             out.append(block[lead:end].strip())
     return [s for s in out if s]
+
+
+_COMMENT_HEADER_RE = re.compile(r"^[ \t]*#[ \t]*program[ \t]+([A-Za-z_][A-Za-z0-9_]*)[ \t]*:?[ \t]*$", re.MULTILINE)
+
+
+def _commented_headers(answer: str) -> list[str]:
+    """Bodies under ``# program NAME`` comment lines in an answer without fences or headers.
+
+    Qwen2.5-Coder-1.5B answered head 7.7 of SmolLM2 this way (a comment line
+    naming each program, its terms below, no braces). Each block runs from its
+    comment line to the next blank line or comment header, and is kept only if
+    its first code line looks like a program body; `nearest_rewrite` then
+    wraps it in ``program NAME { … }``.
+    """
+    out = []
+    matches = list(_COMMENT_HEADER_RE.finditer(answer))
+    for i, match in enumerate(matches):
+        stop = matches[i + 1].start() if i + 1 < len(matches) else len(answer)
+        blank = re.search(r"\n[ \t]*\n", answer[match.start():stop])
+        block = answer[match.start(): match.start() + blank.start() if blank else stop].strip()
+        if _body_like(block):
+            out.append(block)
+    return out
+
+
+def _wrapped_body(source: str) -> str | None:
+    """A header-less program body wrapped as ``program NAME { … }`` (NAME from a ``# program NAME`` line)."""
+    if _header(source) is not None or not _body_like(source):
+        return None
+    named = _COMMENT_HEADER_RE.search(source)
+    name = named.group(1) if named else "unnamed"
+    lines = [line for line in source.strip().split("\n") if not _COMMENT_HEADER_RE.fullmatch(line)]
+    body = "\n".join("    " + line.strip() for line in lines)
+    return f"program {name} {{\n{body}\n}}"
 
 
 def _body_like(block: str) -> bool:
