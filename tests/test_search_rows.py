@@ -41,7 +41,7 @@ def test_prepare_over_budget_holds_the_kept_rows_exactly():
     plain = search.prepare(tables, np.arange(6), specs)
     # the full set's scales, so values compare directly
     sub = search.prepare(tables, np.arange(6), plain.specs, scales=plain.scales, max_entries=plain.n_entries // 3,
-                         seed=5, chunk_entries=300)
+                         seed=5)
     assert sub.entries is not None and sub.n_entries <= plain.n_entries // 3
     assert np.array_equal(sub.values, plain.values[:, sub.entries])
     assert np.array_equal(sub.gates, plain.gates[:, sub.entries])
