@@ -51,6 +51,7 @@ splitting it would pass that state between modules.
 from __future__ import annotations
 
 import csv
+import functools
 import hashlib
 import io
 import math
@@ -92,7 +93,7 @@ class LibraryProgram:
     tier: str | None = None  # "short": a candidate for the short tier only (see the module docstring)
 
     def program(self) -> ir.Program:
-        return compile_source(self.source, f"<{self.name}>")[0]
+        return _compiled(self.source, self.name)
 
     def meta(self) -> dict:
         out = asdict(self)
@@ -100,6 +101,13 @@ class LibraryProgram:
         if out["tier"] is None:  # library.json of runs without short candidates stays as it was
             del out["tier"]
         return out
+
+
+@functools.lru_cache(maxsize=1 << 13)
+def _compiled(source: str, name: str) -> ir.Program:
+    """A library program's IR (immutable), parsed once: the library's steps ask for each
+    program several times, and parsing costs more than scoring it on short runs."""
+    return compile_source(source, f"<{name}>")[0]
 
 
 def is_short(program: ir.Program) -> bool:
@@ -269,7 +277,7 @@ def build_library(
     distinct = dedupe(_canonical_first(ordered), full_batch, seen=seen, probe=probe)
     distinct = unique_names(distinct)
     screen = _subsample(len(synthesis_indices), screen_sequences, seed)
-    screen = fit_entries(screen, [len(t) for t in synthesis_tables], max_screen_entries, seed)
+    screen = fit_entries(screen, lengths, max_screen_entries, seed)
     screen_batch = TokenBatch.from_tables([synthesis_tables[i] for i in screen])
     result = _score([p.program() for p in distinct], source, screen_batch, synthesis_indices[screen], progress=progress)
     iou = result.iou
@@ -323,6 +331,16 @@ def fit_entries(chosen: np.ndarray, lengths, max_entries: int | None, seed: int)
     return np.sort(chosen[order[fits]])
 
 
+def _scaled(max_entries: int | None, lengths) -> int | None:
+    """The choice's entries budget for these synthesis lengths: as given while every sequence has
+    at most 64 tokens, times 64 / longest beyond (as the search's budgets,
+    `attndsl.synthesis.search.greedy.entries_budget`), so long runs choose on fewer rows."""
+    longest = int(max(lengths, default=0))
+    if max_entries is None or longest <= 64:
+        return max_entries
+    return max(1, max_entries * 64 // longest)
+
+
 def _subsample(n: int, size: int, seed: int) -> np.ndarray:
     if size >= n:
         return np.arange(n)
@@ -349,7 +367,9 @@ def choose_best(
     """Each head's best program (and best short program) on all synthesis sequences, with held-out IoU.
 
     Synthesis sequences holding more than ``max_choice_entries`` causal entries
-    are chosen on a seeded subset of them (`fit_entries`); held-out scores use all."""
+    (times 64 / longest for sequences over 64 tokens: `_scaled`) are chosen on a seeded
+    subset of them (`fit_entries`); held-out scores use all.  Each program is scored only on
+    the heads whose candidate it is (`attndsl.synthesis.scoring.score_pairs`, bit-identical)."""
     programs = [p.program() for p in library.programs]
     n_layers, n_heads = library.screen_iou.shape[1:]
     full_rows = np.array([i for i in range(len(programs)) if library.full_tier(i)], dtype=np.int64)
@@ -366,7 +386,8 @@ def choose_best(
             top = set(short_rows[np.argsort(-col, kind="stable")[:top_k]].tolist())
             short_list[(layer, head)] = top | (written & set(short_rows.tolist()))
     needed = sorted(set().union(*shortlist.values(), *short_list.values()))
-    chosen = fit_entries(np.arange(len(synthesis_tables)), [len(t) for t in synthesis_tables], max_choice_entries, seed)
+    lengths = [len(t) for t in synthesis_tables]
+    chosen = fit_entries(np.arange(len(synthesis_tables)), lengths, _scaled(max_choice_entries, lengths), seed)
     if len(chosen) < len(synthesis_tables):
         synthesis_tables = [synthesis_tables[i] for i in chosen]
         synthesis_indices = np.asarray(synthesis_indices, dtype=np.int64)[chosen]
@@ -431,7 +452,8 @@ def _pair_columns(rows: Sequence[int], wanted: Sequence[dict], n_heads: int) -> 
 def _score_pairs(programs: Sequence[ir.Program], columns, source, batch: TokenBatch, seq_indices, **kw):
     from attndsl.synthesis.scoring import score_pairs
 
-    return score_pairs(list(programs), columns, source, batch, seq_indices, **kw)
+    # one chunk for all of them: the search's programs share pool terms, each evaluated once per tile
+    return score_pairs(list(programs), columns, source, batch, seq_indices, program_chunk=1024, **kw)
 
 
 # ------------------------------------------------------------------ files
