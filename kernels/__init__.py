@@ -46,6 +46,7 @@ __all__ = [
     "encode_terms",
     "evaluate_programs",
     "evaluate_sparse",
+    "evaluate_term_rows",
     "evaluate_terms",
     "program_table",
     "to_csr",
@@ -99,6 +100,25 @@ def evaluate_terms(terms: Sequence[ir.Term], batch: TokenBatch) -> TermValues:
         evaluator.evaluate_terms_kernel(enc.code, enc.term_ptr, enc.pool, enc.depth, batch.lengths, batch.offsets,
                                         batch.tri_offsets, *_batch_args(batch), out)
     return TermValues(terms, out, batch)
+
+
+def evaluate_term_rows(terms: Sequence[ir.Term], batch: TokenBatch, row_seq: np.ndarray,
+                       row_q: np.ndarray) -> np.ndarray:
+    """float64[T, Σ (row_q + 1)]: each term on the whole rows ``(row_seq[r], row_q[r])`` of the batch
+    (keys 0..q, rows one after the other), bit-identical to those entries of `evaluate_terms`."""
+    from attndsl.kernels.rows import evaluate_rows_kernel
+
+    terms = tuple(terms)
+    row_seq = np.ascontiguousarray(row_seq, dtype=np.int64)
+    row_q = np.ascontiguousarray(row_q, dtype=np.int64)
+    sizes = row_q + 1
+    row_out = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64) if len(sizes) else sizes
+    out = np.zeros((len(terms), int(sizes.sum())), dtype=np.float64)
+    if terms and len(row_q):
+        enc = encode_terms(terms, batch)
+        evaluate_rows_kernel(enc.code, enc.term_ptr, enc.pool, enc.depth, row_seq, row_q, row_out, batch.lengths,
+                             batch.offsets, *_batch_args(batch), out)
+    return out
 
 
 def _per_program(value, n_programs: int, codes, what: str) -> list[str]:

@@ -51,6 +51,21 @@ def test_dedupe_by_behaviour_keeps_the_first():
     assert [p.name for p in kept] == ["sink", "previous", "current"]
 
 
+def test_dedupe_with_a_probe_keeps_exactly_what_the_whole_batch_keeps():
+    tables = [table_from_words(["Once"]), table_from_words(["Max", "ran"])] + _tables()
+    batch = TokenBatch.from_tables(tables)
+    # on the probe's one 1-token sequence every program behaves alike (and on the 2-token one
+    # "sink" and "punct" still do): only the whole batch tells them apart
+    probe = TokenBatch.from_tables(tables[:1])
+    names = ("sink", "previous", "sink_twice", "current", "punct", "sink_first")
+    first, second = [_program(n) for n in names[:4]], [_program(n) for n in names[4:]]
+    plain_seen, probe_seen = library.SeenBehaviours(), library.SeenBehaviours()
+    plain = library.dedupe(first, batch, seen=plain_seen) + library.dedupe(second, batch, seen=plain_seen)
+    probed = (library.dedupe(first, batch, seen=probe_seen, probe=probe)
+              + library.dedupe(second, batch, seen=probe_seen, probe=probe))
+    assert [p.name for p in probed] == [p.name for p in plain] == ["sink", "previous", "current", "punct"]
+
+
 def test_build_library_caps_by_heads_won():
     tables = _tables()
     # three heads: two are "previous", one is "current"; "sink" wins none

@@ -138,3 +138,31 @@ def test_sources_and_indices():
         score(progs, dense, batch, seq_indices=[0, 2])
     with pytest.raises(ValueError):
         score(progs, dense, batch, seq_indices=[0])
+
+
+@pytest.mark.parametrize("program_chunk,entry_budget", [(64, 1 << 19), (2, 40)])
+def test_pair_scores_are_bit_identical_to_the_full_matrix(program_chunk, entry_budget):
+    from attndsl.synthesis.scoring import score_pairs
+
+    rng = np.random.default_rng(7)
+    # enough sequences that NumPy would sum one column pairwise (score_pairs must not)
+    tables = [table_from_words(WORDS[: int(n)]) for n in rng.integers(1, len(WORDS), size=30)]
+    mats = [random_attention(rng, 3, 4, len(t), sink=float(rng.choice([0.0, 3.0]))) for t in tables]
+    progs = _some_programs()
+    batch = TokenBatch.from_tables(tables)
+    source = DenseAttention(mats)
+    full = score(progs, source, batch, per_sequence=True, ignore_sink=True, program_chunk=program_chunk,
+                 entry_budget=entry_budget)
+    heads = [[0, 5, 11], [3], [], list(range(12))]
+    pairs = score_pairs(progs, heads, source, batch, per_sequence=True, ignore_sink=True,
+                        program_chunk=program_chunk, entry_budget=entry_budget)
+    for p, columns in enumerate(heads):
+        asked = np.zeros(12, bool)
+        asked[columns] = True
+        for name in ("iou", "iou_ignore_sink", "per_sequence"):
+            got = getattr(pairs, name)[p].reshape(12, -1)
+            want = getattr(full, name)[p].reshape(12, -1)
+            assert np.array_equal(got[asked], want[asked]), (name, p)  # bit for bit
+            assert np.isnan(got[~asked]).all()
+    with pytest.raises(ValueError, match="distinct"):
+        score_pairs(progs[:1], [[1, 1]], source, batch)

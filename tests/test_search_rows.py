@@ -41,7 +41,7 @@ def test_prepare_over_budget_holds_the_kept_rows_exactly():
     plain = search.prepare(tables, np.arange(6), specs)
     # the full set's scales, so values compare directly
     sub = search.prepare(tables, np.arange(6), plain.specs, scales=plain.scales, max_entries=plain.n_entries // 3,
-                         seed=5, chunk_entries=300)
+                         seed=5)
     assert sub.entries is not None and sub.n_entries <= plain.n_entries // 3
     assert np.array_equal(sub.values, plain.values[:, sub.entries])
     assert np.array_equal(sub.gates, plain.gates[:, sub.entries])
@@ -78,3 +78,19 @@ def test_search_under_budget_is_identical_and_over_budget_runs():
 def test_budgets_stay_out_of_default_manifests():
     assert "max_screen_entries" not in search.SearchSettings().as_dict()
     assert search.SearchSettings(max_screen_entries=5).as_dict()["max_screen_entries"] == 5
+
+
+def test_default_budgets_leave_short_runs_untouched_and_scale_for_long_sequences():
+    from attndsl.synthesis.search.greedy import FULL_ENTRIES, SCREEN_ENTRIES, entries_budget
+
+    # every sequence ≤ 64 tokens: the budgets that 96 / 352 such sequences always fit
+    assert entries_budget(None, SCREEN_ENTRIES, [12, 64, 40]) == SCREEN_ENTRIES == 96 * 2080
+    assert entries_budget(None, FULL_ENTRIES, [64] * 352) == FULL_ENTRIES
+    assert int(causal_layout(np.full(96, 64))[-1]) <= SCREEN_ENTRIES
+    # longer: scaled by 64 / longest, so a 256-token screen keeps a quarter of the entries
+    assert entries_budget(None, SCREEN_ENTRIES, [100, 256]) == SCREEN_ENTRIES // 4
+    assert entries_budget(None, SCREEN_ENTRIES, [1024]) == SCREEN_ENTRIES // 16
+    # an explicit budget is taken as given
+    assert entries_budget(40000, SCREEN_ENTRIES, [256]) == 40000
+    assert search.SearchSettings().max_screen_entries is None
+

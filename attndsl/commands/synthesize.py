@@ -38,7 +38,7 @@ def register(subparsers) -> None:
     add_option(parser, "max_screen_entries")
     parser.add_argument("--max-full-entries", type=integer(1), default=defaults.max_full_entries, metavar="N",
                         help="the same for all synthesis sequences, where weights are refined "
-                             f"(default {defaults.max_full_entries})")
+                             "(default: 732160, times 64/n when the longest sequence has n > 64 tokens)")
     parser.add_argument("--softmax-terms", type=integer(0), default=defaults.softmax_terms, metavar="N",
                         help="also fit a `combine softmax` program of at most N terms per head, pooled with the "
                              f"linear ones (default {defaults.softmax_terms}: off)")

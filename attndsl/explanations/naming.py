@@ -13,9 +13,10 @@ head each program was written for stays in its metadata (``layer``,
 from __future__ import annotations
 
 import dataclasses
-
 import re
 from typing import Sequence
+
+import numpy as np
 
 from attndsl.language import ir
 from attndsl.explanations.anatomy import TermKind, describe_term
@@ -139,14 +140,22 @@ def name_library(programs: Sequence, shares_by_name: dict | None = None) -> list
     return out
 
 
-def rename_library(library, synthesis_tables, sequences: int = 64):
+#: causal entries the shares behind the names are measured on at most: what the first 64 sequences of
+#: ≤ 64 tokens hold, so runs of short sequences are untouched
+NAMING_ENTRIES = 64 * 2080
+
+
+def rename_library(library, synthesis_tables, sequences: int = 64, max_entries: int = NAMING_ENTRIES):
     """The naming hook of the library build: `name_library` over a `attndsl.synthesis.library.Library`,
-    ordering each program's terms by their share on the first ``sequences`` synthesis sequences."""
+    ordering each program's terms by their share on the first ``sequences`` synthesis sequences
+    (long sequences: the first of them that hold at most ``max_entries`` causal entries, at least one)."""
     from dataclasses import replace
 
     from attndsl.extraction.batch import TokenBatch
     from attndsl.explanations.categories import measure_shares
 
-    batch = TokenBatch.from_tables(list(synthesis_tables)[:sequences])
+    tables = list(synthesis_tables)[:sequences]
+    sizes = np.cumsum([len(t) * (len(t) + 1) // 2 for t in tables])
+    batch = TokenBatch.from_tables(tables[:max(1, int(np.searchsorted(sizes, max_entries, side="right")))])
     shares = {p.name: measure_shares(p.program(), batch) for p in library.programs if not keeps_own_name(p.name, p.origin)}
     return replace(library, programs=tuple(name_library(library.programs, shares)))

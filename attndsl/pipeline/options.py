@@ -81,10 +81,11 @@ class ExplainOptions:
         3.0, "memory extraction may hold besides the model's weights, in GB: sizes the store's chunks and caps "
         "the batch for long sequences (default %(default)s; chunks of 16 up to 256 tokens, 2 at 1024)",
         stages=("extract",), cli={"type": number(0.0, low_open=True), "metavar": "GB"})
-    max_screen_entries: int = option(
-        96 * 2080, "causal entries the search screens terms on at most; beyond it a seeded subset of whole rows "
-        "(query positions) is kept, for long sequences (default %(default)s: 96 sequences of 64 tokens, so short "
-        "runs are untouched)", stages=("synthesize",), cli={"type": integer(1), "metavar": "N"})
+    max_screen_entries: int | None = option(
+        None, "causal entries the search screens terms on at most; beyond it a seeded subset of whole rows "
+        "(query positions) is kept, for long sequences (default: 199680, 96 sequences of 64 tokens, so short "
+        "runs are untouched; times 64/n when the longest sequence has n > 64 tokens)", stages=("synthesize",),
+        cli={"type": integer(1), "metavar": "N"})
     report_examples: int = option(3, "held-out sequences shown per head in the report", stages=("report",),
                                   rename={"report": "examples"}, cli={"type": integer(0)})
     progress: bool = option(True, "hide progress bars", stages=("extract", "synthesize", "score", "replace"),
@@ -120,7 +121,7 @@ class ExplainOptions:
             "fractions": list(self.fractions),
             "greedy": self.greedy,
             "writer": writer,
-            **({"max_screen_entries": self.max_screen_entries} if self.max_screen_entries != 96 * 2080 else {}),
+            **({"max_screen_entries": self.max_screen_entries} if self.max_screen_entries is not None else {}),
         }
 
     def check(self) -> None:

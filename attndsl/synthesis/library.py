@@ -51,10 +51,11 @@ splitting it would pass that state between modules.
 from __future__ import annotations
 
 import csv
+import functools
 import hashlib
 import io
 import math
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Sequence
 
@@ -92,7 +93,7 @@ class LibraryProgram:
     tier: str | None = None  # "short": a candidate for the short tier only (see the module docstring)
 
     def program(self) -> ir.Program:
-        return compile_source(self.source, f"<{self.name}>")[0]
+        return _compiled(self.source, self.name)
 
     def meta(self) -> dict:
         out = asdict(self)
@@ -100,6 +101,13 @@ class LibraryProgram:
         if out["tier"] is None:  # library.json of runs without short candidates stays as it was
             del out["tier"]
         return out
+
+
+@functools.lru_cache(maxsize=1 << 13)
+def _compiled(source: str, name: str) -> ir.Program:
+    """A library program's IR (immutable), parsed once: the library's steps ask for each
+    program several times, and parsing costs more than scoring it on short runs."""
+    return compile_source(source, f"<{name}>")[0]
 
 
 def is_short(program: ir.Program) -> bool:
@@ -124,25 +132,69 @@ def behaviour_key(values: np.ndarray) -> str:
     return hashlib.sha256(rounded.tobytes()).hexdigest()
 
 
+@dataclass(eq=False)
+class SeenBehaviours:
+    """Behaviour keys of the programs `dedupe` kept so far (pass the same object to a second call).
+
+    ``full``: keys on the whole batch; ``probe``: with a probe batch, each probe key of a kept
+    program → the kept programs with that probe key whose whole-batch key was not needed yet."""
+
+    full: set = field(default_factory=set)
+    probe: dict = field(default_factory=dict)
+
+
 def dedupe(programs: Sequence[LibraryProgram], batch: TokenBatch, chunk: int = 32,
-           seen: set[str] | None = None) -> list[LibraryProgram]:
+           seen: SeenBehaviours | None = None, probe: TokenBatch | None = None) -> list[LibraryProgram]:
     """Drop programs whose outputs on ``batch`` equal an earlier program's (first one kept).
 
-    ``seen``: behaviour keys of programs kept before (updated in place), so a
-    second call drops programs that behave like those of the first."""
+    ``seen``: behaviours of programs kept before (updated in place), so a second call drops
+    programs that behave like those of the first.  ``probe`` (long runs): a batch of some of
+    ``batch``'s sequences; every program is evaluated there, and only programs whose probe
+    outputs equal another's are evaluated on ``batch`` too.  Equal on ``batch`` implies equal on
+    the probe, so the programs kept are exactly those kept without it, at a fraction of the
+    evaluation."""
+    seen = SeenBehaviours() if seen is None else seen
+    compiled = [p.program() for p in programs]
+    if probe is None:
+        keys = _behaviour_keys(compiled, batch, chunk)
+        kept = []
+        for program, key in zip(programs, keys):
+            if key not in seen.full:
+                seen.full.add(key)
+                kept.append(program)
+        return kept
+    probe_keys = _behaviour_keys(compiled, probe, chunk)
+    counts: dict[str, int] = {}
+    for key in probe_keys:
+        counts[key] = counts.get(key, 0) + 1
+    # whole-batch keys are needed only where a probe key repeats (here, or against a kept program)
+    need = [i for i, key in enumerate(probe_keys) if counts[key] > 1 or key in seen.probe]
+    pending = [prog for key in dict.fromkeys(probe_keys[i] for i in need) for prog in seen.probe.get(key, ())]
+    full_keys = _behaviour_keys(pending + [compiled[i] for i in need], batch, chunk)
+    seen.full.update(full_keys[:len(pending)])
+    for key in dict.fromkeys(probe_keys[i] for i in need):
+        if key in seen.probe:
+            seen.probe[key] = []  # resolved: their whole-batch keys are in seen.full
+    full_of = dict(zip(need, full_keys[len(pending):]))
+    kept = []
+    for i, (program, key) in enumerate(zip(programs, probe_keys)):
+        if i not in full_of:  # a probe behaviour no other program has: new on the whole batch too
+            seen.probe[key] = [compiled[i]]
+            kept.append(program)
+        elif full_of[i] not in seen.full:
+            seen.full.add(full_of[i])
+            seen.probe.setdefault(key, [])
+            kept.append(program)
+    return kept
+
+
+def _behaviour_keys(programs: Sequence[ir.Program], batch: TokenBatch, chunk: int) -> list[str]:
     from attndsl.kernels import evaluate_programs
 
-    kept = []
-    seen = set() if seen is None else seen
-    compiled = [p.program() for p in programs]
+    keys = []
     for start in range(0, len(programs), chunk):
-        values = evaluate_programs(compiled[start:start + chunk], batch)
-        for offset, row in enumerate(values):
-            key = behaviour_key(row)
-            if key not in seen:
-                seen.add(key)
-                kept.append(programs[start + offset])
-    return kept
+        keys.extend(behaviour_key(row) for row in evaluate_programs(list(programs[start:start + chunk]), batch))
+    return keys
 
 
 def unique_names(programs: Sequence[LibraryProgram]) -> list[LibraryProgram]:
@@ -183,6 +235,9 @@ class Library:
 #: sequences (the screen) and 352 sequences of ≤ 64 tokens hold, so runs of short sequences are untouched
 LIBRARY_SCREEN_ENTRIES = 64 * 2080
 CHOICE_ENTRIES = 352 * 2080
+#: causal entries of the probe the behaviour check evaluates every program on first (`dedupe`;
+#: exact at any size, this only decides how much evaluation is saved)
+DEDUPE_PROBE_ENTRIES = 64 * 2080
 
 
 def _score(programs: Sequence[ir.Program], source, tables_batch: TokenBatch, seq_indices, **kw):
@@ -214,11 +269,15 @@ def build_library(
         candidates, extras = [replace(p, tier=None) for p in extras], []
     ordered = sorted(candidates, key=lambda p: -(p.synthesis_iou if p.synthesis_iou is not None else -1.0))
     full_batch = TokenBatch.from_tables(synthesis_tables)
-    seen: set[str] = set()
-    distinct = dedupe(_canonical_first(ordered), full_batch, seen=seen)
+    lengths = [len(t) for t in synthesis_tables]
+    probe_rows = fit_entries(np.arange(len(synthesis_tables)), lengths, DEDUPE_PROBE_ENTRIES, seed)
+    probe = (TokenBatch.from_tables([synthesis_tables[i] for i in probe_rows])
+             if len(probe_rows) < len(synthesis_tables) else None)
+    seen = SeenBehaviours()
+    distinct = dedupe(_canonical_first(ordered), full_batch, seen=seen, probe=probe)
     distinct = unique_names(distinct)
     screen = _subsample(len(synthesis_indices), screen_sequences, seed)
-    screen = fit_entries(screen, [len(t) for t in synthesis_tables], max_screen_entries, seed)
+    screen = fit_entries(screen, lengths, max_screen_entries, seed)
     screen_batch = TokenBatch.from_tables([synthesis_tables[i] for i in screen])
     result = _score([p.program() for p in distinct], source, screen_batch, synthesis_indices[screen], progress=progress)
     iou = result.iou
@@ -234,7 +293,7 @@ def build_library(
         return Library(tuple(distinct), iou, len(screen))
     # short-tier candidates: after the cap, never displacing a program; one behaving like a kept one is dropped
     ordered = sorted(extras, key=lambda p: -(p.synthesis_iou if p.synthesis_iou is not None else -1.0))
-    more = dedupe(_canonical_first(ordered), full_batch, seen=seen)
+    more = dedupe(_canonical_first(ordered), full_batch, seen=seen, probe=probe)
     more = unique_names(list(distinct) + more)[len(distinct):]
     if more:
         extra_iou = _score([p.program() for p in more], source, screen_batch, synthesis_indices[screen]).iou
@@ -272,6 +331,16 @@ def fit_entries(chosen: np.ndarray, lengths, max_entries: int | None, seed: int)
     return np.sort(chosen[order[fits]])
 
 
+def _scaled(max_entries: int | None, lengths) -> int | None:
+    """The choice's entries budget for these synthesis lengths: as given while every sequence has
+    at most 64 tokens, times 64 / longest beyond (as the search's budgets,
+    `attndsl.synthesis.search.greedy.entries_budget`), so long runs choose on fewer rows."""
+    longest = int(max(lengths, default=0))
+    if max_entries is None or longest <= 64:
+        return max_entries
+    return max(1, max_entries * 64 // longest)
+
+
 def _subsample(n: int, size: int, seed: int) -> np.ndarray:
     if size >= n:
         return np.arange(n)
@@ -298,7 +367,9 @@ def choose_best(
     """Each head's best program (and best short program) on all synthesis sequences, with held-out IoU.
 
     Synthesis sequences holding more than ``max_choice_entries`` causal entries
-    are chosen on a seeded subset of them (`fit_entries`); held-out scores use all."""
+    (times 64 / longest for sequences over 64 tokens: `_scaled`) are chosen on a seeded
+    subset of them (`fit_entries`); held-out scores use all.  Each program is scored only on
+    the heads whose candidate it is (`attndsl.synthesis.scoring.score_pairs`, bit-identical)."""
     programs = [p.program() for p in library.programs]
     n_layers, n_heads = library.screen_iou.shape[1:]
     full_rows = np.array([i for i in range(len(programs)) if library.full_tier(i)], dtype=np.int64)
@@ -315,12 +386,15 @@ def choose_best(
             top = set(short_rows[np.argsort(-col, kind="stable")[:top_k]].tolist())
             short_list[(layer, head)] = top | (written & set(short_rows.tolist()))
     needed = sorted(set().union(*shortlist.values(), *short_list.values()))
-    chosen = fit_entries(np.arange(len(synthesis_tables)), [len(t) for t in synthesis_tables], max_choice_entries, seed)
+    lengths = [len(t) for t in synthesis_tables]
+    chosen = fit_entries(np.arange(len(synthesis_tables)), lengths, _scaled(max_choice_entries, lengths), seed)
     if len(chosen) < len(synthesis_tables):
         synthesis_tables = [synthesis_tables[i] for i in chosen]
         synthesis_indices = np.asarray(synthesis_indices, dtype=np.int64)[chosen]
     synth_batch = TokenBatch.from_tables(synthesis_tables)
-    full = _score([programs[i] for i in needed], source, synth_batch, synthesis_indices, progress=progress).iou
+    # only each head's own candidates are scored on it (bit-identical to the full matrix's entries)
+    full = _score_pairs([programs[i] for i in needed], _pair_columns(needed, (shortlist, short_list), n_heads),
+                        source, synth_batch, synthesis_indices).iou
     row_of = {p: r for r, p in enumerate(needed)}
 
     def ranked(layer: int, head: int, cands: set[int]) -> list[tuple[int, float]]:
@@ -341,8 +415,11 @@ def choose_best(
     winners = sorted({i for i, _ in best.values()} | {s[0] for s in best_short.values() if s is not None})
     held_batch = TokenBatch.from_tables(heldout_tables)
     lengths = np.asarray(held_batch.lengths, dtype=np.int64)
-    held_iou, held_iou0, held_seq = _heldout_scores([programs[i] for i in winners], source, held_batch,
-                                                     heldout_indices, progress)
+    won = ({key: {index} for key, (index, _) in best.items()},
+           {key: {s[0]} for key, s in best_short.items() if s is not None})
+    held = _score_pairs([programs[i] for i in winners], _pair_columns(winners, won, n_heads), source, held_batch,
+                        heldout_indices, ignore_sink=True, per_sequence=True)
+    held_iou, held_iou0, held_seq = held.iou, held.iou_ignore_sink, held.per_sequence.astype(np.float32)
     held_row = {p: r for r, p in enumerate(winners)}
     n_seq, n_tok = len(held_batch), int(held_batch.n_tokens)
     out = []
@@ -361,20 +438,22 @@ def choose_best(
     return out
 
 
-def _heldout_scores(programs: Sequence[ir.Program], source, batch: TokenBatch, indices, progress: bool,
-                    chunk: int = 32) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Mean IoU, mean key-0-ignoring IoU [P, L, H] and per-sequence IoU (float32 [P, L, H, S]).
+def _pair_columns(rows: Sequence[int], wanted: Sequence[dict], n_heads: int) -> list[list[int]]:
+    """For each program index of ``rows``, the flat head columns (``layer * n_heads + head``) whose
+    candidate sets in ``wanted`` ((layer, head) → program indices) hold it."""
+    columns: dict[int, set[int]] = {i: set() for i in rows}
+    for sets in wanted:
+        for (layer, head), indices in sets.items():
+            for i in indices:
+                columns[i].add(layer * n_heads + head)
+    return [sorted(columns[i]) for i in rows]
 
-    Scored ``chunk`` programs at a time, so the per-sequence arrays of one call
-    stay small; each program's means do not depend on the others scored with it."""
-    means, means0, per_seq = [], [], []
-    for start in range(0, len(programs), chunk):
-        result = _score(programs[start:start + chunk], source, batch, indices, ignore_sink=True, per_sequence=True,
-                        progress=progress and start == 0)
-        means.append(result.iou)
-        means0.append(result.iou_ignore_sink)
-        per_seq.append(result.per_sequence.astype(np.float32))
-    return np.concatenate(means), np.concatenate(means0), np.concatenate(per_seq)
+
+def _score_pairs(programs: Sequence[ir.Program], columns, source, batch: TokenBatch, seq_indices, **kw):
+    from attndsl.synthesis.scoring import score_pairs
+
+    # one chunk for all of them: the search's programs share pool terms, each evaluated once per tile
+    return score_pairs(list(programs), columns, source, batch, seq_indices, program_chunk=1024, **kw)
 
 
 # ------------------------------------------------------------------ files

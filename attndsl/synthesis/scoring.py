@@ -265,6 +265,116 @@ def score(
     return collector.result([p.name for p in programs], batch)
 
 
+@dataclass(frozen=True, eq=False)
+class PairScores:
+    """Soft IoU of chosen (program, head) pairs (`score_pairs`), laid out like `ScoreResult`:
+    ``iou`` [P, layers, heads] (and the optional arrays) hold NaN where a pair was not asked for."""
+
+    iou: np.ndarray
+    n_sequences: int
+    n_tokens: int
+    per_sequence: np.ndarray | None = None
+    iou_ignore_sink: np.ndarray | None = None
+
+
+def score_pairs(
+    programs: Sequence[ir.Program],
+    heads: Sequence[Sequence[int]],
+    source: AttentionSource,
+    batch: TokenBatch,
+    seq_indices: Sequence[int] | None = None,
+    per_sequence: bool = False,
+    ignore_sink: bool = False,
+    program_chunk: int = 64,
+    entry_budget: int = 1 << 19,
+) -> PairScores:
+    """`score` for program p on the flat head columns ``heads[p]`` only (``layer * n_heads + head``).
+
+    Each asked-for number is bit-identical to `score`'s (same kernels' order of
+    additions, same chunks of sequences, the same sequential sums over
+    sequences), at pairs × entries work instead of programs × heads × entries:
+    what the library's choice and held-out steps need (`attndsl.kernels.pairs`)."""
+    from attndsl.kernels.encoding import encode_terms, program_table
+    from attndsl.kernels.pairs import score_pairs_kernel
+
+    seqs = _check_inputs(source, batch, seq_indices)
+    programs = list(programs)
+    if len(heads) != len(programs):
+        raise ValueError("one list of head columns per program is required")
+    n_heads = source.n_layers * source.n_heads
+    P, S = len(programs), len(batch)
+    shape = (P, source.n_layers, source.n_heads)
+    pair_prog = np.concatenate([np.full(len(h), p, dtype=np.int64) for p, h in enumerate(heads)]) \
+        if P else np.zeros(0, np.int64)
+    pair_head = np.concatenate([np.asarray(sorted(set(int(x) for x in h)), dtype=np.int64) for h in heads]) \
+        if P else np.zeros(0, np.int64)
+    if len(pair_head) != len(pair_prog):
+        raise ValueError("head columns of a program must be distinct")
+    if len(pair_head) and (pair_head.min() < 0 or pair_head.max() >= n_heads):
+        raise ValueError(f"head column out of range (the source has {n_heads} heads)")
+    sums = np.zeros(len(pair_head))
+    sums0 = np.zeros(len(pair_head)) if ignore_sink else None
+    seq_out = np.full((len(pair_head), S), np.nan) if per_sequence else None
+    entries = tri_size(batch.lengths)
+    seq_chunks = _chunks(entries, entry_budget)
+    prog_chunks = [slice(a, min(a + program_chunk, P)) for a in range(0, P, program_chunk)]
+    encoded = []
+    for pc in prog_chunks:
+        j0, j1 = np.searchsorted(pair_prog, [pc.start, pc.stop])
+        if j0 == j1:
+            continue
+        table = program_table(programs[pc], batch)
+        counts = np.bincount(pair_prog[j0:j1] - pc.start, minlength=pc.stop - pc.start)
+        ptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        encoded.append((pc, j0, j1, ptr, table, encode_terms(table.terms, batch)))
+    for sc in seq_chunks:
+        block = np.ascontiguousarray(source.causal_block(seqs[sc]), dtype=np.float32)
+        local = np.arange(sc.start, sc.stop, dtype=np.int64)
+        a_offsets = causal_layout(batch.lengths[sc])
+        n = batch.lengths[sc].astype(np.float64)[:, None]
+        for pc, j0, j1, ptr, table, enc in encoded:
+            k1 = np.zeros((len(local), j1 - j0))
+            k0 = np.zeros_like(k1)
+            h0 = np.zeros((len(local), pc.stop - pc.start))
+            a1 = np.zeros((len(local), n_heads))
+            score_pairs_kernel(local, a_offsets, block, enc.code, enc.term_ptr, enc.pool, enc.depth,
+                               table.prog_ptr, table.term_idx, table.coef, table.fallback,
+                               batch.lengths, batch.offsets, batch.text_ids, batch.numbers, batch.flags,
+                               batch.same_keys, batch.charset, ptr, pair_head[j0:j1], k1, k0, h0, a1)
+            # the same elementwise formulas as `_chunk_iou`, per pair
+            iou = soft_iou_from_sums(k1 + k0, n, n)
+            _add_sequential(sums, j0, iou)
+            if seq_out is not None:
+                seq_out[j0:j1, sc] = iou.T
+            if sums0 is not None:
+                hat_k1 = n - h0[:, pair_prog[j0:j1] - pc.start]
+                iou0 = soft_iou_from_sums(k1, a1[:, pair_head[j0:j1]], hat_k1, empty=1.0)
+                _add_sequential(sums0, j0, iou0)
+
+    def spread(values: np.ndarray, fill_shape: tuple) -> np.ndarray:
+        out = np.full(fill_shape, np.nan)
+        flat = out.reshape(P, n_heads, *fill_shape[3:])
+        flat[pair_prog, pair_head] = values
+        return out
+
+    return PairScores(
+        iou=spread(sums / S, shape),
+        n_sequences=S,
+        n_tokens=batch.n_tokens,
+        per_sequence=spread(seq_out, shape + (S,)) if seq_out is not None else None,
+        iou_ignore_sink=spread(sums0 / S, shape) if sums0 is not None else None,
+    )
+
+
+def _add_sequential(total: np.ndarray, j0: int, values: np.ndarray) -> None:
+    """total[j0 + j] += Σ_i values[i, j], summed over i in order from 0, as ``values.sum(axis=0)``
+    does for `score`'s [sequences, programs, heads] chunks (NumPy may sum a single column pairwise)."""
+    chunk = np.zeros(values.shape[1])
+    for row in values:
+        chunk += row
+    total[j0:j0 + values.shape[1]] += chunk
+
+
 def score_values(
     values: np.ndarray,
     source: AttentionSource,

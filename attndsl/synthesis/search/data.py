@@ -11,10 +11,13 @@ Long sequences: a set with more causal entries than ``max_entries`` keeps a
 seeded random subset of whole rows (`row_subsample`: a row is one query and
 all its keys k ≤ q, so row normalisation and every per-row selection stay
 exact, and each sequence's IoU denominator counts only its kept rows).  Terms
-are then evaluated chunk by chunk of sequences and only the kept entries are
-kept, and `attention_block` gathers the heads' attention the same way, so
-neither the [terms, entries] values nor the [entries, heads] block of the
-whole set is ever held.  Sets within the budget take the unchanged path.
+and gates are then evaluated on the kept rows only, in one pass
+(`attndsl.kernels.evaluate_term_rows`, bit-identical to those entries of a
+full evaluation), and `attention_block` gathers the heads' attention chunk by
+chunk of sequences, so neither the [terms, entries] values nor the [entries,
+heads] block of the whole set is ever held.  Sets within the budget take the
+unchanged path (the gates are evaluated in the same pass as the terms there
+too, which changes no value).
 """
 from __future__ import annotations
 
@@ -97,15 +100,6 @@ def _row_layout(lengths: np.ndarray):
     return row_start, q + 1, row_seq
 
 
-def _gate_masks(batch: TokenBatch, gate_names: Sequence[str]) -> np.ndarray:
-    """uint8 [G, entries]: each gate evaluated as a term over the batch."""
-    from attndsl.kernels import evaluate_terms
-
-    specs = [TermSpec(f"[{g}]", "gate") for g in gate_names]
-    values = evaluate_terms(compile_terms(specs), batch).values
-    return (values != 0).astype(np.uint8)
-
-
 @dataclass(frozen=True, eq=False)
 class RowSubsample:
     """Whole rows kept of a set of sequences, and where their entries lie.
@@ -169,17 +163,6 @@ def _chunked(tables: Sequence[TokenTable], entries: np.ndarray, chunk_entries: i
     return out
 
 
-def _evaluate_kept(terms, tables: Sequence[TokenTable], keep: RowSubsample, chunk_entries: int) -> np.ndarray:
-    """float64 [T, kept entries]: terms evaluated chunk by chunk of sequences, kept entries only."""
-    from attndsl.kernels import evaluate_terms
-
-    def one(a, b, local):
-        return evaluate_terms(terms, TokenBatch.from_tables(tables[a:b])).values[:, local]
-
-    parts = _chunked(tables, keep.entries, chunk_entries, one)
-    return np.concatenate(parts, axis=1) if parts else np.zeros((len(terms), 0))
-
-
 def attention_block(source, data: "SearchData", tables: Sequence[TokenTable], chunk_entries: int = 1 << 18) -> np.ndarray:
     """float32 [entries, heads] of ``data``'s sequences (``tables``, from an `AttentionSource`):
     with a row subsample only its entries, gathered chunk by chunk of sequences."""
@@ -203,7 +186,6 @@ def prepare(
     scales: np.ndarray | None = None,
     max_entries: int | None = None,
     seed: int = 0,
-    chunk_entries: int = 1 << 18,
 ) -> SearchData:
     """Evaluate every distinct term once over the sequences, scale, index active rows.
 
@@ -212,24 +194,28 @@ def prepare(
     (one per spec, e.g. from the screening subsample) every spec is kept and
     scaled by it, so weights mean the same on both sets.  With more causal
     entries than ``max_entries`` only a seeded subset of whole rows is kept
-    (`row_subsample`), evaluated ``chunk_entries`` at a time.
+    (`row_subsample`), and only those rows are evaluated (`attndsl.kernels.evaluate_term_rows`).
     """
-    from attndsl.kernels import evaluate_terms
+    from attndsl.kernels import evaluate_term_rows, evaluate_terms
 
     batch = TokenBatch.from_tables(tables)
     specs = list(specs)
     terms = compile_terms(specs)
     sub = row_subsample(batch.lengths, max_entries, seed)
+    # the shared gates are evaluated as terms, in the same pass as the pool terms
+    gate_terms = compile_terms([TermSpec(f"[{g}]", "gate") for g in gate_names])
     if sub is None:
-        raw = evaluate_terms(terms, batch).values  # float64 [T, E]
+        evaluated = evaluate_terms(list(terms) + list(gate_terms), batch).values  # float64 [T + G, E]
         row_start, row_len, row_seq = _row_layout(batch.lengths)
-    else:
-        raw = _evaluate_kept(terms, tables, sub, chunk_entries)  # float64 [T, kept E]
+    else:  # only the kept rows are evaluated
+        evaluated = evaluate_term_rows(list(terms) + list(gate_terms), batch, sub.row_seq, sub.row_q)
         row_len = sub.row_q + 1
         row_start = np.concatenate([[0], np.cumsum(row_len)[:-1]]).astype(np.int64)
         # sequences without a kept row drop out of the objective's mean
         present, row_seq = np.unique(sub.row_seq, return_inverse=True)
         row_seq = row_seq.astype(np.int64)
+    raw, gates = evaluated[:len(terms)], (evaluated[len(terms):] != 0).astype(np.uint8)
+    del evaluated
     keep, seen = [], set()
     dedupe = scales is None
     for t in range(len(terms)):
@@ -267,12 +253,8 @@ def prepare(
     rows = np.flatnonzero(mark.ravel()) % max(len(row_start), 1)
     if sub is None:
         lengths = batch.lengths.astype(np.float64)
-        gates = _gate_masks(batch, gate_names) if gate_names else np.zeros((0, batch.n_entries), np.uint8)
     else:  # Σ max = 2·(kept rows) − Σ min per sequence
         lengths = np.bincount(row_seq, minlength=len(present)).astype(np.float64)
-        gate_terms = compile_terms([TermSpec(f"[{g}]", "gate") for g in gate_names])
-        gates = ((_evaluate_kept(gate_terms, tables, sub, chunk_entries) != 0).astype(np.uint8) if gate_names
-                 else np.zeros((0, len(sub.entries)), np.uint8))
     return SearchData(
         batch=batch,
         seq_indices=np.asarray(seq_indices, dtype=np.int64),

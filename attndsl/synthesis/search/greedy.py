@@ -31,6 +31,26 @@ from attndsl.headnames import head_file_stem
 _ENTRIES_64 = 64 * 65 // 2
 SCREEN_ENTRIES = 96 * _ENTRIES_64
 FULL_ENTRIES = 352 * _ENTRIES_64
+#: the longest sequences the default budgets are sized for (longer ones scale them down)
+BUDGET_TOKENS = 64
+
+
+def entries_budget(budget: int | None, default: int, lengths) -> int:
+    """The causal entries a search set may hold: ``budget`` when one is given, else ``default``
+    while every sequence has at most `BUDGET_TOKENS` tokens, and ``default · 64 / longest``
+    beyond (for long sequences).
+
+    Why scale: the search's time per head grows with the entries it screens (at 256 tokens the
+    unscaled budget cost about 5 s per head, 22 minutes for SmolLM2's 270 heads), so long
+    sequences get a budget of the same number of rows of the longest length as 64-token
+    sequences get 64-token rows; rows stay whole
+    (`attndsl.synthesis.search.data.row_subsample`).  Runs of ≤ 64-token sequences are untouched."""
+    if budget is not None:
+        return int(budget)
+    longest = int(max(lengths, default=0))
+    if longest <= BUDGET_TOKENS:
+        return default
+    return max(1, default * BUDGET_TOKENS // longest)
 
 
 @dataclass(frozen=True)
@@ -50,11 +70,13 @@ class SearchSettings:
     seed: int = 0
     softmax_terms: int = 0  # > 0: also fit a `combine softmax` program with at most this many terms
     #: causal entries the screening set may hold; beyond it a seeded subset of whole rows is kept
-    #: (`attndsl.synthesis.search.data.row_subsample`).  The default is the most a screen of 96
-    #: sequences of ≤ 64 tokens holds, so runs of short sequences are untouched.
-    max_screen_entries: int = SCREEN_ENTRIES
-    #: the same for the full synthesis set the weights are refined on (352 × 64-token sequences fit)
-    max_full_entries: int = FULL_ENTRIES
+    #: (`attndsl.synthesis.search.data.row_subsample`).  None (the default): `entries_budget` of
+    #: `SCREEN_ENTRIES`, the most a screen of 96 sequences of ≤ 64 tokens holds, so runs of short
+    #: sequences are untouched, scaled down for longer ones.
+    max_screen_entries: int | None = None
+    #: the same for the full synthesis set the weights are refined on (`FULL_ENTRIES`: 352 × 64-token
+    #: sequences fit)
+    max_full_entries: int | None = None
 
     def as_dict(self) -> dict:
         from dataclasses import asdict
@@ -62,8 +84,8 @@ class SearchSettings:
         out = asdict(self)
         if not out["softmax_terms"]:  # off: manifests of linear-only runs stay as they were
             del out["softmax_terms"]
-        for key, default in (("max_screen_entries", SCREEN_ENTRIES), ("max_full_entries", FULL_ENTRIES)):
-            if out[key] == default:  # at their defaults: manifests stay as they were
+        for key in ("max_screen_entries", "max_full_entries"):
+            if out[key] is None:  # at their defaults: manifests stay as they were
                 del out[key]
         return out
 
@@ -376,12 +398,15 @@ def search_heads(
     specs = term_pool(tables, settings.n_words)
     gate_names = GATES if settings.use_gates else ()
     screen_tables = [tables[i] for i in chosen]
+    lengths = [len(t) for t in tables]
     screen = prepare(screen_tables, seq_indices[chosen], specs, gate_names,
-                     max_entries=settings.max_screen_entries, seed=settings.seed)
+                     max_entries=entries_budget(settings.max_screen_entries, SCREEN_ENTRIES, lengths),
+                     seed=settings.seed)
     full = None
     if n_screen < len(seq_indices):
         full = prepare(tables, seq_indices, screen.specs, gate_names, scales=screen.scales,
-                       max_entries=settings.max_full_entries, seed=settings.seed + 1)
+                       max_entries=entries_budget(settings.max_full_entries, FULL_ENTRIES, lengths),
+                       seed=settings.seed + 1)
     screen_block = attention_block(source, screen, screen_tables)
     full_block = attention_block(source, full, tables) if full is not None else None
     n_heads = source.n_heads
