@@ -173,6 +173,8 @@ def measure(run_dir: str | Path, config, n_heads: int, work_dir: str | Path, sea
     def mean_over_heads(values: dict) -> float:
         return mean(values.values())
 
+    paired = sorted(set(own) & set(fitted))  # heads with both: the fair own-vs-fitted comparison
+
     return {
         "heads": [f"{layer}.{head}" for layer, head in heads],
         "n_heads": len(heads),
@@ -204,6 +206,11 @@ def measure(run_dir: str | Path, config, n_heads: int, work_dir: str | Path, sea
         "heads_choosing_llm_program": sum(c.program_name in llm_names for c in pooled_choices.values()),
         "heads_with_llm_own": len(own),
         "heads_with_llm_fitted": len(fitted),
+        "heads_with_both": len(paired),
+        "heldout_own_paired": mean(own[h] for h in paired),
+        "heldout_fitted_paired": mean(fitted[h] for h in paired),
+        "per_head": {f"{layer}.{head}": {"own": own.get((layer, head)), "fitted": fitted.get((layer, head)),
+                                         "search": search_iou.get((layer, head))} for layer, head in heads},
         "n_heldout_sequences": len(held),
         "n_heldout_tokens": int(held_batch.n_tokens),
     }
@@ -224,6 +231,9 @@ _ROWS = (
     ("heldout_llm_own", "held-out IoU: LLM best, own weights", "{:.3f}"),
     ("heldout_llm_fitted", "held-out IoU: LLM best, fitted weights", "{:.3f}"),
     ("heldout_llm_best", "held-out IoU: LLM best of both", "{:.3f}"),
+    ("heads_with_both", "heads with own and fitted programs", "{:d}"),
+    ("heldout_own_paired", "held-out IoU on those heads: own weights", "{:.3f}"),
+    ("heldout_fitted_paired", "held-out IoU on those heads: fitted weights", "{:.3f}"),
     ("heldout_search", "held-out IoU: search", "{:.3f}"),
     ("heldout_search_library", "held-out IoU: library of search programs", "{:.3f}"),
     ("heldout_pooled_library", "held-out IoU: pooled library (LLM + search)", "{:.3f}"),

@@ -540,6 +540,12 @@ def test_llm_benchmark_end_to_end_against_the_fake_server(tiny_run, tmp_path, ca
                 "heldout_pooled_library"):
         assert 0.0 < report[key] <= 1.0, key
     assert report["pooling_moved_mean"] == pytest.approx(report["heldout_pooled_library"] - report["heldout_search_library"])
+    # the paired own-vs-fitted comparison is over the heads that have both, from the per-head values
+    both = [h for h in report["per_head"].values() if h["own"] is not None and h["fitted"] is not None]
+    assert report["heads_with_both"] == len(both) > 0
+    assert report["heldout_own_paired"] == pytest.approx(np.mean([h["own"] for h in both]))
+    assert report["heldout_fitted_paired"] == pytest.approx(np.mean([h["fitted"] for h in both]))
+    assert all(h["search"] is not None for h in report["per_head"].values())
     assert "pooled library" in capsys.readouterr().out
     assert "valid programs after repair" in format_report(report)
 
