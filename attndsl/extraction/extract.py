@@ -31,6 +31,8 @@ is recorded in the manifest and a resumed extraction keeps the recorded one.
 """
 from __future__ import annotations
 
+import sys
+
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
@@ -164,7 +166,8 @@ def extract(
     dtype: str = "float32",
     heldout_fraction: float = 0.5,
     seed: int = 0,
-    syntax: bool | object = False,
+    syntax: bool | object = True,
+    spacy_pipeline: str | None = None,
     text_field: str = "text",
     progress: bool = True,
     on_chunk: Callable[[int], None] | None = None,
@@ -176,7 +179,9 @@ def extract(
     """Record the attention of ``model`` on ``corpus`` into ``run_dir``; resumable.
 
     ``model`` is a spec for `load_model` or an already loaded model; ``syntax``
-    is False, True (spaCy) or a provider object (see `attndsl.extraction.syntax`);
+    is True (spaCy where a pipeline is installed: ``spacy_pipeline``, else
+    ``$ATTNDSL_SPACY_MODEL``, else the first English pipeline found), False, or a
+    provider object (`attndsl.extraction.syntax.choose_provider`);
     ``mix_lengths`` mixes short and packed sequences (`attndsl.extraction.corpus.make_sequences`).
     ``on_chunk(chunk)`` is called after each chunk is written (tests use it to
     interrupt).  ``txt_separator`` says how a .txt corpus is cut into stories
@@ -197,11 +202,11 @@ def extract(
     if store_codec not in CODECS:
         raise UserError(f"--store-codec must be one of {', '.join(CODECS)}, not {store_codec!r}")
     mass = check_mass(store_mass) if store_codec == TOPMASS else None
-    provider = None
-    if syntax:
-        from attndsl.extraction.syntax import SpacyProvider, annotate
+    from attndsl.extraction.syntax import annotate, choose_provider
 
-        provider = SpacyProvider() if syntax is True else syntax
+    provider, note = choose_provider(syntax, spacy_pipeline)
+    if note:
+        print(f"note: {note}", file=sys.stderr)
     loaded = model if isinstance(model, LoadedModel) else load_model(model, device=device, dtype=dtype)
     check_max_tokens(loaded, max_tokens)
     sequences: list[TextSequence] = make_sequences(

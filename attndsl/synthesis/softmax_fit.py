@@ -15,7 +15,18 @@ is a softmax over k ≤ q, so for a fixed set of terms the cross-entropy
    refined weights are kept only if the IoU improves.
 3. **Simplicity**: of the programs along the greedy path the shortest whose
    synthesis IoU is within ``tie`` of the best wins.
-4. **Printing**: weights (times the term's scale) are rounded to three
+4. **Lexicons** (optional, `LexiconSpec`): after the terms are chosen, word
+   tables are fitted jointly with them — a weight per frequent key word
+   (``key_words(k)``: the head prefers or avoids these keys), and per
+   frequent query word on the sink and on the current token
+   (``[k == 0] * sink_after(q)``, ``[k == q] * self_after(q)``: after these
+   words the head parks on the first token, or stays on itself, more or
+   less than usual).  Each word's logit is one more convex weight (sparse
+   indicator columns, a stronger L2 penalty than the terms'); each table
+   keeps its ``entries`` largest weights, is refitted, and is kept only if
+   it raises the IoU by more than ``tie``; words whose logit rounds below
+   `MIN_WORD_WEIGHT` are not printed.
+5. **Printing**: weights (times the term's scale) are rounded to three
    significant digits; terms whose rounded weight is 0 are dropped; the
    program is canonical ``.attn`` source that compiles back (its IoU is
    whatever the compiled program scores when the library re-scores it).
@@ -26,13 +37,40 @@ products over the causal entries, not program evaluations.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Sequence
 
 import numpy as np
+from scipy import sparse
 from scipy.optimize import minimize
 
 from attndsl.language import ir
+
+
+@dataclass(frozen=True)
+class LexiconSpec:
+    """A word table the fit may learn: ``name(side)`` on the entries where ``where`` holds.
+
+    ``where`` is DSL factor source (``""``: every entry); the printed term is
+    ``1 * where * name(side)``, and each word's weight is its logit there.
+    """
+
+    name: str
+    side: str  # "q" or "k": whose lower-cased token the table is read at
+    where: str = ""
+
+
+#: the lexicons `fit_softmax` learns by default: preferred key words, and query words after which
+#: the head parks on the first token or stays on itself more (or less) than usual
+LEXICONS = (
+    LexiconSpec("key_words", "k"),
+    LexiconSpec("sink_after", "q", "[k == 0]"),
+    LexiconSpec("self_after", "q", "[k == q]"),
+)
+
+
+#: a word's logit below this in magnitude (a factor of at most e^0.05 ≈ 1.05) is left out of the printed table
+MIN_WORD_WEIGHT = 0.05
 
 
 @dataclass(frozen=True)
@@ -42,6 +80,19 @@ class SoftmaxSettings:
     tie: float = 0.002  # IoU within this of the best counts as a tie (shorter wins)
     refine_iou: bool = True
     max_iter: int = 200
+    lexicons: tuple[LexiconSpec, ...] = ()  # word tables to learn (`LEXICONS`)
+    lexicon_entries: int = 16  # words each table keeps at most
+    lexicon_candidates: int = 64  # frequent words each table may choose from
+    lexicon_min_count: int = 8  # tokens a candidate word must have in the fit's sequences
+    lexicon_l2: float = 1e-3  # per-word penalty (words are many and sparse: pulled harder to 0)
+
+
+@dataclass(frozen=True)
+class LearnedLexicon:
+    """A fitted word table: its spec and (word, weight) entries, by decreasing |weight|."""
+
+    spec: LexiconSpec
+    entries: tuple[tuple[str, float], ...]
 
 
 @dataclass(frozen=True)
@@ -50,6 +101,7 @@ class SoftmaxFit:
     weights: tuple[float, ...]  # on the scaled values
     iou: float  # mean soft IoU on the data it was fitted on
     path_iou: tuple[float, ...]  # IoU after each greedy step
+    lexicons: tuple[LearnedLexicon, ...] = field(default=())
 
 
 class _Rows:
@@ -78,12 +130,19 @@ class _Rows:
         return float(np.mean(per_seq / (self.two_n - per_seq)))
 
 
-def _fit_ce(V: np.ndarray, A: np.ndarray, rows: _Rows, w0: np.ndarray, s: SoftmaxSettings) -> np.ndarray:
-    """Weights minimising mean cross-entropy + l2·|w|² for the term values V [m, E]."""
-    lam = s.l2
+def _fit_ce(V: np.ndarray, A: np.ndarray, rows: _Rows, w0: np.ndarray, s: SoftmaxSettings,
+            S: "sparse.csr_matrix | None" = None) -> np.ndarray:
+    """Weights minimising mean cross-entropy + l2·|w|² for the term values V [m, E] (and the
+    sparse word indicators S [L, E] after them, with penalty ``lexicon_l2``)."""
+    m = len(V)
+    lam = np.full(len(w0), s.l2)
+    lam[m:] = s.lexicon_l2
+    St = None if S is None else S.T.tocsr()
 
     def f(w):
-        logits = w @ V
+        logits = w[:m] @ V if m else np.zeros(len(A))
+        if St is not None:
+            logits = logits + St @ w[m:]
         clipped = np.clip(logits, -ir.LOGIT_BOUND, ir.LOGIT_BOUND)
         top = np.maximum.reduceat(clipped, rows.start)
         shifted = clipped - np.repeat(top, rows.len)
@@ -91,31 +150,143 @@ def _fit_ce(V: np.ndarray, A: np.ndarray, rows: _Rows, w0: np.ndarray, s: Softma
         z = np.add.reduceat(e, rows.start)
         log_p = shifted - np.repeat(np.log(z), rows.len)
         p = e / np.repeat(z, rows.len)
-        loss = -float(A @ log_p) / rows.n_rows + lam * float(w @ w)
-        grad = V @ (p - A) / rows.n_rows + 2 * lam * w
+        loss = -float(A @ log_p) / rows.n_rows + float(lam @ (w * w))
+        r = p - A
+        grad = np.concatenate([V @ r, S @ r if S is not None else np.zeros(0)]) / rows.n_rows + 2 * lam * w
         return loss, grad
 
     result = minimize(f, w0, jac=True, method="L-BFGS-B", options=dict(maxiter=s.max_iter))
     return result.x
 
 
-def _refine_iou(V: np.ndarray, A: np.ndarray, rows: _Rows, w0: np.ndarray, s: SoftmaxSettings) -> np.ndarray:
+def _logits(V: np.ndarray, w: np.ndarray, St, n: int) -> np.ndarray:
+    m = len(V)
+    out = w[:m] @ V if m else np.zeros(n)
+    return out if St is None else out + St @ w[m:]
+
+
+def _refine_iou(V: np.ndarray, A: np.ndarray, rows: _Rows, w0: np.ndarray, s: SoftmaxSettings,
+                S: "sparse.csr_matrix | None" = None) -> np.ndarray:
     """Polish weights on −Σ min(A, Â) (a subgradient through the softmax)."""
+    St = None if S is None else S.T.tocsr()
 
     def f(w):
-        p = rows.softmax(w @ V)
+        p = rows.softmax(_logits(V, w, St, len(A)))
         loss = -float(np.minimum(A, p).sum()) / rows.n_rows
         g = -(p < A).astype(np.float64) / rows.n_rows  # d loss / d p
         dlogit = p * (g - np.repeat(rows.row_sum(p * g), rows.len))
-        return loss, V @ dlogit
+        return loss, np.concatenate([V @ dlogit, S @ dlogit if S is not None else np.zeros(0)])
 
     result = minimize(f, w0, jac=True, method="L-BFGS-B", options=dict(maxiter=s.max_iter // 2))
     return result.x
 
 
+@dataclass(frozen=True, eq=False)
+class WordData:
+    """What lexicons are fitted from: each causal entry's positions and lower-cased token ids.
+
+    ``q``, ``k``: positions; ``q_word``, ``k_word``: ids into ``words`` (−1 for none).
+    """
+
+    q: np.ndarray
+    k: np.ndarray
+    q_word: np.ndarray
+    k_word: np.ndarray
+    words: Sequence[str]  # id -> lower-cased text
+
+    def mask(self, where: str) -> np.ndarray:
+        """The entries where a `LexiconSpec`'s ``where`` holds (the conditions `LEXICONS` use)."""
+        if where == "":
+            return np.ones(len(self.q), dtype=bool)
+        if where == "[k == 0]":
+            return self.k == 0
+        if where == "[k == q]":
+            return self.k == self.q
+        raise ValueError(f"lexicon condition {where!r} is not one the fit knows")
+
+    def side(self, spec: LexiconSpec) -> np.ndarray:
+        return self.q_word if spec.side == "q" else self.k_word
+
+    def candidates(self, spec: LexiconSpec, settings: SoftmaxSettings) -> list[str]:
+        """The ``lexicon_candidates`` most frequent usable words at the spec's side (each token
+        counted once, position 0 left out; ties alphabetical)."""
+        diagonal = (self.k == self.q) & (self.q > 0)
+        ids = self.side(spec)[diagonal]
+        ids = ids[ids >= 0]
+        counts = np.bincount(ids, minlength=len(self.words))
+        usable = [i for i in np.flatnonzero(counts >= settings.lexicon_min_count)
+                  if 0 < len(self.words[i]) <= 64 and self.words[i] == self.words[i].lower()]
+        usable.sort(key=lambda i: (-counts[i], self.words[i]))
+        return [self.words[i] for i in usable[: settings.lexicon_candidates]]
+
+    def columns(self, spec: LexiconSpec, chosen: Sequence[str]) -> "sparse.csr_matrix":
+        """Indicators [len(chosen), E]: entry e has word j at the spec's side where ``where`` holds."""
+        index = {w: j for j, w in enumerate(self.words)}
+        ids = np.asarray([index.get(w, -2) for w in chosen], dtype=np.int64)
+        side = self.side(spec)
+        lookup = np.full(len(self.words) + 1, -1, dtype=np.int64)
+        known = ids >= 0
+        lookup[ids[known]] = np.flatnonzero(known)
+        row = np.where(side >= 0, lookup[np.maximum(side, 0)], -1)
+        row[~self.mask(spec.where)] = -1
+        entries = np.flatnonzero(row >= 0)
+        return sparse.csr_matrix((np.ones(len(entries)), (row[entries], entries)), shape=(len(chosen), len(side)))
+
+
+def _stack(blocks: Sequence["sparse.csr_matrix"]) -> "sparse.csr_matrix | None":
+    blocks = [b for b in blocks if b.shape[0]]
+    return sparse.vstack(blocks, format="csr") if blocks else None
+
+
+def _fit_lexicons(V: np.ndarray, A: np.ndarray, rows: _Rows, w: np.ndarray, iou: float, words: WordData,
+                  s: SoftmaxSettings) -> tuple[np.ndarray, float, tuple[LearnedLexicon, ...], "sparse.csr_matrix | None"]:
+    """Word tables fitted jointly with the chosen terms V; each keeps its largest weights and
+    stays only if the IoU rises by more than ``tie``."""
+    n = len(A)
+    m = len(V)
+    tables = []
+    for spec in s.lexicons:
+        cands = words.candidates(spec, s)
+        if cands:
+            tables.append((spec, cands))
+    if not tables:
+        return w, iou, (), None
+    S = _stack([words.columns(spec, cands) for spec, cands in tables])
+    joint = _fit_ce(V, A, rows, np.concatenate([w, np.zeros(S.shape[0])]), s, S)
+    kept: list[tuple[LexiconSpec, list[str]]] = []
+    at = m
+    for spec, cands in tables:
+        weights = joint[at: at + len(cands)]
+        at += len(cands)
+        order = [j for j in np.argsort(-np.abs(weights), kind="stable") if abs(weights[j]) >= MIN_WORD_WEIGHT]
+        if order:
+            kept.append((spec, [cands[j] for j in order[: s.lexicon_entries]]))
+    best = (w, iou, (), None)
+    if not kept:
+        return best
+    S = _stack([words.columns(spec, chosen) for spec, chosen in kept])
+    start = np.concatenate([w, np.zeros(S.shape[0])])
+    w2 = _fit_ce(V, A, rows, start, s, S)
+    iou2 = rows.iou(A, rows.softmax(_logits(V, w2, S.T.tocsr(), n)))
+    if iou2 <= iou + s.tie:
+        return best
+    return w2, iou2, _learned(kept, w2[m:]), S
+
+
+def _learned(kept, weights) -> tuple[LearnedLexicon, ...]:
+    out, at = [], 0
+    for spec, chosen in kept:
+        entries = tuple((word, float(x)) for word, x in zip(chosen, weights[at: at + len(chosen)]))
+        at += len(chosen)
+        out.append(LearnedLexicon(spec, entries))
+    return tuple(out)
+
+
 def fit_softmax(values: np.ndarray, attention: np.ndarray, row_start, row_len, row_seq, two_n,
-                settings: SoftmaxSettings = SoftmaxSettings(), candidates: Sequence[int] | None = None) -> SoftmaxFit:
-    """Greedy sparse softmax fit of ``attention`` [E] from pool ``values`` [T, E]."""
+                settings: SoftmaxSettings = SoftmaxSettings(), candidates: Sequence[int] | None = None,
+                words: WordData | None = None) -> SoftmaxFit:
+    """Greedy sparse softmax fit of ``attention`` [E] from pool ``values`` [T, E], with the word
+    tables of ``settings.lexicons`` when ``words`` describes the same entries."""
     rows = _Rows(row_start, row_len, row_seq, two_n)
     A = np.asarray(attention, dtype=np.float64)
     V_all = np.asarray(values, dtype=np.float64)
@@ -140,46 +311,72 @@ def fit_softmax(values: np.ndarray, attention: np.ndarray, row_start, row_len, r
         return SoftmaxFit((), (), rows.iou(A, p), ())
     best_iou = max(iou for _, _, iou in path)
     specs, w, iou = next(item for item in path if item[2] >= best_iou - settings.tie)
+    V = V_all[list(specs)]
+    lexicons: tuple[LearnedLexicon, ...] = ()
+    S = None
+    if settings.lexicons and words is not None:
+        w, iou, lexicons, S = _fit_lexicons(V, A, rows, w, iou, words, settings)
     if settings.refine_iou:
-        V = V_all[list(specs)]
-        refined = _refine_iou(V, A, rows, w, settings)
-        refined_iou = rows.iou(A, rows.softmax(refined @ V))
+        refined = _refine_iou(V, A, rows, w, settings, S)
+        refined_iou = rows.iou(A, rows.softmax(_logits(V, refined, None if S is None else S.T.tocsr(), len(A))))
         if refined_iou > iou:
             w, iou = refined, refined_iou
-    return SoftmaxFit(specs, tuple(float(x) for x in w), iou, tuple(i for _, _, i in path))
+    m = len(specs)
+    lexicons = _learned([(lex.spec, [word for word, _ in lex.entries]) for lex in lexicons], w[m:]) if lexicons else ()
+    return SoftmaxFit(specs, tuple(float(x) for x in w[:m]), iou, tuple(i for _, _, i in path), lexicons)
 
 
 def refit(values: np.ndarray, attention: np.ndarray, row_start, row_len, row_seq, two_n, fit: SoftmaxFit,
-          settings: SoftmaxSettings = SoftmaxSettings()) -> SoftmaxFit:
-    """The same terms, weights fitted again on other data (e.g. every synthesis sequence)."""
+          settings: SoftmaxSettings = SoftmaxSettings(), words: WordData | None = None) -> SoftmaxFit:
+    """The same terms (and word tables, on ``words``), weights fitted again on other data
+    (e.g. every synthesis sequence)."""
     if not fit.specs:
         return fit
     rows = _Rows(row_start, row_len, row_seq, two_n)
     A = np.asarray(attention, dtype=np.float64)
     V = np.asarray(values, dtype=np.float64)[list(fit.specs)]
-    w = _fit_ce(V, A, rows, np.asarray(fit.weights), settings)
-    iou = rows.iou(A, rows.softmax(w @ V))
+    lexicons = fit.lexicons if words is not None else ()
+    kept = [(lex.spec, [word for word, _ in lex.entries]) for lex in lexicons]
+    S = _stack([words.columns(spec, chosen) for spec, chosen in kept]) if kept else None
+    St = None if S is None else S.T.tocsr()
+    start = np.concatenate([np.asarray(fit.weights)] + [np.asarray([x for _, x in lex.entries]) for lex in lexicons])
+    w = _fit_ce(V, A, rows, start, settings, S)
+    iou = rows.iou(A, rows.softmax(_logits(V, w, St, len(A))))
     if settings.refine_iou:
-        refined = _refine_iou(V, A, rows, w, settings)
-        refined_iou = rows.iou(A, rows.softmax(refined @ V))
+        refined = _refine_iou(V, A, rows, w, settings, S)
+        refined_iou = rows.iou(A, rows.softmax(_logits(V, refined, St, len(A))))
         if refined_iou > iou:
             w, iou = refined, refined_iou
-    return SoftmaxFit(fit.specs, tuple(float(x) for x in w), iou, fit.path_iou)
+    m = len(fit.specs)
+    return SoftmaxFit(fit.specs, tuple(float(x) for x in w[:m]), iou, fit.path_iou, _learned(kept, w[m:]) if kept else ())
 
 
 def _round_sig(x: float, digits: int = 3) -> float:
     return float(f"{x:.{digits}g}") if x else 0.0
 
 
-def softmax_source(name: str, specs_text: Sequence[str], weights: Sequence[float], scales: Sequence[float]) -> str:
-    """Canonical ``.attn`` source of a softmax fit (terms by decreasing |weight|)."""
+def softmax_source(name: str, specs_text: Sequence[str], weights: Sequence[float], scales: Sequence[float],
+                   lexicons: Sequence[LearnedLexicon] = ()) -> str:
+    """Canonical ``.attn`` source of a softmax fit (terms by decreasing |weight|, then one term
+    per word table)."""
     from attndsl.language.parser import parse
-    from attndsl.language.printer import format_module, format_number
+    from attndsl.language.printer import format_module, format_number, format_string
     from attndsl.language.validate import compile_source
+    from attndsl.synthesis.search.pool import needs_syntax
 
     printed = [(_round_sig(w * sc), text) for w, sc, text in zip(weights, scales, specs_text)]
     printed = [(w, text) for w, text in printed if w != 0.0]
     printed.sort(key=lambda item: -abs(item[0]))
+    declarations = []
+    for lexicon in lexicons:
+        entries = [(word, _round_sig(x, 2)) for word, x in lexicon.entries]
+        entries = sorted([(word, x) for word, x in entries if abs(x) >= MIN_WORD_WEIGHT], key=lambda e: -abs(e[1]))
+        if not entries:
+            continue
+        rows = ",\n        ".join(f"{format_string(word)}: {format_number(x)}" for word, x in entries)
+        declarations.append(f"lexicon {lexicon.spec.name} {{\n        {rows}\n    }}")
+        where = f"{lexicon.spec.where} * " if lexicon.spec.where else ""
+        printed.append((1.0, f"{where}{lexicon.spec.name}({lexicon.spec.side})"))
     if not printed:
         printed = [(1.0, "")]
     lines = []
@@ -187,6 +384,9 @@ def softmax_source(name: str, specs_text: Sequence[str], weights: Sequence[float
         body = format_number(abs(w)) + (f" * {text}" if text else "")
         sign = "-" if w < 0 else ("" if i == 0 else "+")
         lines.append(f"{sign} {body}".strip() if i else f"{sign}{body}")
-    source = f"program {name} {{\n    combine softmax\n    " + "\n    ".join(lines) + "\n}\n"
+    if any(needs_syntax(text) for _, text in printed):
+        declarations.insert(0, "uses syntax")
+    head = "".join(f"    {d}\n" for d in ["combine softmax", *declarations])
+    source = f"program {name} {{\n{head}    " + "\n    ".join(lines) + "\n}\n"
     compile_source(source, f"<{name}>")  # must validate
     return format_module(parse(source, f"<{name}>"))

@@ -303,12 +303,15 @@ def synthesize(
     top_k: int = 4,
     progress: bool = True,
     max_screen_entries: int | None = None,
+    softmax_terms: int | None = None,
 ) -> SynthesisReport:
     """Write programs for ``heads`` (default all), then build and score the library.
 
     The enumerative search runs when ``use_search`` is True, or when it is
-    None and no ``llm_config`` is given.  ``max_screen_entries`` (when given)
-    overrides the search's screening budget (`SearchSettings.max_screen_entries`).
+    None and no ``llm_config`` is given.  ``max_screen_entries`` and
+    ``softmax_terms`` (when given) override the search's screening budget and
+    the size of its softmax programs (`SearchSettings`; ``softmax_terms=0``:
+    linear programs only).
     Resumable; see the module docstring.
     """
     started = time.perf_counter()
@@ -325,6 +328,10 @@ def synthesize(
         from dataclasses import replace
 
         search = replace(search, max_screen_entries=int(max_screen_entries))
+    if search is not None and softmax_terms is not None:
+        from dataclasses import replace
+
+        search = replace(search, softmax_terms=max(int(softmax_terms), 0))
     run = open_run(run_dir, STAGE, stage_settings(search, llm_config, cap), create=False)
     if isinstance(heads, str) or heads is None:
         heads = parse_heads(heads, store.n_layers, store.n_heads)

@@ -22,7 +22,7 @@ from attndsl.synthesis.scoring import soft_iou_from_sums
 from attndsl.synthesis.library import SHORT_MAX_ENTRIES, SHORT_MAX_TERMS
 from attndsl.synthesis.search.data import Component, SearchData, attention_block, prepare
 from attndsl.synthesis.search.gates import HeadGate, head_gates
-from attndsl.synthesis.search.pool import GATES, term_pool
+from attndsl.synthesis.search.pool import gate_conditions, term_pool
 from attndsl.synthesis.search.printing import program_source
 from attndsl.headnames import head_file_stem
 
@@ -68,7 +68,10 @@ class SearchSettings:
     use_gates: bool = True
     n_words: int = 16
     seed: int = 0
-    softmax_terms: int = 0  # > 0: also fit a `combine softmax` program with at most this many terms
+    softmax_terms: int = 12  # > 0: also fit a `combine softmax` program with at most this many terms (0: off)
+    #: word tables the softmax fit may learn (`attndsl.synthesis.softmax_fit.LEXICONS`) and their size
+    softmax_lexicons: bool = True
+    lexicon_entries: int = 16
     #: causal entries the screening set may hold; beyond it a seeded subset of whole rows is kept
     #: (`attndsl.synthesis.search.data.row_subsample`).  None (the default): `entries_budget` of
     #: `SCREEN_ENTRIES`, the most a screen of 96 sequences of ≤ 64 tokens holds, so runs of short
@@ -82,8 +85,9 @@ class SearchSettings:
         from dataclasses import asdict
 
         out = asdict(self)
-        if not out["softmax_terms"]:  # off: manifests of linear-only runs stay as they were
-            del out["softmax_terms"]
+        if not out["softmax_terms"]:  # off: no softmax settings in the manifest
+            for key in ("softmax_terms", "softmax_lexicons", "lexicon_entries"):
+                del out[key]
         for key in ("max_screen_entries", "max_full_entries"):
             if out[key] is None:  # at their defaults: manifests stay as they were
                 del out[key]
@@ -348,19 +352,38 @@ def _short_program(name: str, state, gates: Sequence[HeadGate], settings: Search
 
 def _search_softmax(name: str, screen_data: SearchData, screen_attention: np.ndarray, settings: SearchSettings,
                     full_data: SearchData | None, full_attention: np.ndarray | None) -> tuple[str, float]:
-    """A `combine softmax` program over the same pool: selected and fitted on the
-    screening sequences, weights refitted on every synthesis sequence."""
-    from attndsl.synthesis.softmax_fit import SoftmaxSettings, fit_softmax, refit, softmax_source
+    """A `combine softmax` program over the same pool (and word tables): selected and fitted on
+    the screening sequences, weights refitted on every synthesis sequence."""
+    from attndsl.synthesis.softmax_fit import LEXICONS, SoftmaxSettings, fit_softmax, refit, softmax_source
 
-    s = SoftmaxSettings(max_terms=settings.softmax_terms)
+    s = SoftmaxSettings(max_terms=settings.softmax_terms, lexicons=LEXICONS if settings.softmax_lexicons else (),
+                        lexicon_entries=settings.lexicon_entries)
     d = screen_data
-    fit = fit_softmax(d.values, screen_attention, d.row_start, d.row_len, d.row_seq, d.two_n, s)
+    fit = fit_softmax(d.values, screen_attention, d.row_start, d.row_len, d.row_seq, d.two_n, s,
+                      words=word_data(d) if s.lexicons else None)
     if full_data is not None and full_attention is not None:
         d = full_data
-        fit = refit(d.values, full_attention, d.row_start, d.row_len, d.row_seq, d.two_n, fit, s)
+        fit = refit(d.values, full_attention, d.row_start, d.row_len, d.row_seq, d.two_n, fit, s,
+                    words=word_data(d) if fit.lexicons else None)
     texts = [d.specs[i].factors for i in fit.specs]
     scales = [float(d.scales[i]) for i in fit.specs]
-    return softmax_source(name, texts, fit.weights, scales), float(fit.iou)
+    return softmax_source(name, texts, fit.weights, scales, fit.lexicons), float(fit.iou)
+
+
+def word_data(data: SearchData):
+    """The `attndsl.synthesis.softmax_fit.WordData` of a search set (cached on it: every head shares it)."""
+    from attndsl.synthesis.softmax_fit import WordData
+
+    cached = data.__dict__.get("_word_data")
+    if cached is None:
+        q, k, tq, tk = data.entry_tokens()
+        lower = data.batch.text_ids[1]
+        words = [""] * len(data.batch.vocabulary)
+        for text, i in data.batch.vocabulary.items():
+            if i >= 0:
+                words[i] = text
+        cached = data.__dict__["_word_data"] = WordData(q, k, lower[tq], lower[tk], words)
+    return cached
 
 
 def _sink_index(data: SearchData) -> int:
@@ -396,7 +419,7 @@ def search_heads(
     n_screen = min(settings.screen_sequences, len(seq_indices))
     chosen = np.sort(rng.choice(len(seq_indices), size=n_screen, replace=False))
     specs = term_pool(tables, settings.n_words)
-    gate_names = GATES if settings.use_gates else ()
+    gate_names = gate_conditions(tables) if settings.use_gates else ()
     screen_tables = [tables[i] for i in chosen]
     lengths = [len(t) for t in tables]
     screen = prepare(screen_tables, seq_indices[chosen], specs, gate_names,

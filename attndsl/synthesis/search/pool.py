@@ -3,11 +3,17 @@
 `term_pool` builds a few hundred terms from the DSL's features and selections
 (see `attndsl.synthesis.search` step 1); `GATES` are the shared query and key
 conditions tried as ``[g] * term`` on the terms a program already has.
-Terms stay source text until `compile_terms` compiles them with the validator.
+When every sequence carries spaCy syntax (`TokenTable.has_syntax`) the pool
+and the gates gain syntax terms (`SYNTAX_KEY_CONDITIONS`, `SYNTAX_RELATIONS`,
+`SYNTAX_GATES`): part of speech and dependency label of the key, k as the
+query's syntactic head or dependent, siblings, the subject and object of the
+query's verb.  Terms stay source text until `compile_terms` compiles them
+with the validator; `needs_syntax` says which need ``uses syntax``.
 """
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 from dataclasses import dataclass
 from typing import Iterable, Sequence
@@ -83,6 +89,49 @@ GATES = (
 )
 
 
+#: part-of-speech and dependency conditions on the key (spaCy's universal POS and English labels)
+SYNTAX_KEY_CONDITIONS = tuple(
+    [f'upos(k) == "{tag}"' for tag in ("NOUN", "VERB", "PRON", "DET", "ADP", "ADJ", "AUX", "PROPN", "ADV", "CCONJ")]
+    + [f'dep(k) == "{label}"' for label in ("nsubj", "dobj", "ROOT", "pobj", "prep", "amod", "poss", "conj")]
+)
+
+#: relations between q and k in the dependency tree (``head(p)`` is the position of p's head; -1 for none)
+SYNTAX_RELATIONS = (
+    "[k == head(q)]",  # k is q's syntactic head
+    "[head(k) == q] * [k < q]",  # k depends on q
+    "[head(k) == head(q)] * [k < q]",  # k is a sibling of q
+    "[k == head(q) or head(k) == q]",  # q and k are linked either way
+    '[dep(k) == "nsubj" and head(k) == head(q)]',  # the subject of the verb q attaches to
+    '[dep(k) == "nsubj" and head(k) == q]',  # the subject of q (a verb)
+    '[dep(k) == "dobj" and head(k) == head(q)]',  # the object of the verb q attaches to
+    '[dep(k) == "dobj" and head(k) == q]',  # the object of q
+    '[dep(k) == "det" and head(k) == q]',  # q's determiner
+    'nearest(upos(k) == "VERB" and k < q)',
+    'nearest(upos(k) == "NOUN" and k < q)',
+)
+
+#: query-side syntax gates
+SYNTAX_GATES = tuple(f'upos(q) == "{tag}"' for tag in ("NOUN", "VERB", "DET", "ADP", "PRON", "ADJ")) + (
+    'dep(q) == "ROOT"',
+)
+
+_SYNTAX_USE = re.compile(r"\b(upos|dep|head)\(")
+
+
+def needs_syntax(text: str) -> bool:
+    """Whether DSL source ``text`` reads a syntax feature (the program needs ``uses syntax``)."""
+    return bool(_SYNTAX_USE.search(text))
+
+
+def gate_conditions(tables: Sequence[TokenTable] = ()) -> tuple[str, ...]:
+    """The shared gates for these sequences: `GATES`, and `SYNTAX_GATES` when all carry syntax."""
+    return GATES + (SYNTAX_GATES if _with_syntax(tables) else ())
+
+
+def _with_syntax(tables: Sequence[TokenTable]) -> bool:
+    return bool(tables) and all(t.has_syntax for t in tables)
+
+
 def _quote(text: str) -> str:
     return json.dumps(text, ensure_ascii=False)
 
@@ -99,7 +148,8 @@ def frequent_words(tables: Iterable[TokenTable], limit: int = 16, min_count: int
 
 
 def term_pool(tables: Sequence[TokenTable] = (), n_words: int = 16) -> list[TermSpec]:
-    """Candidate terms (see the module docstring); ``tables`` supply frequent words."""
+    """Candidate terms (see the module docstring); ``tables`` supply frequent words, and syntax
+    terms join when every table carries syntax."""
     specs: list[TermSpec] = []
     seen: set[str] = set()
 
@@ -148,6 +198,15 @@ def term_pool(tables: Sequence[TokenTable] = (), n_words: int = 16) -> list[Term
             add(f"first({c} and k > 0)", family)
             add(f"[{c}] * [same_sent(q, k)]", family)
 
+    if _with_syntax(tables):
+        for c in SYNTAX_KEY_CONDITIONS:
+            add(f"[{c}]", "syntax")
+            add(f"[{c}] * [k > 0] * pow(d + 1, -1)", "syntax")
+            add(f"nearest({c} and k < q)", "syntax")
+            add(f"[{c}] * [same_sent(q, k)]", "syntax")
+        for relation in SYNTAX_RELATIONS:
+            add(relation, "syntax")
+
     # copies and induction
     for name in ("same_tok", "same_lower"):
         add(f"nearest({name}(q, k) and k < q)", "copy")
@@ -189,5 +248,6 @@ def compile_terms(specs: Sequence[TermSpec]) -> list[ir.Term]:
     """The IR term (weight 1) of each spec, compiled by the validator."""
     if not specs:
         return []
-    source = "\n".join(f"program t{i} {{ {s.text()} }}" for i, s in enumerate(specs))
+    source = "\n".join(f"program t{i} {{ {'uses syntax ' if needs_syntax(s.factors) else ''}{s.text()} }}"
+                       for i, s in enumerate(specs))
     return [p.terms[0] for p in compile_source(source, "<term pool>")]

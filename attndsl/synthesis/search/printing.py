@@ -12,7 +12,7 @@ from typing import Sequence
 from attndsl.language.printer import format_module
 from attndsl.language.validate import compile_source
 from attndsl.synthesis.search.data import Component, SearchData
-from attndsl.synthesis.search.pool import gated
+from attndsl.synthesis.search.pool import gated, needs_syntax
 
 
 def _round_sig(x: float, digits: int = 3) -> float:
@@ -44,7 +44,8 @@ def program_source(name: str, data: SearchData, comps: Sequence[Component], weig
     if not lines:
         lines = ["1 * [k == 0]"]
     body = "\n    + ".join(lines)
-    source = f"program {name} {{\n    {body}\n}}\n"
+    uses = "uses syntax\n    " if needs_syntax(body) else ""
+    source = f"program {name} {{\n    {uses}{body}\n}}\n"
     if not check:
         return source
     from attndsl.language.parser import parse
