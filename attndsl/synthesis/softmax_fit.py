@@ -37,7 +37,7 @@ products over the causal entries, not program evaluations.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Sequence
 
 import numpy as np
@@ -80,6 +80,8 @@ class SoftmaxSettings:
     tie: float = 0.002  # IoU within this of the best counts as a tie (shorter wins)
     refine_iou: bool = True
     max_iter: int = 200
+    #: L-BFGS iterations when `refit` starts from an earlier fit's weights (a warm start needs few)
+    refit_iter: int = 40
     lexicons: tuple[LexiconSpec, ...] = ()  # word tables to learn (`LEXICONS`)
     lexicon_entries: int = 16  # words each table keeps at most
     lexicon_candidates: int = 64  # frequent words each table may choose from
@@ -340,10 +342,11 @@ def refit(values: np.ndarray, attention: np.ndarray, row_start, row_len, row_seq
     S = _stack([words.columns(spec, chosen) for spec, chosen in kept]) if kept else None
     St = None if S is None else S.T.tocsr()
     start = np.concatenate([np.asarray(fit.weights)] + [np.asarray([x for _, x in lex.entries]) for lex in lexicons])
-    w = _fit_ce(V, A, rows, start, settings, S)
+    warm = replace(settings, max_iter=settings.refit_iter)
+    w = _fit_ce(V, A, rows, start, warm, S)
     iou = rows.iou(A, rows.softmax(_logits(V, w, St, len(A))))
     if settings.refine_iou:
-        refined = _refine_iou(V, A, rows, w, settings, S)
+        refined = _refine_iou(V, A, rows, w, warm, S)
         refined_iou = rows.iou(A, rows.softmax(_logits(V, refined, St, len(A))))
         if refined_iou > iou:
             w, iou = refined, refined_iou
