@@ -291,21 +291,22 @@ def fit_softmax(values: np.ndarray, attention: np.ndarray, row_start, row_len, r
     tables of ``settings.lexicons`` when ``words`` describes the same entries."""
     rows = _Rows(row_start, row_len, row_seq, two_n)
     A = np.asarray(attention, dtype=np.float64)
-    V_all = np.asarray(values, dtype=np.float64)
+    V_all = np.asarray(values)  # kept in its own dtype (float32 from the search): only chosen rows are widened
     pool = np.arange(len(V_all)) if candidates is None else np.asarray(candidates, dtype=np.int64)
+    V_pool = V_all if candidates is None else V_all[pool]
     chosen: list[int] = []
     w = np.zeros(0)
     p = rows.softmax(np.zeros(len(A)))
     path: list[tuple[tuple[int, ...], np.ndarray, float]] = []
     for _ in range(settings.max_terms):
-        grad = np.abs(V_all[pool] @ (p - A))
+        grad = np.abs(V_pool @ (p - A).astype(V_pool.dtype)).astype(np.float64)  # ranks the terms only
         if chosen:
             grad[np.isin(pool, chosen)] = -1.0
         best = int(np.argmax(grad))
         if grad[best] <= 1e-9:
             break
         chosen.append(int(pool[best]))
-        V = V_all[chosen]
+        V = np.asarray(V_all[chosen], dtype=np.float64)
         w = _fit_ce(V, A, rows, np.append(w, 0.0), settings)
         p = rows.softmax(w @ V)
         path.append((tuple(chosen), w.copy(), rows.iou(A, p)))
@@ -313,7 +314,7 @@ def fit_softmax(values: np.ndarray, attention: np.ndarray, row_start, row_len, r
         return SoftmaxFit((), (), rows.iou(A, p), ())
     best_iou = max(iou for _, _, iou in path)
     specs, w, iou = next(item for item in path if item[2] >= best_iou - settings.tie)
-    V = V_all[list(specs)]
+    V = np.asarray(V_all[list(specs)], dtype=np.float64)
     lexicons: tuple[LearnedLexicon, ...] = ()
     S = None
     if settings.lexicons and words is not None:
@@ -336,7 +337,7 @@ def refit(values: np.ndarray, attention: np.ndarray, row_start, row_len, row_seq
         return fit
     rows = _Rows(row_start, row_len, row_seq, two_n)
     A = np.asarray(attention, dtype=np.float64)
-    V = np.asarray(values, dtype=np.float64)[list(fit.specs)]
+    V = np.asarray(np.asarray(values)[list(fit.specs)], dtype=np.float64)
     lexicons = fit.lexicons if words is not None else ()
     kept = [(lex.spec, [word for word, _ in lex.entries]) for lex in lexicons]
     S = _stack([words.columns(spec, chosen) for spec, chosen in kept]) if kept else None

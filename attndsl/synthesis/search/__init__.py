@@ -12,7 +12,10 @@ synthesis sequences (the normative metric, not a surrogate of it):
    condition, its nearest / first match and a distance-decayed version; copy
    and induction selections over ``same_tok`` / ``tok(k - 1) == tok(q)``;
    word and sentence structure (start of the current word / sentence, the
-   previous word, earlier sentences).  Every term is evaluated **once** over
+   previous word, earlier sentences); and, when every sequence carries spaCy
+   syntax, part of speech and dependency label of the key, k as the query's
+   syntactic head or dependent, siblings, the subject and object of the
+   query's verb (`pool.SYNTAX_KEY_CONDITIONS`, `pool.SYNTAX_RELATIONS`).  Every term is evaluated **once** over
    the synthesis sequences with the Numba kernels (`attndsl.kernels`), and
    terms with identical values are merged.
 2. **Greedy selection** (per head): start from the sink ``[k == 0]`` (the
@@ -37,12 +40,14 @@ synthesis sequences (the normative metric, not a surrogate of it):
    validator (so every result round-trips through the parser), and its IoU
    is whatever that compiled program scores.
 
-4. **Softmax** (``softmax_terms > 0``, ``attndsl synthesize --softmax-terms N``):
-   the same evaluated pool is also fitted as a ``combine softmax`` program
-   (`attndsl.synthesis.softmax_fit`: greedy selection by the cross-entropy gradient,
-   convex L-BFGS fits, soft-IoU refinement, the shortest near-tie wins); it
-   is a further candidate, and the pooled library picks per head, by
-   synthesis IoU, between it and the linear programs.
+4. **Softmax** (by default 12 terms, ``attndsl synthesize --softmax-terms N``;
+   0 turns it off): the same evaluated pool is also fitted as a ``combine
+   softmax`` program (`attndsl.synthesis.softmax_fit`: greedy selection by the
+   cross-entropy gradient, convex L-BFGS fits, learned word tables for
+   preferred key words and for query words before the sink / the current
+   token, soft-IoU refinement, the shortest near-tie wins); it is a further
+   candidate, and the pooled library picks per head, by synthesis IoU,
+   between it and the linear programs.
 
 5. **Short variant** (the library's short tier, `attndsl.synthesis.library.is_short`):
    the greedy path's state while it had at most three terms, its head token
