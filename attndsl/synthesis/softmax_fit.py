@@ -80,6 +80,8 @@ class SoftmaxSettings:
     tie: float = 0.002  # IoU within this of the best counts as a tie (shorter wins)
     refine_iou: bool = True
     max_iter: int = 200
+    #: L-BFGS iterations per greedy step (the path only ranks terms; the chosen set is fitted with max_iter)
+    path_iter: int = 25
     #: L-BFGS iterations when `refit` starts from an earlier fit's weights (a warm start needs few)
     refit_iter: int = 40
     lexicons: tuple[LexiconSpec, ...] = ()  # word tables to learn (`LEXICONS`)
@@ -297,6 +299,7 @@ def fit_softmax(values: np.ndarray, attention: np.ndarray, row_start, row_len, r
     chosen: list[int] = []
     w = np.zeros(0)
     p = rows.softmax(np.zeros(len(A)))
+    stepwise = replace(settings, max_iter=settings.path_iter)
     path: list[tuple[tuple[int, ...], np.ndarray, float]] = []
     for _ in range(settings.max_terms):
         grad = np.abs(V_pool @ (p - A).astype(V_pool.dtype)).astype(np.float64)  # ranks the terms only
@@ -307,7 +310,7 @@ def fit_softmax(values: np.ndarray, attention: np.ndarray, row_start, row_len, r
             break
         chosen.append(int(pool[best]))
         V = np.asarray(V_all[chosen], dtype=np.float64)
-        w = _fit_ce(V, A, rows, np.append(w, 0.0), settings)
+        w = _fit_ce(V, A, rows, np.append(w, 0.0), stepwise)
         p = rows.softmax(w @ V)
         path.append((tuple(chosen), w.copy(), rows.iou(A, p)))
     if not path:
@@ -315,6 +318,8 @@ def fit_softmax(values: np.ndarray, attention: np.ndarray, row_start, row_len, r
     best_iou = max(iou for _, _, iou in path)
     specs, w, iou = next(item for item in path if item[2] >= best_iou - settings.tie)
     V = np.asarray(V_all[list(specs)], dtype=np.float64)
+    w = _fit_ce(V, A, rows, w, settings)  # the chosen terms, fitted to convergence
+    iou = rows.iou(A, rows.softmax(w @ V))
     lexicons: tuple[LearnedLexicon, ...] = ()
     S = None
     if settings.lexicons and words is not None:

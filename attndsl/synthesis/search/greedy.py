@@ -354,6 +354,19 @@ def _search_softmax(name: str, screen_data: SearchData, screen_attention: np.nda
                     full_data: SearchData | None, full_attention: np.ndarray | None) -> tuple[str, float]:
     """A `combine softmax` program over the same pool (and word tables): selected and fitted on
     the screening sequences, weights refitted on every synthesis sequence."""
+    from threadpoolctl import threadpool_limits
+
+    from attndsl.synthesis.softmax_fit import LEXICONS, SoftmaxSettings, fit_softmax, refit, softmax_source
+
+    # One BLAS thread: the fit is thousands of small matrix-vector products and L-BFGS updates, where
+    # OpenBLAS's thread pool costs more than it gives (measured on 2 cores: the softmax fit of three
+    # heads of the default run took 7.5 s with the default pool and 0.7 s with one thread).
+    with threadpool_limits(limits=1, user_api="blas"):
+        return _softmax_program(name, screen_data, screen_attention, settings, full_data, full_attention)
+
+
+def _softmax_program(name: str, screen_data: SearchData, screen_attention: np.ndarray, settings: SearchSettings,
+                     full_data: SearchData | None, full_attention: np.ndarray | None) -> tuple[str, float]:
     from attndsl.synthesis.softmax_fit import LEXICONS, SoftmaxSettings, fit_softmax, refit, softmax_source
 
     s = SoftmaxSettings(max_terms=settings.softmax_terms, lexicons=LEXICONS if settings.softmax_lexicons else (),
