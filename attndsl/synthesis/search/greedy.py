@@ -356,8 +356,6 @@ def _search_softmax(name: str, screen_data: SearchData, screen_attention: np.nda
     the screening sequences, weights refitted on every synthesis sequence."""
     from threadpoolctl import threadpool_limits
 
-    from attndsl.synthesis.softmax_fit import LEXICONS, SoftmaxSettings, fit_softmax, refit, softmax_source
-
     # One BLAS thread: the fit is thousands of small matrix-vector products and L-BFGS updates, where
     # OpenBLAS's thread pool costs more than it gives (measured on 2 cores: the softmax fit of three
     # heads of the default run took 7.5 s with the default pool and 0.7 s with one thread).
