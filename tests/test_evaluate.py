@@ -106,6 +106,39 @@ def test_replacement_curve_rows(gpt2):
     assert (short[0].n_target, short[0].n_replaced) == (4, 1)
 
 
+@pytest.mark.parametrize("batch_size", [1, 3])
+def test_per_sequence_perplexity_is_each_sequence_alone(gpt2, batch_size):
+    model, tokenizer, tables = gpt2
+    got = measure.perplexity(model, tables, tokenizer=tokenizer, batch_size=batch_size)
+    assert len(got.per_sequence) == len(tables)
+    for i, table in enumerate(tables):
+        alone, count = _manual_ppl(model, [table])
+        assert got.per_sequence[i][1] == count
+        assert got.subset([i]).ppl == pytest.approx(alone, rel=1e-5)
+    assert got.subset(range(len(tables))).ppl == pytest.approx(got.ppl, rel=1e-9)
+
+
+def test_replacement_curve_per_length_bucket(gpt2):
+    from attndsl.synthesis.scoring import length_bucket
+
+    model, tokenizer, tables = gpt2
+    ranked = [RankedHead(1, 2, PREV, 0.9), (0, 1, FIRST, 0.8)]
+    buckets: list = []
+    rows = replace.replacement_curve(model, tokenizer, tables, ranked, fractions=(0.25,), progress=False,
+                                     buckets=buckets)
+    keys = sorted({length_bucket(len(t)) for t in tables})
+    assert len(keys) >= 2 and [b.n_sequences for b in buckets] == [
+        sum(length_bucket(len(t)) == key for t in tables) for key in keys]
+    assert sum(b.n_tokens for b in buckets) == rows[0].n_tokens
+    for b, key in zip(buckets, keys):
+        members = [t for t in tables if length_bucket(len(t)) == key]
+        programs = measure.perplexity(model, members, Assignment.from_items([(1, 2, PREV), (0, 1, FIRST)]), tokenizer)
+        assert b.ppl_programs == pytest.approx(programs.ppl, rel=1e-5)
+        assert b.ppl_model == pytest.approx(measure.perplexity(model, members, tokenizer=tokenizer).ppl, rel=1e-5)
+    text = replace.bucket_csv(buckets)
+    assert text.splitlines()[0].split(",") == list(replace.BUCKET_COLUMNS) and len(text.splitlines()) == len(keys) + 1
+
+
 def test_greedy_skips_heads_with_extreme_marginal_cost(gpt2):
     model, tokenizer, tables = gpt2
     ranked = [RankedHead(l, h, p) for (l, h), p in zip([(0, 0), (0, 1), (1, 1), (1, 2), (1, 3)], [PREV, SELF, FIRST, PREV, SELF])]

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from attndsl.commands.args import fraction_list, integer, number
 from attndsl.pipeline.options import add_option
@@ -32,6 +33,7 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from attndsl.pipeline.layout import RunLayout
     from attndsl.surrogates.replace import format_table, run_replacement
 
     rows, path = run_replacement(
@@ -46,4 +48,14 @@ def run(args: argparse.Namespace) -> int:
     )
     print(format_table(rows))
     print(f"wrote {path}")
+    buckets = RunLayout(Path(args.run)).replacement_buckets_csv
+    if not args.greedy and buckets.exists():
+        import csv
+
+        print("per length bucket of the held-out sequences (tokens):")
+        for r in csv.DictReader(buckets.open(encoding="utf-8")):
+            print(f"  {float(r['fraction']):.0%} replaced, {r['bucket']:>6}: {int(r['n_sequences']):4d} seq, "
+                  f"{int(r['n_tokens']):6d} predicted, programs {float(r['increase_programs_pct']):+.1f}%, "
+                  f"uniform {float(r['increase_uniform_pct']):+.1f}%")
+        print(f"wrote {buckets}")
     return 0

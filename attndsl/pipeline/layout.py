@@ -49,6 +49,7 @@ SCORES_DIR = "scores"
 REPLACE_DIR = "replace"
 REPLACEMENT_CSV = "replacement.csv"
 REPLACEMENT_GREEDY_CSV = "replacement-greedy.csv"
+REPLACEMENT_BUCKETS_CSV = "replacement-buckets.csv"  # the ranked curve per length bucket
 REPORT_NAME = "report.html"
 
 #: the stages of a run, in pipeline order (the names their manifest entries use)
@@ -158,6 +159,10 @@ class RunLayout:
 
     def replacement_csv(self, greedy: bool = False) -> Path:
         return self.replace_dir / replacement_csv_name(greedy)
+
+    @property
+    def replacement_buckets_csv(self) -> Path:
+        return self.replace_dir / REPLACEMENT_BUCKETS_CSV
 
     @property
     def report(self) -> Path:

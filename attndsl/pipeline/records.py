@@ -259,7 +259,8 @@ def read_replacement_csv(path: str | Path) -> list[ReplacementRow]:
 
 
 def find_replacement_csv(run_dir: str | Path) -> Path | None:
-    """The run's replacement CSV: a ``*.csv`` whose header has ``ppl_programs``."""
+    """The run's replacement CSV: a ``*.csv`` whose header has ``ppl_programs`` (and no ``bucket``:
+    ``replacement-buckets.csv`` is the same curve per length bucket)."""
     run_dir = Path(run_dir)
     replace_dir = RunLayout(run_dir).replace_dir
     preferred = sorted(replace_dir.glob("*.csv")) if replace_dir.is_dir() else []
@@ -270,7 +271,7 @@ def find_replacement_csv(run_dir: str | Path) -> Path | None:
                 header = next(csv.reader([handle.readline().decode("utf-8", errors="replace")]), [])
         except OSError:
             continue
-        if "ppl_programs" in header and "fraction" in header:
+        if "ppl_programs" in header and "fraction" in header and "bucket" not in header:  # not the per-bucket table
             return path
     return None
 

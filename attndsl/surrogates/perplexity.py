@@ -30,6 +30,13 @@ class Perplexity:
     nll_sum: float
     n_tokens: int  # predicted tokens
     n_sequences: int
+    #: (summed NLL, predicted tokens) of each sequence, in the order given (for per-length reports)
+    per_sequence: tuple[tuple[float, int], ...] = ()
+
+    def subset(self, indices: Sequence[int]) -> "Perplexity":
+        """The perplexity of some of the sequences (indices into the order given)."""
+        parts = [self.per_sequence[i] for i in indices]
+        return Perplexity(sum(n for n, _ in parts), sum(c for _, c in parts), len(parts), tuple(parts))
 
     @property
     def mean_nll(self) -> float:
@@ -56,13 +63,15 @@ def _batches(tables: Sequence[TokenTable], batch_size: int) -> list[list[int]]:
 
 
 @torch.no_grad()
-def _batch_nll(logits: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor) -> tuple[float, int]:
+def _batch_nll(logits: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor) -> tuple[float, int, list]:
     logits = logits[:, :-1].float()
     targets = ids[:, 1:]
     valid = (mask[:, 1:] > 0) & (mask[:, :-1] > 0)
     nll = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), reduction="none")
+    per_row = nll.view(targets.shape).double() * valid
+    rows = [(float(per_row[i].sum()), int(valid[i].sum())) for i in range(len(targets))]
     nll = nll.view(targets.shape)[valid]
-    return float(nll.double().sum()), int(valid.sum())
+    return float(nll.double().sum()), int(valid.sum()), rows
 
 
 def perplexity(
@@ -90,6 +99,7 @@ def perplexity(
     pad = pad_id_of(tokenizer)
     handle = attach(model, assignment, tokenizer, pattern_fn) if len(assignment) else None
     total, count = 0.0, 0
+    per_sequence: list[tuple[float, int]] = [(0.0, 0)] * len(tables)
     try:
         for batch in tqdm(_batches(tables, batch_size), desc=desc, unit="batch", disable=not progress, leave=False):
             chosen = [tables[i] for i in batch]
@@ -101,10 +111,12 @@ def perplexity(
                 logits = model(
                     input_ids=ids_d, attention_mask=mask_d, position_ids=position_ids_for(mask_d), use_cache=False
                 ).logits
-            nll, n = _batch_nll(logits, ids.to(logits.device), mask.to(logits.device))
+            nll, n, rows = _batch_nll(logits, ids.to(logits.device), mask.to(logits.device))
             total += nll
             count += n
+            for i, row in zip(batch, rows):
+                per_sequence[i] = row
     finally:
         if handle is not None:
             handle.detach()
-    return Perplexity(total, count, len(tables))
+    return Perplexity(total, count, len(tables), tuple(per_sequence))

@@ -118,11 +118,15 @@ def replacement_curve(
     batch_size: int = 8,
     pattern_fn: PatternFn | None = None,
     progress: bool = True,
+    buckets: list | None = None,
 ) -> list[ReplacementRow]:
     """Perplexity as more heads are replaced, in the given order (see the module docstring).
 
     ``ranked``: `RankedHead`s or (layer, head, program[, heldout_iou]) tuples,
-    best first.  ``fractions`` are shares of all the model's heads.
+    best first.  ``fractions`` are shares of all the model's heads.  When a
+    list is given as ``buckets``, the same curve per length bucket of the
+    sequences (`BucketPerplexity`, buckets of `attndsl.synthesis.scoring.length_bucket`)
+    is appended to it.
     """
     tables = _as_tables(tokenizer, sequences)
     heads = _as_ranked(ranked)
@@ -147,6 +151,8 @@ def replacement_curve(
         chosen = heads[:target]
         programs = measure(Assignment.from_items((h.layer, h.head, h.program) for h in chosen), f"programs {fraction:g}")
         uniform = measure(Assignment.uniform((h.layer, h.head) for h in chosen), f"uniform {fraction:g}")
+        if buckets is not None:
+            buckets.extend(_bucket_rows(fraction, len(chosen), tables, base, programs, uniform))
         ious = [h.heldout_iou for h in chosen if not math.isnan(h.heldout_iou)]
         rows.append(
             ReplacementRow(
@@ -169,6 +175,60 @@ def replacement_curve(
             )
         )
     return rows
+
+
+@dataclass(frozen=True)
+class BucketPerplexity:
+    """One fraction's perplexities on the held-out sequences of one length bucket."""
+
+    fraction: float
+    n_replaced: int
+    bucket: str  # "1-8", "9-16", … ("65+" for the open last one)
+    n_sequences: int
+    n_tokens: int  # predicted tokens
+    ppl_model: float
+    ppl_programs: float
+    ppl_uniform: float
+
+    @property
+    def increase_programs_pct(self) -> float:
+        return _increase(self.ppl_programs, self.ppl_model)
+
+    @property
+    def increase_uniform_pct(self) -> float:
+        return _increase(self.ppl_uniform, self.ppl_model)
+
+
+def _bucket_rows(fraction, n_replaced, tables, base, programs, uniform) -> list[BucketPerplexity]:
+    from attndsl.synthesis.scoring import length_bucket
+
+    keys = [length_bucket(len(t)) for t in tables]
+    out = []
+    for low, high in sorted(set(keys)):
+        where = [i for i, key in enumerate(keys) if key == (low, high)]
+        b, pr, u = base.subset(where), programs.subset(where), uniform.subset(where)
+        label = f"{low}-{high}" if high is not None else f"{low}+"
+        out.append(BucketPerplexity(float(fraction), n_replaced, label, b.n_sequences, b.n_tokens, b.ppl, pr.ppl, u.ppl))
+    return out
+
+
+BUCKET_COLUMNS = ("fraction", "n_replaced", "bucket", "n_sequences", "n_tokens", "ppl_model", "ppl_programs",
+                  "increase_programs_pct", "ppl_uniform", "increase_uniform_pct")
+
+
+def bucket_csv(rows: Sequence[BucketPerplexity]) -> str:
+    """``replace/replacement-buckets.csv``: the curve per length bucket of the held-out sequences."""
+    import csv
+    import io
+
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(BUCKET_COLUMNS)
+    for r in rows:
+        writer.writerow((f"{r.fraction:g}", r.n_replaced, r.bucket, r.n_sequences, r.n_tokens, f"{r.ppl_model:.6f}",
+                         f"{r.ppl_programs:.6f}", f"{r.increase_programs_pct:.3f}", f"{r.ppl_uniform:.6f}",
+                         f"{r.increase_uniform_pct:.3f}"))
+    return out.getvalue()
 
 
 def format_table(rows: Sequence[ReplacementRow]) -> str:
@@ -321,6 +381,7 @@ def run_replacement(
         )
     Assignment.from_items((h.layer, h.head, h.program) for h in ranked).check(loaded.n_layers, loaded.n_heads)
     tables = store.tables(heldout)
+    buckets: list[BucketPerplexity] = []
     probe = None
     if greedy:
         synthesis = store.synthesis_indices
@@ -336,8 +397,14 @@ def run_replacement(
         max_head_cost=max_head_cost,
         batch_size=batch_size,
         progress=progress,
+        buckets=buckets,
     )
-    path = write_replacement_csv(RunLayout(Path(run_dir)).replacement_csv(greedy), rows)
+    layout = RunLayout(Path(run_dir))
+    path = write_replacement_csv(layout.replacement_csv(greedy), rows)
+    if not greedy:
+        from attndsl.pipeline.rundir import atomic_write_text
+
+        atomic_write_text(layout.replacement_buckets_csv, bucket_csv(buckets))
     Run(Path(run_dir)).mark_complete(
         replace_stage(greedy),
         {"fractions": list(fractions), "n_sequences": rows[0].n_sequences, "n_tokens": rows[0].n_tokens, "csv": str(path.name)},
