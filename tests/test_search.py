@@ -187,14 +187,20 @@ def test_smollm2_previous_token_and_sink_heads_are_explained(tmp_path):
     assert sink_main == compile_program("program p { 1 * [k == 0] }").terms[0].factors
 
 
+def _search_one(truth, tables, settings):
+    """The search's result for one head whose attention is exactly ``truth`` on ``tables``, and that head."""
+    mats = [np.stack([evaluate(truth, t)])[None].astype(np.float32) for t in tables]
+    source = DenseAttention(mats)
+    (result,) = search.search_heads(source, tables, list(range(len(tables))), [(0, 0)], settings, progress=False)
+    return result, source
+
+
 def test_softmax_fit_recovers_a_softmax_head():
     """A head that *is* a softmax program: the softmax fit finds its terms and scores what it says."""
     tables = _tables(24, seed=1)
     truth = compile_program("program p {\n combine softmax\n 4 * [k == q - 1] + 3 * [k == 0]\n}")
-    mats = [np.stack([evaluate(truth, t)])[None].astype(np.float32) for t in tables]
-    source = DenseAttention(mats)
     settings = search.SearchSettings(max_terms=2, screen_sequences=12, seed=0, softmax_terms=4)
-    (result,) = search.search_heads(source, tables, list(range(len(tables))), [(0, 0)], settings, progress=False)
+    result, source = _search_one(truth, tables, settings)
     program = compile_program(result.softmax_source)
     assert program.form == "softmax" and len(program.terms) <= 4
     assert format_module(parse(result.softmax_source)) == result.softmax_source
@@ -235,10 +241,8 @@ def test_search_finds_a_syntactic_head_and_prints_uses_syntax():
         heads = [0] + [int(rng.integers(0, i)) for i in range(1, n)]
         tables.append(t.with_syntax(["NOUN"] * n, ["dep"] * n, heads))
     truth = compile_program("program p { uses syntax\n 0.8 * [k == head(q)] + 0.2 * [k == 0] }")
-    mats = [np.stack([evaluate(truth, t)])[None].astype(np.float32) for t in tables]
-    source = DenseAttention(mats)
     settings = search.SearchSettings(max_terms=3, screen_sequences=12, seed=0, softmax_terms=0)
-    (result,) = search.search_heads(source, tables, list(range(len(tables))), [(0, 0)], settings, progress=False)
+    result, _ = _search_one(truth, tables, settings)
     program = compile_program(result.source)
     assert program.uses_syntax and "head(q)" in result.source
     assert result.fit_iou > 0.95
@@ -251,14 +255,12 @@ def test_softmax_fit_learns_a_key_word_table():
         'program p {\n combine softmax\n lexicon fav {\n "dog": 3,\n "ball": 3,\n "park": 2.5\n }\n'
         ' 2 * [k == q - 1] + 1 * fav(k)\n}'
     )
-    mats = [np.stack([evaluate(truth, t)])[None].astype(np.float32) for t in tables]
-    source = DenseAttention(mats)
     batch = TokenBatch.from_tables(tables)
     common = dict(max_terms=2, screen_sequences=48, seed=0, softmax_terms=3)
     ious = {}
     for lexicons in (True, False):
         settings = search.SearchSettings(softmax_lexicons=lexicons, **common)
-        (result,) = search.search_heads(source, tables, list(range(len(tables))), [(0, 0)], settings, progress=False)
+        result, source = _search_one(truth, tables, settings)
         program = compile_program(result.softmax_source)
         ious[lexicons] = score([program], source, batch).iou[0, 0, 0]
         if lexicons:

@@ -34,7 +34,9 @@ def register(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from attndsl.pipeline.layout import RunLayout
-    from attndsl.surrogates.replace import format_table, run_replacement
+    from attndsl.surrogates.replace import format_buckets, format_table, run_replacement
+
+    buckets: list = []
 
     rows, path = run_replacement(
         args.run,
@@ -45,17 +47,13 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         device=args.device,
         progress=not args.no_progress,
+        buckets=buckets,
     )
     print(format_table(rows))
     print(f"wrote {path}")
-    buckets = RunLayout(Path(args.run)).replacement_buckets_csv
-    if not args.greedy and buckets.exists():
-        import csv
-
+    if not args.greedy:
         print("per length bucket of the held-out sequences (tokens):")
-        for r in csv.DictReader(buckets.open(encoding="utf-8")):
-            print(f"  {float(r['fraction']):.0%} replaced, {r['bucket']:>6}: {int(r['n_sequences']):4d} seq, "
-                  f"{int(r['n_tokens']):6d} predicted, programs {float(r['increase_programs_pct']):+.1f}%, "
-                  f"uniform {float(r['increase_uniform_pct']):+.1f}%")
-        print(f"wrote {buckets}")
+        for line in format_buckets(buckets):
+            print(line)
+        print(f"wrote {RunLayout(Path(args.run)).replacement_buckets_csv}")
     return 0

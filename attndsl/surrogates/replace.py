@@ -231,6 +231,12 @@ def bucket_csv(rows: Sequence[BucketPerplexity]) -> str:
     return out.getvalue()
 
 
+def format_buckets(rows: Sequence[BucketPerplexity]) -> list[str]:
+    """The per-bucket curve as terminal lines, one per fraction and bucket."""
+    return [f"  {r.fraction:.0%} replaced, {r.bucket:>6}: {r.n_sequences:4d} seq, {r.n_tokens:6d} predicted, "
+            f"programs {r.increase_programs_pct:+.1f}%, uniform {r.increase_uniform_pct:+.1f}%" for r in rows]
+
+
 def format_table(rows: Sequence[ReplacementRow]) -> str:
     """The rows as an aligned terminal table."""
     header = ("variant", "heads", "replaced", "ppl model", "ppl programs", "Δ programs", "ppl uniform", "Δ uniform", "IoU")
@@ -359,12 +365,15 @@ def run_replacement(
     device: str = "cpu",
     progress: bool = True,
     loaded=None,
+    buckets: list | None = None,
 ) -> tuple[list[ReplacementRow], Path]:
     """`attndsl replace`: the replacement curve of a run, written to ``RUN/replace/``.
 
     Heads come from the run's library in order of held-out IoU; perplexity is
     measured on the run's held-out sequences (greedy choices on its synthesis
-    sequences).  Returns the rows and the CSV path.
+    sequences).  Returns the rows and the CSV path; the ranked curve per
+    length bucket goes to ``replacement-buckets.csv`` and, when a list is
+    given as ``buckets``, is appended to it.
     """
     from attndsl.pipeline.rundir import Run
     from attndsl.extraction.store import open_store
@@ -381,7 +390,7 @@ def run_replacement(
         )
     Assignment.from_items((h.layer, h.head, h.program) for h in ranked).check(loaded.n_layers, loaded.n_heads)
     tables = store.tables(heldout)
-    buckets: list[BucketPerplexity] = []
+    buckets = [] if buckets is None else buckets
     probe = None
     if greedy:
         synthesis = store.synthesis_indices

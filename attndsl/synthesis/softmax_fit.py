@@ -144,9 +144,7 @@ def _fit_ce(V: np.ndarray, A: np.ndarray, rows: _Rows, w0: np.ndarray, s: Softma
     St = None if S is None else S.T.tocsr()
 
     def f(w):
-        logits = w[:m] @ V if m else np.zeros(len(A))
-        if St is not None:
-            logits = logits + St @ w[m:]
+        logits = _logits(V, w, St, len(A))
         clipped = np.clip(logits, -ir.LOGIT_BOUND, ir.LOGIT_BOUND)
         top = np.maximum.reduceat(clipped, rows.start)
         shifted = clipped - np.repeat(top, rows.len)
