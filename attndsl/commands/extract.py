@@ -30,9 +30,7 @@ def register(subparsers) -> None:
     parser.add_argument("--max-sequences", type=integer(1), default=None, metavar="N")
     parser.add_argument("--max-tokens", type=integer(2), default=64, help="tokens per sequence, BOS included (default 64)")
     add_option(parser, "max_sentences")
-    parser.add_argument("--mix-lengths", action="store_true",
-                        help="mix lengths in one run: stories alternate between short sequences (--max-sentences, "
-                             "default 1) and text packed up to --max-tokens")
+    add_option(parser, "mix_lengths")
     parser.add_argument("--heldout-fraction", type=number(0.0, 1.0), default=0.5, help="share of sequences held out (default 0.5)")
     for name in ("seed", "batch_size", "memory_gb", "device", "dtype"):
         add_option(parser, name)

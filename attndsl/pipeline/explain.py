@@ -178,7 +178,7 @@ def explain(model: Any = "smollm2", corpus: str = "builtin", out: str | Path = "
     a ``.txt``/``.jsonl`` file or ``hf:DATASET[:SPLIT]``; ``heads``: ``"L.H,…"``
     ``"L.*"`` or pairs (default all); ``llm``: an `attndsl.synthesis.llm.LLMConfig` (default: the
     offline enumerative search).  The other keyword arguments are the fields
-    of `ExplainOptions` (max_sequences, max_tokens, max_sentences,
+    of `ExplainOptions` (max_sequences, max_tokens, max_sentences, mix_lengths,
     heldout_fraction, seed, fractions, greedy, device, dtype, batch_size,
     text_field, report_examples, progress).  ``log`` receives the stage
     lines (default: stderr).

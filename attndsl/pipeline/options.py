@@ -62,6 +62,10 @@ class ExplainOptions:
     max_sentences: int | None = option(
         None, "at most N sentences per sequence (1 = one sentence each, the paper's protocol)",
         stages=("extract",), cli={"type": integer(1), "metavar": "N"})
+    mix_lengths: bool = option(
+        False, "mix lengths in one run: stories alternate between short sequences (--max-sentences, default 1) "
+        "and text packed up to --max-tokens (default: one length)", stages=("extract",),
+        flag="--mix-lengths", cli={"action": "store_true"})
     heldout_fraction: float = option(0.5, "share of sequences held out (default 0.5)", stages=("extract",),
                                      cli={"type": number(0.0, 1.0, low_open=True, high_open=True)})
     seed: int = option(0, "salt of the split hash", stages=("extract",), cli={"type": integer()})
@@ -94,7 +98,7 @@ class ExplainOptions:
         "runs are untouched; times 64/n when the longest sequence has n > 64 tokens)", stages=("synthesize",),
         cli={"type": integer(1), "metavar": "N"})
     softmax_terms: int | None = option(
-        None, "most terms of each head's softmax program, fitted beside the linear ones (default: 12 with word "
+        None, "most terms of each head's softmax program, fitted beside the linear ones (default: 24 with word "
         "tables; 0: linear programs only)", stages=("synthesize",), cli={"type": integer(0), "metavar": "N"})
     report_examples: int = option(3, "held-out sequences shown per head in the report", stages=("report",),
                                   rename={"report": "examples"}, cli={"type": integer(0)})
@@ -125,6 +129,7 @@ class ExplainOptions:
             "max_sequences": self.max_sequences,
             "max_tokens": self.max_tokens,
             "max_sentences": self.max_sentences,
+            **({"mix_lengths": True} if self.mix_lengths else {}),
             "heldout_fraction": self.heldout_fraction,
             "seed": self.seed,
             "heads": self.heads,

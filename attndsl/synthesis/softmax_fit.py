@@ -75,7 +75,7 @@ MIN_WORD_WEIGHT = 0.05
 
 @dataclass(frozen=True)
 class SoftmaxSettings:
-    max_terms: int = 12
+    max_terms: int = 24
     l2: float = 1e-4  # per-weight penalty (the cross-entropy is a mean over rows)
     tie: float = 0.002  # IoU within this of the best counts as a tie (shorter wins)
     refine_iou: bool = True
@@ -85,9 +85,12 @@ class SoftmaxSettings:
     #: L-BFGS iterations when `refit` starts from an earlier fit's weights (a warm start needs few)
     refit_iter: int = 40
     lexicons: tuple[LexiconSpec, ...] = ()  # word tables to learn (`LEXICONS`)
-    lexicon_entries: int = 16  # words each table keeps at most
-    lexicon_candidates: int = 64  # frequent words each table may choose from
-    lexicon_min_count: int = 8  # tokens a candidate word must have in the fit's sequences
+    lexicon_entries: int = 64  # words each table keeps at most
+    lexicon_candidates: int = 256  # frequent words each table may choose from
+    lexicon_min_count: int = 4  # tokens a candidate word must have in the fit's sequences
+    #: L-BFGS iterations of the joint fit over every candidate word (it only ranks the words; the
+    #: kept ones are fitted with max_iter)
+    lexicon_rank_iter: int = 60
     lexicon_l2: float = 1e-3  # per-word penalty (words are many and sparse: pulled harder to 0)
 
 
@@ -106,6 +109,41 @@ class SoftmaxFit:
     iou: float  # mean soft IoU on the data it was fitted on
     path_iou: tuple[float, ...]  # IoU after each greedy step
     lexicons: tuple[LearnedLexicon, ...] = field(default=())
+    #: per term, the index of the gate it is multiplied by (into SearchData.gate_names), -1 for none;
+    #: empty: no term is gated
+    gates: tuple[int, ...] = field(default=())
+
+    def gate_of(self, i: int) -> int:
+        return self.gates[i] if self.gates else -1
+
+
+#: pool terms the softmax fit may also use gated, ``[g] * term`` for every shared gate g (`GatedPool`):
+#: the sink, the current and the previous tokens and broad recency, whose share in a real head
+#: depends most on what the query (or key) is
+GATED_BASES = (
+    "[k == 0]",
+    "[k == 0] * log(q + 2)",
+    "[k == q]",
+    "[k == q - 1]",
+    "[k == q - 2]",
+    "[k > 0]",
+    "[k > 0] * exp(-0.5 * d)",
+    "[k > 0] * pow(d + 1, -1)",
+)
+
+
+@dataclass(frozen=True, eq=False)
+class GatedPool:
+    """Gated candidates ``[gate g] * term b`` for the ``bases`` (pool indices), from the 0/1
+    ``gates`` [G, E] of the same entries; candidate j of the pool's P terms and these is
+    pool term j when j < P, else gate, base = divmod(j − P, len(bases))."""
+
+    gates: np.ndarray  # uint8 or bool [G, E]
+    bases: tuple[int, ...]
+
+    @property
+    def size(self) -> int:
+        return len(self.gates) * len(self.bases)
 
 
 class _Rows:
@@ -161,6 +199,15 @@ def _fit_ce(V: np.ndarray, A: np.ndarray, rows: _Rows, w0: np.ndarray, s: Softma
     return result.x
 
 
+def _columns(values: np.ndarray, specs: Sequence[int], gates: Sequence[int], gate_values: np.ndarray | None) -> np.ndarray:
+    """float64 [m, E]: pool term ``specs[i]``, times gate ``gates[i]`` where it is not −1."""
+    V = np.asarray(np.asarray(values)[list(specs)], dtype=np.float64)
+    for i, g in enumerate(gates):
+        if g >= 0:
+            V[i] *= gate_values[g]
+    return V
+
+
 def _logits(V: np.ndarray, w: np.ndarray, St, n: int) -> np.ndarray:
     m = len(V)
     out = w[:m] @ V if m else np.zeros(n)
@@ -204,6 +251,8 @@ class WordData:
             return self.k == 0
         if where == "[k == q]":
             return self.k == self.q
+        if where == "[k == q - 1]":
+            return self.k == self.q - 1
         raise ValueError(f"lexicon condition {where!r} is not one the fit knows")
 
     def side(self, spec: LexiconSpec) -> np.ndarray:
@@ -254,7 +303,7 @@ def _fit_lexicons(V: np.ndarray, A: np.ndarray, rows: _Rows, w: np.ndarray, iou:
     if not tables:
         return w, iou, (), None
     S = _stack([words.columns(spec, cands) for spec, cands in tables])
-    joint = _fit_ce(V, A, rows, np.concatenate([w, np.zeros(S.shape[0])]), s, S)
+    joint = _fit_ce(V, A, rows, np.concatenate([w, np.zeros(S.shape[0])]), replace(s, max_iter=s.lexicon_rank_iter), S)
     kept: list[tuple[LexiconSpec, list[str]]] = []
     at = m
     for spec, cands in tables:
@@ -286,36 +335,49 @@ def _learned(kept, weights) -> tuple[LearnedLexicon, ...]:
 
 def fit_softmax(values: np.ndarray, attention: np.ndarray, row_start, row_len, row_seq, two_n,
                 settings: SoftmaxSettings = SoftmaxSettings(), candidates: Sequence[int] | None = None,
-                words: WordData | None = None) -> SoftmaxFit:
-    """Greedy sparse softmax fit of ``attention`` [E] from pool ``values`` [T, E], with the word
-    tables of ``settings.lexicons`` when ``words`` describes the same entries."""
+                words: WordData | None = None, gated: GatedPool | None = None) -> SoftmaxFit:
+    """Greedy sparse softmax fit of ``attention`` [E] from pool ``values`` [T, E] (and the
+    ``gated`` candidates), with the word tables of ``settings.lexicons`` when ``words``
+    describes the same entries."""
     rows = _Rows(row_start, row_len, row_seq, two_n)
     A = np.asarray(attention, dtype=np.float64)
     V_all = np.asarray(values)  # kept in its own dtype (float32 from the search): only chosen rows are widened
     pool = np.arange(len(V_all)) if candidates is None else np.asarray(candidates, dtype=np.int64)
     V_pool = V_all if candidates is None else V_all[pool]
-    chosen: list[int] = []
+    gate_values = None
+    if gated is not None and gated.size:
+        gate_values = np.asarray(gated.gates, dtype=V_all.dtype)
+        bases = V_all[list(gated.bases)]
+    chosen: list[tuple[int, int]] = []  # (pool term, gate or -1)
     w = np.zeros(0)
     p = rows.softmax(np.zeros(len(A)))
     stepwise = replace(settings, max_iter=settings.path_iter)
-    path: list[tuple[tuple[int, ...], np.ndarray, float]] = []
+    path: list[tuple[tuple[tuple[int, int], ...], np.ndarray, float]] = []
     for _ in range(settings.max_terms):
-        grad = np.abs(V_pool @ (p - A).astype(V_pool.dtype)).astype(np.float64)  # ranks the terms only
+        r = (p - A).astype(V_pool.dtype)
+        grad = np.abs(V_pool @ r).astype(np.float64)  # ranks the terms only
+        keys = [(int(j), -1) for j in pool]
+        if gate_values is not None:  # [G, B]: Σ (Â − A)·gate·base
+            grad = np.concatenate([grad, np.abs(gate_values @ (bases * r).T).astype(np.float64).ravel()])
+            keys += [(b, g) for g in range(len(gate_values)) for b in gated.bases]
         if chosen:
-            grad[np.isin(pool, chosen)] = -1.0
+            taken = set(chosen)
+            grad[[i for i, key in enumerate(keys) if key in taken]] = -1.0
         best = int(np.argmax(grad))
         if grad[best] <= 1e-9:
             break
-        chosen.append(int(pool[best]))
-        V = np.asarray(V_all[chosen], dtype=np.float64)
+        chosen.append(keys[best])
+        V = _columns(V_all, [c for c, _ in chosen], [g for _, g in chosen], gate_values)
         w = _fit_ce(V, A, rows, np.append(w, 0.0), stepwise)
         p = rows.softmax(w @ V)
         path.append((tuple(chosen), w.copy(), rows.iou(A, p)))
     if not path:
         return SoftmaxFit((), (), rows.iou(A, p), ())
     best_iou = max(iou for _, _, iou in path)
-    specs, w, iou = next(item for item in path if item[2] >= best_iou - settings.tie)
-    V = np.asarray(V_all[list(specs)], dtype=np.float64)
+    picked, w, iou = next(item for item in path if item[2] >= best_iou - settings.tie)
+    specs = tuple(c for c, _ in picked)
+    gates = tuple(g for _, g in picked) if any(g >= 0 for _, g in picked) else ()
+    V = _columns(V_all, specs, gates or [-1] * len(specs), gate_values)
     w = _fit_ce(V, A, rows, w, settings)  # the chosen terms, fitted to convergence
     iou = rows.iou(A, rows.softmax(w @ V))
     lexicons: tuple[LearnedLexicon, ...] = ()
@@ -329,33 +391,45 @@ def fit_softmax(values: np.ndarray, attention: np.ndarray, row_start, row_len, r
             w, iou = refined, refined_iou
     m = len(specs)
     lexicons = _learned([(lex.spec, [word for word, _ in lex.entries]) for lex in lexicons], w[m:]) if lexicons else ()
-    return SoftmaxFit(specs, tuple(float(x) for x in w[:m]), iou, tuple(i for _, _, i in path), lexicons)
+    return SoftmaxFit(specs, tuple(float(x) for x in w[:m]), iou, tuple(i for _, _, i in path), lexicons, gates)
 
 
 def refit(values: np.ndarray, attention: np.ndarray, row_start, row_len, row_seq, two_n, fit: SoftmaxFit,
-          settings: SoftmaxSettings = SoftmaxSettings(), words: WordData | None = None) -> SoftmaxFit:
+          settings: SoftmaxSettings = SoftmaxSettings(), words: WordData | None = None,
+          learn_lexicons: bool = False, gates: np.ndarray | None = None) -> SoftmaxFit:
     """The same terms (and word tables, on ``words``), weights fitted again on other data
-    (e.g. every synthesis sequence)."""
+    (e.g. every synthesis sequence).  With ``learn_lexicons`` the word tables of
+    ``settings.lexicons`` are learned here, on this data, instead of kept from ``fit``: the
+    term selection can run on a small screening set while the tables, which need many
+    occurrences of each word, see every sequence.  ``gates`` [G, E]: the gates of these
+    entries, needed when ``fit`` has gated terms."""
     if not fit.specs:
         return fit
     rows = _Rows(row_start, row_len, row_seq, two_n)
     A = np.asarray(attention, dtype=np.float64)
-    V = np.asarray(np.asarray(values)[list(fit.specs)], dtype=np.float64)
-    lexicons = fit.lexicons if words is not None else ()
+    if fit.gates and gates is None:
+        raise ValueError("the fit has gated terms: pass the gates of these entries")
+    V = _columns(values, fit.specs, fit.gates or [-1] * len(fit.specs), gates)
+    learn = learn_lexicons and bool(settings.lexicons) and words is not None
+    lexicons = fit.lexicons if words is not None and not learn else ()
     kept = [(lex.spec, [word for word, _ in lex.entries]) for lex in lexicons]
     S = _stack([words.columns(spec, chosen) for spec, chosen in kept]) if kept else None
-    St = None if S is None else S.T.tocsr()
     start = np.concatenate([np.asarray(fit.weights)] + [np.asarray([x for _, x in lex.entries]) for lex in lexicons])
     warm = replace(settings, max_iter=settings.refit_iter)
     w = _fit_ce(V, A, rows, start, warm, S)
-    iou = rows.iou(A, rows.softmax(_logits(V, w, St, len(A))))
+    iou = rows.iou(A, rows.softmax(_logits(V, w, None if S is None else S.T.tocsr(), len(A))))
+    if learn:
+        w, iou, learned, S = _fit_lexicons(V, A, rows, w, iou, words, settings)
+        kept = [(lex.spec, [word for word, _ in lex.entries]) for lex in learned]
+    St = None if S is None else S.T.tocsr()
     if settings.refine_iou:
         refined = _refine_iou(V, A, rows, w, warm, S)
         refined_iou = rows.iou(A, rows.softmax(_logits(V, refined, St, len(A))))
         if refined_iou > iou:
             w, iou = refined, refined_iou
     m = len(fit.specs)
-    return SoftmaxFit(fit.specs, tuple(float(x) for x in w[:m]), iou, fit.path_iou, _learned(kept, w[m:]) if kept else ())
+    return SoftmaxFit(fit.specs, tuple(float(x) for x in w[:m]), iou, fit.path_iou, _learned(kept, w[m:]) if kept else (),
+                      fit.gates)
 
 
 def _round_sig(x: float, digits: int = 3) -> float:

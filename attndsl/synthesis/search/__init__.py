@@ -40,12 +40,15 @@ synthesis sequences (the normative metric, not a surrogate of it):
    validator (so every result round-trips through the parser), and its IoU
    is whatever that compiled program scores.
 
-4. **Softmax** (by default 12 terms, ``attndsl synthesize --softmax-terms N``;
+4. **Softmax** (by default 24 terms, ``attndsl synthesize --softmax-terms N``;
    0 turns it off): the same evaluated pool is also fitted as a ``combine
    softmax`` program (`attndsl.synthesis.softmax_fit`: greedy selection by the
    cross-entropy gradient, convex L-BFGS fits, learned word tables for
    preferred key words and for query words before the sink / the current
-   token, soft-IoU refinement, the shortest near-tie wins); it is a further
+   token, soft-IoU refinement, the shortest near-tie wins).  Terms are chosen
+   on the screening subsample; the word tables are learned, and every weight
+   refitted, on all synthesis sequences (a table needs each word several
+   times, and 96 short sentences hold too few).  It is a further
    candidate, and the pooled library picks per head, by synthesis IoU,
    between it and the linear programs.
 

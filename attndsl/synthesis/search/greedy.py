@@ -23,6 +23,7 @@ from attndsl.synthesis.library import SHORT_MAX_ENTRIES, SHORT_MAX_TERMS
 from attndsl.synthesis.search.data import Component, SearchData, attention_block, prepare
 from attndsl.synthesis.search.gates import HeadGate, head_gates
 from attndsl.synthesis.search.pool import gate_conditions, term_pool
+from attndsl.synthesis.search.pool import gated as gated_spec
 from attndsl.synthesis.search.printing import program_source
 from attndsl.headnames import head_file_stem
 
@@ -68,10 +69,13 @@ class SearchSettings:
     use_gates: bool = True
     n_words: int = 16
     seed: int = 0
-    softmax_terms: int = 12  # > 0: also fit a `combine softmax` program with at most this many terms (0: off)
+    softmax_terms: int = 24  # > 0: also fit a `combine softmax` program with at most this many terms (0: off)
     #: word tables the softmax fit may learn (`attndsl.synthesis.softmax_fit.LEXICONS`) and their size
     softmax_lexicons: bool = True
-    lexicon_entries: int = 16
+    lexicon_entries: int = 64
+    #: the softmax fit may also use the shared gates on a few base terms
+    #: (`attndsl.synthesis.softmax_fit.GATED_BASES`: sink, self, previous tokens, recency)
+    softmax_gates: bool = True
     #: causal entries the screening set may hold; beyond it a seeded subset of whole rows is kept
     #: (`attndsl.synthesis.search.data.row_subsample`).  None (the default): `entries_budget` of
     #: `SCREEN_ENTRIES`, the most a screen of 96 sequences of ≤ 64 tokens holds, so runs of short
@@ -86,7 +90,7 @@ class SearchSettings:
 
         out = asdict(self)
         if not out["softmax_terms"]:  # off: no softmax settings in the manifest
-            for key in ("softmax_terms", "softmax_lexicons", "lexicon_entries"):
+            for key in ("softmax_terms", "softmax_lexicons", "lexicon_entries", "softmax_gates"):
                 del out[key]
         for key in ("max_screen_entries", "max_full_entries"):
             if out[key] is None:  # at their defaults: manifests stay as they were
@@ -365,18 +369,26 @@ def _search_softmax(name: str, screen_data: SearchData, screen_attention: np.nda
 
 def _softmax_program(name: str, screen_data: SearchData, screen_attention: np.ndarray, settings: SearchSettings,
                      full_data: SearchData | None, full_attention: np.ndarray | None) -> tuple[str, float]:
-    from attndsl.synthesis.softmax_fit import LEXICONS, SoftmaxSettings, fit_softmax, refit, softmax_source
+    from attndsl.synthesis.softmax_fit import (
+        GATED_BASES, LEXICONS, GatedPool, SoftmaxSettings, fit_softmax, refit, softmax_source,
+    )
 
     s = SoftmaxSettings(max_terms=settings.softmax_terms, lexicons=LEXICONS if settings.softmax_lexicons else (),
                         lexicon_entries=settings.lexicon_entries)
     d = screen_data
+    gated = None
+    if settings.softmax_gates and len(d.gate_names):
+        index = d.spec_index
+        gated = GatedPool(d.gates, tuple(index[b] for b in GATED_BASES if b in index))
+    two_stage = full_data is not None and full_attention is not None
     fit = fit_softmax(d.values, screen_attention, d.row_start, d.row_len, d.row_seq, d.two_n, s,
-                      words=word_data(d) if s.lexicons else None)
-    if full_data is not None and full_attention is not None:
-        d = full_data
+                      words=word_data(d) if s.lexicons and not two_stage else None, gated=gated)
+    if two_stage:  # word tables are learned on every synthesis sequence, where words occur often enough
+        d = full_data  # the same terms and gates as the screening set (`search_heads` prepares it so)
         fit = refit(d.values, full_attention, d.row_start, d.row_len, d.row_seq, d.two_n, fit, s,
-                    words=word_data(d) if fit.lexicons else None)
-    texts = [d.specs[i].factors for i in fit.specs]
+                    words=word_data(d) if s.lexicons else None, learn_lexicons=True, gates=d.gates)
+    texts = [d.specs[i].factors if fit.gate_of(j) < 0 else gated_spec(d.specs[i], d.gate_names[fit.gate_of(j)]).factors
+             for j, i in enumerate(fit.specs)]
     scales = [float(d.scales[i]) for i in fit.specs]
     return softmax_source(name, texts, fit.weights, scales, fit.lexicons), float(fit.iou)
 
