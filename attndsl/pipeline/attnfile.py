@@ -14,6 +14,7 @@ it, keeping the problems instead of raising them, so each caller decides:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 from attndsl.errors import AttnError
@@ -47,11 +48,22 @@ class AttnFile:
 
 
 def read_attn(path: str | Path) -> AttnFile:
-    """Read, parse and check ``path`` (see the module docstring)."""
-    from attndsl.language.parser import parse, read_source
-    from attndsl.language.validate import check
+    """Read, parse and check ``path`` (see the module docstring).
+
+    Text read before is not parsed again (the last few files are kept by
+    content): a library of 961 programs with 64-word tables takes seconds to
+    parse, and the report and the explanations read it several times."""
+    from attndsl.language.parser import read_source
 
     text = read_source(str(path))
-    module = parse(text, str(path))
+    return _parsed(str(path), text)
+
+
+@lru_cache(maxsize=4)
+def _parsed(path: str, text: str) -> AttnFile:
+    from attndsl.language.parser import parse
+    from attndsl.language.validate import check
+
+    module = parse(text, path)
     programs, problems = check(module, text)
     return AttnFile(Path(path), text, module, tuple(programs), tuple(problems))
