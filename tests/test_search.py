@@ -212,6 +212,42 @@ def test_softmax_fit_recovers_a_softmax_head():
     assert again == result
 
 
+def test_lexicon_conditions_mean_what_their_source_says():
+    """Each condition a word table may use (`LEXICON_CONDITIONS`): the fit's NumPy mask holds on
+    exactly the entries where the DSL source, compiled and evaluated by the kernels, is non-zero."""
+    from attndsl.synthesis.search.greedy import word_data
+    from attndsl.synthesis.search.pool import TermSpec
+    from attndsl.synthesis.softmax_fit import LEXICON_CONDITIONS, LEXICONS
+
+    tables = _tables(6, seed=2)
+    assert {spec.where for spec in LEXICONS} <= set(LEXICON_CONDITIONS)
+    for where in LEXICON_CONDITIONS:
+        data = search.prepare(tables, np.arange(len(tables)), [TermSpec(where, "test")])
+        mask = word_data(data).mask(where)
+        assert mask.dtype == bool and len(mask) == data.n_entries
+        np.testing.assert_array_equal(mask, data.values[0] != 0, err_msg=where)
+
+
+def test_softmax_fit_learns_a_far_key_word_table():
+    """A head that reads a key word only when it is far back: the fit learns it as ``far_words``,
+    not as a word it prefers at every distance."""
+    tables = _tables(64, seed=4)
+    truth = compile_program(
+        'program p {\n combine softmax\n lexicon fav {\n "dog": 3,\n "max": 3\n }\n'
+        ' 2 * [k == q - 1] + 1 * [k > 0] * [d >= 8] * fav(k)\n}'
+    )
+    settings = search.SearchSettings(max_terms=2, screen_sequences=48, seed=0, softmax_terms=3)
+    result, source = _search_one(truth, tables, settings)
+    module = parse(result.softmax_source)
+    tables_by_name = {lex.name: {e.key: e.weight for e in lex.entries} for lex in module.programs[0].lexicons}
+    assert "[k > 0] * [d >= 8] * far_words(k)" in result.softmax_source
+    far = tables_by_name["far_words"]
+    assert far.get("dog", 0) > 1 and far.get("max", 0) > 1
+    assert abs(tables_by_name.get("key_words", {}).get("dog", 0)) < 0.5 * far["dog"]
+    iou = score([compile_program(result.softmax_source)], source, TokenBatch.from_tables(tables)).iou[0, 0, 0]
+    assert iou > 0.97
+
+
 def test_softmax_fit_gates_a_base_term_by_the_query():
     """A softmax head that looks at the previous token only from a capitalised word: the fit picks the
     gated term ``[cap(q)] * [k == q - 1]`` (a product no single pool term holds)."""

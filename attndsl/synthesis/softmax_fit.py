@@ -17,14 +17,17 @@ is a softmax over k ≤ q, so for a fixed set of terms the cross-entropy
    synthesis IoU is within ``tie`` of the best wins.
 4. **Lexicons** (optional, `LexiconSpec`): after the terms are chosen, word
    tables are fitted jointly with them — a weight per frequent key word
-   (``key_words(k)``: the head prefers or avoids these keys), and per
-   frequent query word on the sink and on the current token
+   (``key_words(k)``: the head prefers or avoids these keys; ``near_words``,
+   ``far_words`` and ``prev_words`` the same within two tokens, eight or more
+   tokens back and at the previous token only, for heads whose taste in keys
+   depends on distance), and per frequent query word on the sink and on the
+   current token
    (``[k == 0] * sink_after(q)``, ``[k == q] * self_after(q)``: after these
    words the head parks on the first token, or stays on itself, more or
    less than usual).  Each word's logit is one more convex weight (sparse
    indicator columns, a stronger L2 penalty than the terms'); each table
-   keeps its ``entries`` largest weights, is refitted, and is kept only if
-   it raises the IoU by more than ``tie``; words whose logit rounds below
+   keeps its ``entries`` largest weights, they are refitted, and the tables
+   are kept only if together they raise the IoU by more than ``tie``; words whose logit rounds below
    `MIN_WORD_WEIGHT` are not printed.
 5. **Printing**: weights (times the term's scale) are rounded to three
    significant digits; terms whose rounded weight is 0 are dropped; the
@@ -64,9 +67,22 @@ class LexiconSpec:
 #: the head parks on the first token or stays on itself more (or less) than usual
 LEXICONS = (
     LexiconSpec("key_words", "k"),
+    LexiconSpec("near_words", "k", "[k > 0] * [d <= 2]"),
+    LexiconSpec("far_words", "k", "[k > 0] * [d >= 8]"),
+    LexiconSpec("prev_words", "k", "[k == q - 1]"),
     LexiconSpec("sink_after", "q", "[k == 0]"),
     LexiconSpec("self_after", "q", "[k == q]"),
 )
+
+#: the conditions a `LexiconSpec` may use, as DSL source and as a mask over (q, k) positions
+LEXICON_CONDITIONS = {
+    "": lambda q, k: np.ones(len(q), dtype=bool),
+    "[k == 0]": lambda q, k: k == 0,
+    "[k == q]": lambda q, k: k == q,
+    "[k == q - 1]": lambda q, k: k == q - 1,
+    "[k > 0] * [d <= 2]": lambda q, k: (k > 0) & (q - k <= 2),
+    "[k > 0] * [d >= 8]": lambda q, k: (k > 0) & (q - k >= 8),
+}
 
 
 #: a word's logit below this in magnitude (a factor of at most e^0.05 ≈ 1.05) is left out of the printed table
@@ -244,16 +260,11 @@ class WordData:
     words: Sequence[str]  # id -> lower-cased text
 
     def mask(self, where: str) -> np.ndarray:
-        """The entries where a `LexiconSpec`'s ``where`` holds (the conditions `LEXICONS` use)."""
-        if where == "":
-            return np.ones(len(self.q), dtype=bool)
-        if where == "[k == 0]":
-            return self.k == 0
-        if where == "[k == q]":
-            return self.k == self.q
-        if where == "[k == q - 1]":
-            return self.k == self.q - 1
-        raise ValueError(f"lexicon condition {where!r} is not one the fit knows")
+        """The entries where a `LexiconSpec`'s ``where`` holds (one of `LEXICON_CONDITIONS`)."""
+        condition = LEXICON_CONDITIONS.get(where)
+        if condition is None:
+            raise ValueError(f"lexicon condition {where!r} is not one the fit knows")
+        return condition(self.q, self.k)
 
     def side(self, spec: LexiconSpec) -> np.ndarray:
         return self.q_word if spec.side == "q" else self.k_word
