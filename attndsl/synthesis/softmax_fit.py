@@ -27,8 +27,8 @@ is a softmax over k ≤ q, so for a fixed set of terms the cross-entropy
    less than usual).  Each word's logit is one more convex weight (sparse
    indicator columns, a stronger L2 penalty than the terms'); each table
    keeps its ``entries`` largest weights, they are refitted, and the tables
-   are kept only if together they raise the IoU by more than ``tie``; words whose logit rounds below
-   `MIN_WORD_WEIGHT` are not printed.
+   are kept only if together they raise the IoU by more than ``tie``; words
+   whose logit rounds below `MIN_WORD_WEIGHT` are not printed.
 5. **Printing**: weights (times the term's scale) are rounded to three
    significant digits; terms whose rounded weight is 0 are dropped; the
    program is canonical ``.attn`` source that compiles back (its IoU is
@@ -63,8 +63,9 @@ class LexiconSpec:
     where: str = ""
 
 
-#: the lexicons `fit_softmax` learns by default: preferred key words, and query words after which
-#: the head parks on the first token or stays on itself more (or less) than usual
+#: the lexicons `fit_softmax` learns by default: preferred key words (anywhere, within two tokens,
+#: eight or more tokens back, at the previous token), and query words after which the head parks on
+#: the first token or stays on itself more (or less) than usual
 LEXICONS = (
     LexiconSpec("key_words", "k"),
     LexiconSpec("near_words", "k", "[k > 0] * [d <= 2]"),
