@@ -52,3 +52,20 @@ def test_wheel_installs_and_parses_in_fresh_venv(wheel, tmp_path):
     assert result.stdout.startswith("ok")
     cli = subprocess.run([str(env_dir / "bin" / "attndsl"), "compile", "-"], cwd=tmp_path, capture_output=True, text=True, env=env)
     assert cli.returncode == 2 and "Traceback" not in cli.stderr
+
+
+def test_the_repository_root_adds_no_import_name_but_attndsl_benchmarks_and_tests():
+    """pytest and ``python -m`` put the repository root on ``sys.path``, so every package folder there is
+    importable by its bare name.  A top-level ``kernels`` folder hid Hugging Face's ``kernels`` library,
+    which transformers 5.25 imports when it is installed (``from kernels import CUDAProperties`` failed);
+    the kernels and the grammar live inside ``attndsl``."""
+    importable = {p.parent.name for p in ROOT.glob("*/__init__.py")}
+    assert importable == {"attndsl", "benchmarks", "tests"}
+    # from the root (``-c`` puts the working directory first on sys.path), `kernels` is either absent or an
+    # installed distribution, never this repository
+    probe = "import importlib.util; s = importlib.util.find_spec('kernels'); print(s.origin if s and s.origin else '')"
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    shown = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, env=env)
+    assert shown.returncode == 0, shown.stderr
+    origin = shown.stdout.strip()
+    assert not origin or not Path(origin).resolve().is_relative_to(ROOT), origin

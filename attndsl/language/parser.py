@@ -1,6 +1,6 @@
 """Source text → syntax tree (`attndsl.language.ast`), with errors as `AttnError`.
 
-The grammar is `grammar/attn.lark` (shipped in the wheel as
+The grammar is `attndsl/grammar/attn.lark` (package data of
 ``attndsl.grammar``).  LALR with Lark's contextual lexer: fast, deterministic,
 and its error states name the tokens that were expected, which become the
 ``expected:`` line of each diagnostic.
