@@ -62,7 +62,8 @@ def test_the_repository_root_adds_no_import_name_but_attndsl_benchmarks_and_test
     importable = {p.parent.name for p in ROOT.glob("*/__init__.py")}
     assert importable == {"attndsl", "benchmarks", "tests"}
     # from the root (``-c`` puts the working directory first on sys.path), `kernels` is either absent or an
-    # installed distribution, never this repository
+    # installed distribution, never a regular package of this repository (a leftover folder holding only
+    # __pycache__ is a namespace portion, which an installed package still wins over)
     probe = "import importlib.util; s = importlib.util.find_spec('kernels'); print(s.origin if s and s.origin else '')"
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     shown = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, env=env)
