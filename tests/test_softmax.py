@@ -108,7 +108,7 @@ def test_huge_logits_are_clamped_the_same_everywhere():
 
 
 def test_kernels_use_the_same_logit_bound():
-    from kernels import evaluator
+    from attndsl.kernels import evaluator
 
     assert evaluator.LOGIT_BOUND == ir.LOGIT_BOUND
 
