@@ -164,6 +164,31 @@ def test_combine_softmax_and_nan_masks_equal_programs():
         combine([1.0, 1.0, 1.0], values, "first", "exp")
 
 
+def test_word_pair_and_context_tables_mean_the_same_in_every_evaluator():
+    """The forms the softmax fit prints: a query table times a key table (a word pair) and
+    tables read before the key or the query (``after_words(k - 1)``)."""
+    source = (
+        'program p {\n combine softmax\n'
+        ' lexicon asks {\n "dog": 1,\n "the": -0.5\n }\n'
+        ' lexicon offers {\n "cat": 2,\n "mat": -1\n }\n'
+        ' lexicon after_words {\n "the": 1.5\n }\n'
+        ' lexicon sink_after_prev {\n "on": 2\n }\n'
+        ' 2 * [k == q - 1] + 1.3 * [k > 0] * [k < q] * asks(q) * offers(k)'
+        ' + 1 * [k > 0] * after_words(k - 1) + 1 * [k == 0] * sink_after_prev(q - 1)\n}'
+    )
+    program = compile_program(source)
+    assert format_module(parse(format_module(parse(source)))) == format_module(parse(source))
+    tables = [table_from_words(WORDS), table_from_words("The dog saw the cat on the mat .".split()), table_from_words(["Hi"])]
+    # "The dog saw the cat on the mat ." — 0 The, 1 dog, 2 saw, 3 the, 4 cat, 5 on, 6 the, 7 mat, 8 .
+    logits = interpreter.scores(program, tables[1])
+    assert logits[4, 4] == pytest.approx(1.5)  # the key "cat" follows "the"; no pair on the query itself
+    assert logits[6, 0] == pytest.approx(2)  # the query "the" follows "on": the sink
+    assert logits[6, 4] == pytest.approx(1.3 * -0.5 * 2 + 1.5)  # "the" asks −0.5, "cat" offers 2, after "the"
+    assert logits[6, 5] == pytest.approx(2)  # the previous token, after "cat" (not in after_words)
+    assert logits[7, 0] == pytest.approx(0)  # the query "mat" follows "the": not in sink_after_prev
+    _all_evaluators(program, tables)
+
+
 # ---------------------------------------------------------------- properties
 
 

@@ -46,6 +46,9 @@ def register(subparsers) -> None:
                         help="words each of the softmax program's word tables (preferred key words; query words "
                              f"before the sink / the current token) keeps at most (default {defaults.lexicon_entries}; "
                              "0: no word tables)")
+    parser.add_argument("--word-pairs", type=integer(0), default=defaults.word_pairs, metavar="N",
+                        help="word-pair tables (a query-word table times a key-word table: which keys these "
+                             f"queries prefer) the softmax program may learn (default {defaults.word_pairs}; 0: none)")
     parser.add_argument("--library-cap", type=integer(1), default=1000, metavar="N", help="most programs in the library")
     parser.add_argument("--seed", type=integer(0), default=defaults.seed, help="search seed (default 0)")
     add_option(parser, "progress")
@@ -71,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
                               screen_sequences=args.screen_sequences, seed=args.seed,
                               softmax_terms=max(args.softmax_terms, 0),
                               softmax_lexicons=args.lexicon_entries > 0,
-                              lexicon_entries=max(args.lexicon_entries, 1),
+                              lexicon_entries=max(args.lexicon_entries, 1), word_pairs=args.word_pairs,
                               max_screen_entries=args.max_screen_entries, max_full_entries=args.max_full_entries)
     report = synthesize(args.run_dir, heads=args.heads, search=settings, llm_config=llm_config,
                         use_search=use_search, cap=args.library_cap, progress=not args.no_progress)

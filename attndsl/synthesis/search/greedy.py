@@ -73,6 +73,8 @@ class SearchSettings:
     #: word tables the softmax fit may learn (`attndsl.synthesis.softmax_fit.LEXICONS`) and their size
     softmax_lexicons: bool = True
     lexicon_entries: int = 64
+    #: word-pair tables (query words × key words, `attndsl.synthesis.softmax_fit.PAIRS`) the softmax fit may learn
+    word_pairs: int = 2
     #: the softmax fit may also use the shared gates on a few base terms
     #: (`attndsl.synthesis.softmax_fit.GATED_BASES`: sink, self, previous tokens, recency)
     softmax_gates: bool = True
@@ -90,7 +92,7 @@ class SearchSettings:
 
         out = asdict(self)
         if not out["softmax_terms"]:  # off: no softmax settings in the manifest
-            for key in ("softmax_terms", "softmax_lexicons", "lexicon_entries", "softmax_gates"):
+            for key in ("softmax_terms", "softmax_lexicons", "lexicon_entries", "word_pairs", "softmax_gates"):
                 del out[key]
         for key in ("max_screen_entries", "max_full_entries"):
             if out[key] is None:  # at their defaults: manifests stay as they were
@@ -370,11 +372,12 @@ def _search_softmax(name: str, screen_data: SearchData, screen_attention: np.nda
 def _softmax_program(name: str, screen_data: SearchData, screen_attention: np.ndarray, settings: SearchSettings,
                      full_data: SearchData | None, full_attention: np.ndarray | None) -> tuple[str, float]:
     from attndsl.synthesis.softmax_fit import (
-        GATED_BASES, LEXICONS, GatedPool, SoftmaxSettings, fit_softmax, refit, softmax_source,
+        GATED_BASES, LEXICONS, PAIRS, GatedPool, SoftmaxSettings, fit_softmax, refit, softmax_source,
     )
 
     s = SoftmaxSettings(max_terms=settings.softmax_terms, lexicons=LEXICONS if settings.softmax_lexicons else (),
-                        lexicon_entries=settings.lexicon_entries)
+                        lexicon_entries=settings.lexicon_entries,
+                        pairs=PAIRS[: settings.word_pairs] if settings.softmax_lexicons else ())
     d = screen_data
     gated = None
     if settings.softmax_gates and len(d.gate_names):
@@ -382,15 +385,15 @@ def _softmax_program(name: str, screen_data: SearchData, screen_attention: np.nd
         gated = GatedPool(d.gates, tuple(index[b] for b in GATED_BASES if b in index))
     two_stage = full_data is not None and full_attention is not None
     fit = fit_softmax(d.values, screen_attention, d.row_start, d.row_len, d.row_seq, d.two_n, s,
-                      words=word_data(d) if s.lexicons and not two_stage else None, gated=gated)
+                      words=word_data(d) if (s.lexicons or s.pairs) and not two_stage else None, gated=gated)
     if two_stage:  # word tables are learned on every synthesis sequence, where words occur often enough
         d = full_data  # the same terms and gates as the screening set (`search_heads` prepares it so)
         fit = refit(d.values, full_attention, d.row_start, d.row_len, d.row_seq, d.two_n, fit, s,
-                    words=word_data(d) if s.lexicons else None, learn_lexicons=True, gates=d.gates)
+                    words=word_data(d) if s.lexicons or s.pairs else None, learn_lexicons=True, gates=d.gates)
     texts = [d.specs[i].factors if fit.gate_of(j) < 0 else gated_spec(d.specs[i], d.gate_names[fit.gate_of(j)]).factors
              for j, i in enumerate(fit.specs)]
     scales = [float(d.scales[i]) for i in fit.specs]
-    return softmax_source(name, texts, fit.weights, scales, fit.lexicons), float(fit.iou)
+    return softmax_source(name, texts, fit.weights, scales, fit.lexicons, fit.pairs), float(fit.iou)
 
 
 def word_data(data: SearchData):
@@ -405,7 +408,12 @@ def word_data(data: SearchData):
         for text, i in data.batch.vocabulary.items():
             if i >= 0:
                 words[i] = text
-        cached = data.__dict__["_word_data"] = WordData(q, k, lower[tq], lower[tk], words)
+        def before(pos, tok, back):  # the word ``back`` tokens before each entry's q or k (−1 before the start)
+            return np.where(pos >= back, lower[np.maximum(tok - back, 0)], -1)
+
+        context = {f"{side} - {back}": before(pos, tok, back) for side, pos, tok in (("q", q, tq), ("k", k, tk))
+                   for back in (1, 2)}
+        cached = data.__dict__["_word_data"] = WordData(q, k, lower[tq], lower[tk], words, context)
     return cached
 
 
