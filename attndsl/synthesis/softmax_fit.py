@@ -115,8 +115,8 @@ class PairSpec:
 
     Real attention scores a key by the product of what the query asks for and what the key
     offers; a query-word table times a key-word table says which keys *these* queries prefer
-    ("after 'he', names and 'dog'"), which key-only tables cannot.  Both tables are fitted
-    by alternating convex fits (one side fixed, the other a linear term of the softmax).
+    ("after 'he', names and 'dog'"), which key-only tables cannot.  With one side fixed the
+    other is a linear term of the softmax, so each side's fit is convex (`_fit_pair`).
     """
 
     query_name: str
@@ -372,7 +372,6 @@ class WordData:
         entries = np.flatnonzero(row >= 0)
         return sparse.csr_matrix((factor[entries], (row[entries], entries)), shape=(len(chosen), len(side)))
 
-
     def ids(self, chosen: Sequence[str]) -> np.ndarray:
         """Word ids of ``chosen`` (−2 for a word these sequences do not hold)."""
         index = {w: j for j, w in enumerate(self.words)}
@@ -443,16 +442,19 @@ def _fit_pair(V: np.ndarray, A: np.ndarray, rows: _Rows, w: np.ndarray, iou: flo
               spec: PairSpec, s: SoftmaxSettings) -> tuple[np.ndarray, np.ndarray, float, "LearnedPair | None"]:
     """One word-pair table fitted on top of the terms V (weights ``w[:len(V)]``) and the word
     indicators S (weights after them): the rank-1 direction of the cross-entropy gradient over
-    frequent (query word, key word) pairs starts it, alternating convex fits of the key side
-    and the query side follow, each table keeps its ``lexicon_entries`` largest words.
+    frequent (query word, key word) pairs gives the query side, ``pair_rounds`` alternating
+    convex fits of the key side and the query side may follow, then the key side is fitted
+    with the query side fixed; each table keeps its ``lexicon_entries`` largest words.
     Returns (V with the pair's column appended, weights [terms, pair, words], IoU, pair) or
-    (V, w, iou, None) when the pair does not raise the IoU by more than ``tie``."""
+    the arguments unchanged (V, w, iou, None) when the pair does not raise the IoU by more
+    than ``tie``."""
     n, m = len(A), len(V)
+    unchanged = (V, w, iou, None)  # the side fits below refit w too: a rejected pair must not leave that behind
     mask = words.mask(spec.where)
     q_cands = words.candidates(LexiconSpec(spec.query_name, "q"), s)
     k_cands = words.candidates(LexiconSpec(spec.key_name, "k"), s)
     if not q_cands or not k_cands or not mask.any():
-        return V, w, iou, None
+        return unchanged
     St = None if S is None else S.T.tocsr()
     residual = (rows.softmax(_logits(V, w, St, n)) - A) * mask
 
@@ -466,7 +468,7 @@ def _fit_pair(V: np.ndarray, A: np.ndarray, rows: _Rows, w: np.ndarray, iou: flo
     both = mask & (qpos >= 0) & (kpos >= 0)
     gradient = np.zeros((len(q_cands), len(k_cands)))
     np.add.at(gradient, (qpos[both], kpos[both]), residual[both])
-    u, _, vt = np.linalg.svd(-gradient, full_matrices=False)
+    u = np.linalg.svd(-gradient, full_matrices=False)[0]
     query = dict(zip(q_cands, u[:, 0]))
     key: dict[str, float] = dict(zip(k_cands, np.zeros(len(k_cands))))
     L = 0 if S is None else S.shape[0]
@@ -487,23 +489,23 @@ def _fit_pair(V: np.ndarray, A: np.ndarray, rows: _Rows, w: np.ndarray, iou: flo
         query = dict(zip(q_cands, a))
     top = max(abs(x) for x in query.values())
     if top <= 0:
-        return V, w, iou, None
+        return unchanged
     query = {word: x / top for word, x in query.items()}  # queries in [-1, 1]; the key side holds the logits
     query = _largest(query, s.lexicon_entries, MIN_WORD_WEIGHT)
     if not query:
-        return V, w, iou, None
+        return unchanged
     k_keep = list(_largest({wd: x * top for wd, x in key.items()}, s.lexicon_entries, 0.0)) or list(k_cands)
     b = fit_side("k", k_keep, words.table_values("q", query), np.asarray([key[wd] * top for wd in k_keep]),
                  s if s.pair_rounds else quick)
     key = _largest(dict(zip(k_keep, b)), s.lexicon_entries, MIN_WORD_WEIGHT)
     if not key:
-        return V, w, iou, None
+        return unchanged
     column = _pair_value(words, spec, query, key)
     V2 = np.vstack([V, column[None, :]])
     w2 = _fit_ce(V2, A, rows, np.concatenate([w[:m], [1.0], w[m:]]), replace(s, max_iter=s.refit_iter), S)
     iou2 = rows.iou(A, rows.softmax(_logits(V2, w2, St, n)))
     if iou2 <= iou + s.tie:
-        return V, w, iou, None
+        return unchanged
     pair = LearnedPair(spec, tuple(query.items()), tuple(key.items()))
     return V2, w2, iou2, pair
 
