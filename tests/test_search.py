@@ -392,3 +392,21 @@ def test_softmax_fit_learns_which_words_the_preferred_keys_follow():
     assert list(after)[:2] in (["the", "a"], ["a", "the"])  # the largest weights come first
     iou = score([compile_program(result.softmax_source)], source, TokenBatch.from_tables(tables)).iou[0, 0, 0]
     assert iou > 0.97 and abs(iou - result.softmax_fit_iou) < 0.01
+
+
+def test_softmax_fits_on_worker_threads_equal_the_fits_one_head_at_a_time(synthetic):
+    """`search_heads` fits softmax programs on worker threads beside the next head's search; each
+    head's result is what `search_head` alone gives, and results come back in head order."""
+    tables, source, _ = synthetic
+    settings = search.SearchSettings(max_terms=3, screen_sequences=12, seed=0, softmax_terms=4, softmax_workers=2)
+    heads = [(0, 0), (0, 1), (0, 0)]
+    seen = []
+    threaded = search.search_heads(source, tables, list(range(len(tables))), heads, settings,
+                                   on_result=seen.append, progress=False)
+    assert [(r.layer, r.head) for r in threaded] == heads and seen == threaded
+    one = search.search_heads(source, tables, list(range(len(tables))), heads,
+                              search.SearchSettings(**{**settings.__dict__, "softmax_workers": 1}), progress=False)
+    for a, b in zip(threaded, one):
+        assert a.softmax_source and a.softmax_source == b.softmax_source and a.source == b.source
+        assert a.softmax_fit_iou == b.softmax_fit_iou
+    assert "softmax_workers" not in settings.as_dict()  # how the work is spread is not a run setting

@@ -11,7 +11,7 @@ variants; `search_heads` prepares the data once and searches each head.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, Sequence
 
 import numpy as np
@@ -78,6 +78,9 @@ class SearchSettings:
     #: the softmax fit may also use the shared gates on a few base terms
     #: (`attndsl.synthesis.softmax_fit.GATED_BASES`: sink, self, previous tokens, recency)
     softmax_gates: bool = True
+    #: worker threads fitting softmax programs while the next heads are searched (`search_heads`);
+    #: results do not depend on it
+    softmax_workers: int = 2
     #: causal entries the screening set may hold; beyond it a seeded subset of whole rows is kept
     #: (`attndsl.synthesis.search.data.row_subsample`).  None (the default): `entries_budget` of
     #: `SCREEN_ENTRIES`, the most a screen of 96 sequences of ≤ 64 tokens holds, so runs of short
@@ -91,6 +94,7 @@ class SearchSettings:
         from dataclasses import asdict
 
         out = asdict(self)
+        del out["softmax_workers"]  # how the work is spread, not what it computes
         if not out["softmax_terms"]:  # off: no softmax settings in the manifest
             for key in ("softmax_terms", "softmax_lexicons", "lexicon_entries", "word_pairs", "softmax_gates"):
                 del out[key]
@@ -295,8 +299,12 @@ def search_head(
     full_data: SearchData | None = None,
     full_attention: np.ndarray | None = None,
     name: str | None = None,
+    softmax: bool = True,
 ) -> SearchResult:
-    """Greedy search for one head (``*_attention``: the head's column of the causal block)."""
+    """Greedy search for one head (``*_attention``: the head's column of the causal block).
+
+    ``softmax=False`` leaves the softmax program out (``softmax_source`` empty): `search_heads`
+    fits it on a worker thread (`softmax_for_head`) while the next head's search runs."""
     start = time.perf_counter()
     name = name or head_file_stem(layer, head)
     gates = head_gates(screen_data, screen_attention) if settings.use_gates else []
@@ -335,7 +343,7 @@ def search_head(
                                              full_data if full_data is not None else screen_data,
                                              full_attention if full_attention is not None else screen_attention)
     soft_source, soft_iou = "", 0.0
-    if settings.softmax_terms > 0:
+    if softmax and settings.softmax_terms > 0:
         soft_source, soft_iou = _search_softmax(f"{name}_softmax", screen_data, screen_attention, settings,
                                                 full_data, full_attention)
     return SearchResult(layer, head, name, source, float(objective), tuple(path), tuple(path_iou),
@@ -367,6 +375,21 @@ def _search_softmax(name: str, screen_data: SearchData, screen_attention: np.nda
     # heads of the default run took 7.5 s with the default pool and 0.7 s with one thread).
     with threadpool_limits(limits=1, user_api="blas"):
         return _softmax_program(name, screen_data, screen_attention, settings, full_data, full_attention)
+
+
+def softmax_for_head(result: SearchResult, screen_data: SearchData, screen_attention: np.ndarray,
+                     settings: SearchSettings, full_data: SearchData | None,
+                     full_attention: np.ndarray | None) -> SearchResult:
+    """``result`` (from ``search_head(..., softmax=False)``) with its softmax program fitted.
+
+    Only NumPy and SciPy run here (no Numba kernels, whose threading layer may not take
+    calls from two threads at once), so `search_heads` can run it beside the next head's
+    search; the caller limits BLAS to one thread for the whole loop."""
+    start = time.perf_counter()
+    source, iou = _softmax_program(f"{result.name}_softmax", screen_data, screen_attention, settings,
+                                   full_data, full_attention)
+    return replace(result, softmax_source=source, softmax_fit_iou=iou,
+                   seconds=result.seconds + time.perf_counter() - start)
 
 
 def _softmax_program(name: str, screen_data: SearchData, screen_attention: np.ndarray, settings: SearchSettings,
@@ -464,14 +487,42 @@ def search_heads(
     screen_block = attention_block(source, screen, screen_tables)
     full_block = attention_block(source, full, tables) if full is not None else None
     n_heads = source.n_heads
-    results = []
-    for layer, head in tqdm(heads, desc="search", unit="head", disable=not progress):
-        col = layer * n_heads + head
-        result = search_head(
-            layer, head, screen, screen_block[:, col], settings,
-            full, full_block[:, col] if full_block is not None else None,
-        )
+    results: list[SearchResult] = []
+
+    def finish(result: SearchResult) -> None:
         results.append(result)
         if on_result is not None:
             on_result(result)
+
+    if settings.softmax_terms <= 0:
+        for layer, head in tqdm(heads, desc="search", unit="head", disable=not progress):
+            col = layer * n_heads + head
+            finish(search_head(layer, head, screen, screen_block[:, col], settings,
+                               full, full_block[:, col] if full_block is not None else None))
+        return results
+    # The softmax fit (NumPy / SciPy, most of a head's time on long sequences) runs on worker
+    # threads while the main thread searches the next heads (Numba kernels, which stay on this
+    # thread); results are still saved in head order.  Every head's fit is the same as when run
+    # alone: BLAS is held to one thread for the whole loop, and nothing is shared but read-only data.
+    from collections import deque
+    from concurrent.futures import ThreadPoolExecutor
+
+    from threadpoolctl import threadpool_limits
+
+    for data in (screen, full):  # built here, once: the workers only read them
+        if data is not None:
+            word_data(data)
+    pending: deque = deque()
+    workers = settings.softmax_workers
+    with threadpool_limits(limits=1, user_api="blas"), ThreadPoolExecutor(max_workers=workers) as pool:
+        for layer, head in tqdm(heads, desc="search", unit="head", disable=not progress):
+            col = layer * n_heads + head
+            screen_col = screen_block[:, col]
+            full_col = full_block[:, col] if full_block is not None else None
+            result = search_head(layer, head, screen, screen_col, settings, full, full_col, softmax=False)
+            pending.append(pool.submit(softmax_for_head, result, screen, screen_col, settings, full, full_col))
+            while pending and (len(pending) > workers or pending[0].done()):
+                finish(pending.popleft().result())
+        while pending:
+            finish(pending.popleft().result())
     return results
