@@ -431,6 +431,7 @@ def word_data(data: SearchData):
         for text, i in data.batch.vocabulary.items():
             if i >= 0:
                 words[i] = text
+
         def before(pos, tok, back):  # the word ``back`` tokens before each entry's q or k (−1 before the start)
             return np.where(pos >= back, lower[np.maximum(tok - back, 0)], -1)
 
@@ -460,7 +461,9 @@ def search_heads(
 
     ``source`` is an `attndsl.synthesis.scoring.AttentionSource`; ``tables[i]`` is the
     token table of sequence ``seq_indices[i]``.  ``on_result`` is called as
-    each head finishes (the synthesis stage saves it there, for resuming).
+    each head finishes, in head order (the synthesis stage saves it there, for
+    resuming).  Softmax programs are fitted on ``settings.softmax_workers``
+    threads beside the search of the next heads; the results are the same.
     """
     from tqdm.auto import tqdm
 
@@ -513,7 +516,7 @@ def search_heads(
         if data is not None:
             word_data(data)
     pending: deque = deque()
-    workers = settings.softmax_workers
+    workers = max(1, settings.softmax_workers)
     with threadpool_limits(limits=1, user_api="blas"), ThreadPoolExecutor(max_workers=workers) as pool:
         for layer, head in tqdm(heads, desc="search", unit="head", disable=not progress):
             col = layer * n_heads + head
