@@ -518,14 +518,22 @@ def search_heads(
     pending: deque = deque()
     workers = max(1, settings.softmax_workers)
     with threadpool_limits(limits=1, user_api="blas"), ThreadPoolExecutor(max_workers=workers) as pool:
-        for layer, head in tqdm(heads, desc="search", unit="head", disable=not progress):
-            col = layer * n_heads + head
-            screen_col = screen_block[:, col]
-            full_col = full_block[:, col] if full_block is not None else None
-            result = search_head(layer, head, screen, screen_col, settings, full, full_col, softmax=False)
-            pending.append(pool.submit(softmax_for_head, result, screen, screen_col, settings, full, full_col))
-            while pending and (len(pending) > workers or pending[0].done()):
-                finish(pending.popleft().result())
+        try:
+            for layer, head in tqdm(heads, desc="search", unit="head", disable=not progress):
+                col = layer * n_heads + head
+                screen_col = screen_block[:, col]
+                full_col = full_block[:, col] if full_block is not None else None
+                result = search_head(layer, head, screen, screen_col, settings, full, full_col, softmax=False)
+                pending.append(pool.submit(softmax_for_head, result, screen, screen_col, settings, full, full_col))
+                while pending and (len(pending) > workers or pending[0].done()):
+                    finish(pending.popleft().result())
+        except BaseException:  # Ctrl-C or an error: the heads already searched are finished and saved first
+            for future in pending:
+                try:
+                    finish(future.result())
+                except Exception:
+                    break
+            raise
         while pending:
             finish(pending.popleft().result())
     return results
