@@ -120,6 +120,25 @@ def test_unique_names_renames_source_too():
     assert renamed[1].program().name == "sink_2"
 
 
+def test_a_renamed_program_is_the_program_its_source_compiles_to():
+    """`LibraryProgram.program` parses a program once whatever it is named (renaming changes only
+    the header); the IR is what compiling the renamed source gives, and a broken source still
+    gets diagnostics that name it."""
+    from dataclasses import replace
+
+    from attndsl.errors import AttnError
+    from attndsl.synthesis.prompts import rename_program
+
+    for name in SOURCES:
+        p = _program(name)
+        renamed = replace(p, name="renamed", source=rename_program(p.source, "renamed"))
+        assert renamed.program() == compile_program(renamed.source) and renamed.program().name == "renamed"
+        assert p.program() == compile_program(p.source)
+    broken = library.LibraryProgram("broken", "program broken { 1 * [k == }", "user")
+    with pytest.raises(AttnError, match="<broken>"):
+        broken.program()
+
+
 def test_summary_lines_report_quartiles_layers_and_support():
     choices = [library.HeadChoice(layer, head, "p", 0.5, 0.1 * (head + 1), 0.0, 7, 99)
                for layer in range(2) for head in range(4)]

@@ -88,10 +88,12 @@ def test_every_option_reaches_the_cli_and_the_api():
 
     assert built.stage_kwargs("synthesize") == {"heads": None, "llm_config": None, "progress": True,
                                                 "max_screen_entries": SearchSettings().max_screen_entries,
-                                                "softmax_terms": None}
+                                                "softmax_terms": None, "word_pairs": None}
     assert built.stage_kwargs("extract")["syntax"] is True and built.stage_kwargs("extract")["spacy_pipeline"] is None
-    off = options.from_args(build_parser().parse_args(["explain", "--no-syntax", "--softmax-terms", "0"]), out="x")
-    assert off["syntax"] is False and off["softmax_terms"] == 0
+    off = options.from_args(build_parser().parse_args(["explain", "--no-syntax", "--softmax-terms", "0",
+                                                       "--word-pairs", "1"]), out="x")
+    assert off["syntax"] is False and off["softmax_terms"] == 0 and off["word_pairs"] == 1
     assert options.from_kwargs(**off).settings()["syntax"] is False
+    assert options.from_kwargs(**off).settings()["word_pairs"] == 1 and "word_pairs" not in built.settings()
     (softmax,) = [f for f in fields(options.ExplainOptions) if f.name == "softmax_terms"]
     assert f"default: {SearchSettings().softmax_terms} " in softmax.metadata["help"]  # the help says the real default

@@ -217,10 +217,11 @@ def test_lexicon_conditions_mean_what_their_source_says():
     exactly the entries where the DSL source, compiled and evaluated by the kernels, is non-zero."""
     from attndsl.synthesis.search.greedy import word_data
     from attndsl.synthesis.search.pool import TermSpec
-    from attndsl.synthesis.softmax_fit import LEXICON_CONDITIONS, LEXICONS, PAIRS
+    from attndsl.synthesis.softmax_fit import CONTEXT_LEXICONS, LEXICON_CONDITIONS, LEXICONS, PAIRS
 
     tables = _tables(6, seed=2)
-    assert {spec.where for spec in LEXICONS} | {spec.where for spec in PAIRS} <= set(LEXICON_CONDITIONS)
+    used = {spec.where for spec in LEXICONS + CONTEXT_LEXICONS} | {spec.where for spec in PAIRS}
+    assert used <= set(LEXICON_CONDITIONS)
     for where in LEXICON_CONDITIONS:
         data = search.prepare(tables, np.arange(len(tables)), [TermSpec(where, "test")])
         mask = word_data(data).mask(where)
@@ -396,7 +397,8 @@ def test_softmax_fit_learns_which_words_the_preferred_keys_follow():
 
 def test_softmax_fits_on_worker_threads_equal_the_fits_one_head_at_a_time(synthetic):
     """`search_heads` fits softmax programs on worker threads beside the next head's search; each
-    head's result is what `search_head` alone gives, and results come back in head order."""
+    head's result is the same whatever the number of workers, and results come back (and are
+    saved) in head order."""
     tables, source, _ = synthetic
     settings = search.SearchSettings(max_terms=3, screen_sequences=12, seed=0, softmax_terms=4, softmax_workers=2)
     heads = [(0, 0), (0, 1), (0, 0)]
@@ -410,3 +412,20 @@ def test_softmax_fits_on_worker_threads_equal_the_fits_one_head_at_a_time(synthe
         assert a.softmax_source and a.softmax_source == b.softmax_source and a.source == b.source
         assert a.softmax_fit_iou == b.softmax_fit_iou
     assert "softmax_workers" not in settings.as_dict()  # how the work is spread is not a run setting
+
+
+def test_long_sequences_get_the_smaller_search_unless_asked_otherwise():
+    """The automatic choices (`SearchSettings.resolved_for`): word pairs and context tables on and
+    eight scale steps while every sequence has at most `BUDGET_TOKENS` tokens, off and four
+    beyond; a value asked for is kept either way, and the manifest records the choice made."""
+    from attndsl.synthesis.search.greedy import BUDGET_TOKENS, FRACTIONS, LONG_FRACTIONS
+
+    auto = search.SearchSettings()
+    short, long = auto.resolved_for([5, BUDGET_TOKENS]), auto.resolved_for([5, BUDGET_TOKENS + 1])
+    assert (short.word_pairs, short.context_tables, short.fractions) == (2, True, FRACTIONS)
+    assert (long.word_pairs, long.context_tables, long.fractions) == (0, False, LONG_FRACTIONS)
+    asked = search.SearchSettings(word_pairs=1, context_tables=True, fractions=(0.5,)).resolved_for([4 * BUDGET_TOKENS])
+    assert (asked.word_pairs, asked.context_tables, asked.fractions) == (1, True, (0.5,))
+    assert long.resolved_for([5]) == long  # resolving twice changes nothing
+    assert short.as_dict()["word_pairs"] == 2 and "context_tables" not in short.as_dict()
+    assert long.as_dict()["word_pairs"] == 0 and long.as_dict()["context_tables"] is False

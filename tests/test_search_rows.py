@@ -92,5 +92,10 @@ def test_default_budgets_leave_short_runs_untouched_and_scale_for_long_sequences
     assert entries_budget(None, SCREEN_ENTRIES, [1024]) == SCREEN_ENTRIES // 16
     # an explicit budget is taken as given
     assert entries_budget(40000, SCREEN_ENTRIES, [256]) == 40000
+    # the screen: three quarters of that beyond 64 tokens (`LONG_SCREEN_ENTRIES`), as given when given
+    from attndsl.synthesis.search.greedy import LONG_SCREEN_ENTRIES, screen_budget
+
+    assert screen_budget(None, [12, 64]) == SCREEN_ENTRIES and LONG_SCREEN_ENTRIES == SCREEN_ENTRIES * 3 // 4
+    assert screen_budget(None, [100, 256]) == 37440 and screen_budget(40000, [256]) == 40000
     assert search.SearchSettings().max_screen_entries is None
 

@@ -48,7 +48,8 @@ def register(subparsers) -> None:
                              "0: no word tables)")
     parser.add_argument("--word-pairs", type=integer(0), default=defaults.word_pairs, metavar="N",
                         help="word-pair tables (a query-word table times a key-word table: which keys these "
-                             f"queries prefer) the softmax program may learn (default {defaults.word_pairs}; 0: none)")
+                             "queries prefer) the softmax program may learn (default: 2 while every sequence has "
+                             "at most 64 tokens, else 0; 0: none)")
     parser.add_argument("--library-cap", type=integer(1), default=1000, metavar="N", help="most programs in the library")
     parser.add_argument("--seed", type=integer(0), default=defaults.seed, help="search seed (default 0)")
     add_option(parser, "progress")

@@ -148,13 +148,17 @@ NAMING_ENTRIES = 64 * 2080
 def rename_library(library, synthesis_tables, sequences: int = 64, max_entries: int = NAMING_ENTRIES):
     """The naming hook of the library build: `name_library` over a `attndsl.synthesis.library.Library`,
     ordering each program's terms by their share on the first ``sequences`` synthesis sequences
-    (long sequences: the first of them that hold at most ``max_entries`` causal entries, at least one)."""
+    (long sequences: the first of them that hold at most ``max_entries`` causal entries, times 64 /
+    longest beyond 64 tokens, at least one)."""
     from dataclasses import replace
 
     from attndsl.extraction.batch import TokenBatch
     from attndsl.explanations.categories import measure_shares
+    from attndsl.synthesis.search.greedy import entries_budget
 
     tables = list(synthesis_tables)[:sequences]
+    # long sequences: the budget times 64 / longest, as the search's (names only, never scores)
+    max_entries = entries_budget(None, max_entries, [len(t) for t in tables])
     sizes = np.cumsum([len(t) * (len(t) + 1) // 2 for t in tables])
     batch = TokenBatch.from_tables(tables[:max(1, int(np.searchsorted(sizes, max_entries, side="right")))])
     shares = {p.name: measure_shares(p.program(), batch) for p in library.programs if not keeps_own_name(p.name, p.origin)}

@@ -95,11 +95,15 @@ class ExplainOptions:
     max_screen_entries: int | None = option(
         None, "causal entries the search screens terms on at most; beyond it a seeded subset of whole rows "
         "(query positions) is kept, for long sequences (default: 199680, 96 sequences of 64 tokens, so short "
-        "runs are untouched; times 64/n when the longest sequence has n > 64 tokens)", stages=("synthesize",),
+        "runs are untouched; when the longest sequence has n > 64 tokens, 149760 times 64/n)", stages=("synthesize",),
         cli={"type": integer(1), "metavar": "N"})
     softmax_terms: int | None = option(
         None, "most terms of each head's softmax program, fitted beside the linear ones (default: 24 with word "
         "tables; 0: linear programs only)", stages=("synthesize",), cli={"type": integer(0), "metavar": "N"})
+    word_pairs: int | None = option(
+        None, "word-pair tables (a query-word table times a key-word table) each head's softmax program may learn "
+        "(default: 2 while every sequence has at most 64 tokens, else 0; 0: none)", stages=("synthesize",),
+        cli={"type": integer(0), "metavar": "N"})
     report_examples: int = option(3, "held-out sequences shown per head in the report", stages=("report",),
                                   rename={"report": "examples"}, cli={"type": integer(0)})
     progress: bool = option(True, "hide progress bars", stages=("extract", "synthesize", "score", "replace"),
@@ -140,6 +144,7 @@ class ExplainOptions:
             **({"spacy_pipeline": self.spacy_pipeline} if self.spacy_pipeline else {}),
             **({"max_screen_entries": self.max_screen_entries} if self.max_screen_entries is not None else {}),
             **({"softmax_terms": self.softmax_terms} if self.softmax_terms is not None else {}),
+            **({"word_pairs": self.word_pairs} if self.word_pairs is not None else {}),
         }
 
     def check(self) -> None:

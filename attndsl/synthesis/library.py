@@ -63,7 +63,7 @@ import numpy as np
 
 from attndsl.language import ir
 from attndsl.extraction.batch import TokenBatch
-from attndsl.errors import UserError
+from attndsl.errors import AttnError, UserError
 from attndsl.pipeline import layout
 from attndsl.pipeline.records import (  # noqa: F401  (best.csv's record, reader and writer; re-exported)
     BEST_COLUMNS, BEST_CSV_COLUMNS, BEST_REQUIRED, SHORT_COLUMNS, HeadChoice, best_csv, read_best_csv)
@@ -103,11 +103,29 @@ class LibraryProgram:
         return out
 
 
-@functools.lru_cache(maxsize=1 << 13)
 def _compiled(source: str, name: str) -> ir.Program:
     """A library program's IR (immutable), parsed once: the library's steps ask for each
-    program several times, and parsing costs more than scoring it on short runs."""
-    return compile_source(source, f"<{name}>")[0]
+    program several times, and parsing costs more than scoring it on short runs.  A program
+    renamed (`attndsl.explanations.naming.name_library` changes only its header) is not
+    parsed again: the IR does not depend on the name but for its ``name`` field."""
+    from attndsl.synthesis.prompts import program_name, rename_program
+
+    header = program_name(source)
+    try:
+        if header is None:
+            return _compiled_text(source)
+        return replace(_compiled_text(rename_program(source, _ANONYMOUS)), name=header)
+    except AttnError:  # not cached: parsed again for diagnostics that name the program
+        return compile_source(source, f"<{name}>")[0]
+
+
+#: the header name programs are parsed under by `_compiled` (a valid name no writer uses)
+_ANONYMOUS = "anonymous_library_program"
+
+
+@functools.lru_cache(maxsize=1 << 13)
+def _compiled_text(source: str) -> ir.Program:
+    return compile_source(source, "<library>")[0]
 
 
 def is_short(program: ir.Program) -> bool:

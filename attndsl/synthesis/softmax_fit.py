@@ -88,6 +88,11 @@ LEXICONS = (
     LexiconSpec("prev_words", "k", "[k == q - 1]"),
     LexiconSpec("sink_after", "q", "[k == 0]"),
     LexiconSpec("self_after", "q", "[k == q]"),
+)
+
+#: word tables by context and by query: keys by the word before them, the sink by the word before the
+#: query, the previous token and the reach by the query word (learned after `LEXICONS` where asked for)
+CONTEXT_LEXICONS = (
     LexiconSpec("after_words", "k - 1", "[k > 0]"),
     LexiconSpec("sink_after_prev", "q - 1", "[k == 0]"),
     LexiconSpec("prev_after", "q", "[k == q - 1]"),

@@ -304,14 +304,16 @@ def synthesize(
     progress: bool = True,
     max_screen_entries: int | None = None,
     softmax_terms: int | None = None,
+    word_pairs: int | None = None,
 ) -> SynthesisReport:
     """Write programs for ``heads`` (default all), then build and score the library.
 
     The enumerative search runs when ``use_search`` is True, or when it is
     None and no ``llm_config`` is given.  ``max_screen_entries`` and
-    ``softmax_terms`` (when given) override the search's screening budget and
-    the size of its softmax programs (`SearchSettings`; ``softmax_terms=0``:
-    linear programs only).
+    ``softmax_terms`` and ``word_pairs`` (when given) override the search's
+    screening budget, the size of its softmax programs and their number of
+    word-pair tables (`SearchSettings`; ``softmax_terms=0``: linear programs
+    only).
     Resumable; see the module docstring.
     """
     started = time.perf_counter()
@@ -332,14 +334,20 @@ def synthesize(
         from dataclasses import replace
 
         search = replace(search, softmax_terms=max(int(softmax_terms), 0))
-    run = open_run(run_dir, STAGE, stage_settings(search, llm_config, cap), create=False)
-    if isinstance(heads, str) or heads is None:
-        heads = parse_heads(heads, store.n_layers, store.n_heads)
+    if search is not None and word_pairs is not None:
+        from dataclasses import replace
+
+        search = replace(search, word_pairs=max(int(word_pairs), 0))
     synth, held = store.synthesis_indices, store.heldout_indices
     if not synth or not held:
         raise UserError(f"{run_dir}: need both synthesis and held-out sequences "
                         f"(have {len(synth)} and {len(held)}); extract more sequences")
     tables = store.tables(synth)
+    if search is not None:  # the manifest records the choices made for these sequences' lengths
+        search = search.resolved_for([len(t) for t in tables])
+    run = open_run(run_dir, STAGE, stage_settings(search, llm_config, cap), create=False)
+    if isinstance(heads, str) or heads is None:
+        heads = parse_heads(heads, store.n_layers, store.n_heads)
     llm_todo = pending_heads(run, heads, "llm") if llm_config is not None else []
     search_todo = pending_heads(run, heads, "search") if search is not None else []
     todo = sorted(set(llm_todo) | set(search_todo))

@@ -31,9 +31,17 @@ from attndsl.headnames import head_file_stem
 #: causal entries of one 64-token sequence
 _ENTRIES_64 = 64 * 65 // 2
 SCREEN_ENTRIES = 96 * _ENTRIES_64
+#: the screening budget beyond `BUDGET_TOKENS` tokens, before `entries_budget` scales it by 64 / longest:
+#: three quarters of `SCREEN_ENTRIES`, so that 256-token synthesis of SmolLM2's 270 heads fits 5 minutes
+#: on two cores (3 min 18 s – 4 min 19 s, held-out IoU 0.545; the whole budget: 5 min 34 s, 0.548)
+LONG_SCREEN_ENTRIES = 72 * _ENTRIES_64
 FULL_ENTRIES = 352 * _ENTRIES_64
 #: the longest sequences the default budgets are sized for (longer ones scale them down)
 BUDGET_TOKENS = 64
+#: the share of the program's mass a candidate term may take, tried at each greedy step
+FRACTIONS = (0.03, 0.08, 0.15, 0.3, 0.5, 0.7, 0.85, 0.95)
+#: the shares tried beyond `BUDGET_TOKENS` tokens (`SearchSettings.resolved_for`)
+LONG_FRACTIONS = (0.05, 0.2, 0.5, 0.9)
 
 
 def entries_budget(budget: int | None, default: int, lengths) -> int:
@@ -54,6 +62,13 @@ def entries_budget(budget: int | None, default: int, lengths) -> int:
     return max(1, default * BUDGET_TOKENS // longest)
 
 
+def screen_budget(budget: int | None, lengths) -> int:
+    """The screening set's causal entries: ``budget`` when one is given, else `entries_budget` of
+    `SCREEN_ENTRIES`, or of `LONG_SCREEN_ENTRIES` when a sequence has more than `BUDGET_TOKENS` tokens."""
+    long = int(max(lengths, default=0)) > BUDGET_TOKENS
+    return entries_budget(budget, LONG_SCREEN_ENTRIES if long else SCREEN_ENTRIES, lengths)
+
+
 @dataclass(frozen=True)
 class SearchSettings:
     """What decides the search's results (recorded in the run manifest)."""
@@ -61,7 +76,7 @@ class SearchSettings:
     max_terms: int = 8
     min_gain: float = 0.001
     screen_sequences: int = 96  # synthesis sequences the greedy screening runs on
-    fractions: tuple[float, ...] = (0.03, 0.08, 0.15, 0.3, 0.5, 0.7, 0.85, 0.95)
+    fractions: tuple[float, ...] = FRACTIONS  # `LONG_FRACTIONS` beyond `BUDGET_TOKENS` tokens (`resolved_for`)
     shortlist: int = 48  # pool terms re-screened after a full screen (lazy greedy)
     full_screen_every: int = 3  # steps between full screens of the pool
     refine_steps: tuple[float, ...] = (0.0, 0.5, 0.75, 1.33, 2.0)
@@ -73,22 +88,43 @@ class SearchSettings:
     #: word tables the softmax fit may learn (`attndsl.synthesis.softmax_fit.LEXICONS`) and their size
     softmax_lexicons: bool = True
     lexicon_entries: int = 64
-    #: word-pair tables (query words × key words, `attndsl.synthesis.softmax_fit.PAIRS`) the softmax fit may learn
-    word_pairs: int = 2
+    #: word-pair tables (query words × key words, `attndsl.synthesis.softmax_fit.PAIRS`) the softmax fit may
+    #: learn; None (the default): `resolved_for` (2 while every sequence has ≤ `BUDGET_TOKENS` tokens, else 0)
+    word_pairs: int | None = None
+    #: the context and query word tables (`attndsl.synthesis.softmax_fit.CONTEXT_LEXICONS`); None (the
+    #: default): on while every sequence has ≤ `BUDGET_TOKENS` tokens, off beyond (`resolved_for`)
+    context_tables: bool | None = None
     #: the softmax fit may also use the shared gates on a few base terms
     #: (`attndsl.synthesis.softmax_fit.GATED_BASES`: sink, self, previous tokens, recency)
     softmax_gates: bool = True
     #: worker threads fitting softmax programs while the next heads are searched (`search_heads`);
-    #: results do not depend on it
-    softmax_workers: int = 2
+    #: results do not depend on it.  One: the fits hold the GIL often enough that two of them
+    #: beside the search took more time on two cores (SmolLM2's layers 0–2 at 256 tokens: 37.7 s
+    #: against 30.9 s with one; 22.9 s against 23.9 s on sentences)
+    softmax_workers: int = 1
     #: causal entries the screening set may hold; beyond it a seeded subset of whole rows is kept
     #: (`attndsl.synthesis.search.data.row_subsample`).  None (the default): `entries_budget` of
     #: `SCREEN_ENTRIES`, the most a screen of 96 sequences of ≤ 64 tokens holds, so runs of short
-    #: sequences are untouched, scaled down for longer ones.
+    #: sequences are untouched, scaled down for longer ones (`screen_budget`).
     max_screen_entries: int | None = None
     #: the same for the full synthesis set the weights are refined on (`FULL_ENTRIES`: 352 × 64-token
     #: sequences fit)
     max_full_entries: int | None = None
+
+    def resolved_for(self, lengths) -> "SearchSettings":
+        """These settings with the automatic choices made for sequences of ``lengths`` tokens.
+
+        Beyond `BUDGET_TOKENS` tokens, like the search budgets (`entries_budget`), the
+        costliest parts get smaller, to keep 256-token synthesis of SmolLM2's 270 heads within
+        5 minutes on two cores: word pairs and the context / query tables are off unless asked
+        for (at 256 tokens they took synthesis from 6 min 52 s to 8 min 32 s, held-out IoU
+        0.549 → 0.562), and the linear search tries the 4 `LONG_FRACTIONS` instead of the 8
+        default `FRACTIONS` (its screening is most of a head's time there; the softmax
+        programs, which win almost every head, do not depend on it)."""
+        short = int(max(lengths, default=0)) <= BUDGET_TOKENS
+        return replace(self, word_pairs=(2 if short else 0) if self.word_pairs is None else self.word_pairs,
+                       context_tables=short if self.context_tables is None else self.context_tables,
+                       fractions=LONG_FRACTIONS if not short and self.fractions == FRACTIONS else self.fractions)
 
     def as_dict(self) -> dict:
         from dataclasses import asdict
@@ -96,11 +132,14 @@ class SearchSettings:
         out = asdict(self)
         del out["softmax_workers"]  # how the work is spread, not what it computes
         if not out["softmax_terms"]:  # off: no softmax settings in the manifest
-            for key in ("softmax_terms", "softmax_lexicons", "lexicon_entries", "word_pairs", "softmax_gates"):
+            for key in ("softmax_terms", "softmax_lexicons", "lexicon_entries", "word_pairs", "context_tables",
+                        "softmax_gates"):
                 del out[key]
         for key in ("max_screen_entries", "max_full_entries"):
             if out[key] is None:  # at their defaults: manifests stay as they were
                 del out[key]
+        if out.get("context_tables") is True:  # on, as before the setting existed: manifests stay as they were
+            del out["context_tables"]
         return out
 
 
@@ -395,10 +434,14 @@ def softmax_for_head(result: SearchResult, screen_data: SearchData, screen_atten
 def _softmax_program(name: str, screen_data: SearchData, screen_attention: np.ndarray, settings: SearchSettings,
                      full_data: SearchData | None, full_attention: np.ndarray | None) -> tuple[str, float]:
     from attndsl.synthesis.softmax_fit import (
-        GATED_BASES, LEXICONS, PAIRS, GatedPool, SoftmaxSettings, fit_softmax, refit, softmax_source,
+        CONTEXT_LEXICONS, GATED_BASES, LEXICONS, PAIRS, GatedPool, SoftmaxSettings, fit_softmax, refit,
+        softmax_source,
     )
 
-    s = SoftmaxSettings(max_terms=settings.softmax_terms, lexicons=LEXICONS if settings.softmax_lexicons else (),
+    # `search_heads` has made the automatic choices already; a direct call gets the short-sequence ones
+    settings = settings.resolved_for([BUDGET_TOKENS])
+    tables = LEXICONS + (CONTEXT_LEXICONS if settings.context_tables else ())
+    s = SoftmaxSettings(max_terms=settings.softmax_terms, lexicons=tables if settings.softmax_lexicons else (),
                         lexicon_entries=settings.lexicon_entries,
                         pairs=PAIRS[: settings.word_pairs] if settings.softmax_lexicons else ())
     d = screen_data
@@ -479,8 +522,9 @@ def search_heads(
     gate_names = gate_conditions(tables) if settings.use_gates else ()
     screen_tables = [tables[i] for i in chosen]
     lengths = [len(t) for t in tables]
+    settings = settings.resolved_for(lengths)
     screen = prepare(screen_tables, seq_indices[chosen], specs, gate_names,
-                     max_entries=entries_budget(settings.max_screen_entries, SCREEN_ENTRIES, lengths),
+                     max_entries=screen_budget(settings.max_screen_entries, lengths),
                      seed=settings.seed)
     full = None
     if n_screen < len(seq_indices):
@@ -488,6 +532,15 @@ def search_heads(
                        max_entries=entries_budget(settings.max_full_entries, FULL_ENTRIES, lengths),
                        seed=settings.seed + 1)
     screen_block = attention_block(source, screen, screen_tables)
+    # beyond `BUDGET_TOKENS` tokens the linear search screens half the softmax fit's rows (its
+    # screening is most of a head's time there, and the softmax programs, which win almost every
+    # head, do not depend on it); the same terms and scales, so weights mean the same
+    linear, linear_block = screen, screen_block
+    if settings.softmax_terms > 0 and max(lengths) > BUDGET_TOKENS:
+        linear = prepare(screen_tables, seq_indices[chosen], screen.specs, gate_names, scales=screen.scales,
+                         max_entries=max(1, screen.values.shape[1] // 2),
+                         seed=settings.seed + 2)
+        linear_block = attention_block(source, linear, screen_tables)
     full_block = attention_block(source, full, tables) if full is not None else None
     n_heads = source.n_heads
     results: list[SearchResult] = []
@@ -523,7 +576,8 @@ def search_heads(
                 col = layer * n_heads + head
                 screen_col = screen_block[:, col]
                 full_col = full_block[:, col] if full_block is not None else None
-                result = search_head(layer, head, screen, screen_col, settings, full, full_col, softmax=False)
+                result = search_head(layer, head, linear, linear_block[:, col], settings, full, full_col,
+                                     softmax=False)
                 pending.append(pool.submit(softmax_for_head, result, screen, screen_col, settings, full, full_col))
                 while pending and (len(pending) > workers or pending[0].done()):
                     finish(pending.popleft().result())
