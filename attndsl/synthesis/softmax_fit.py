@@ -24,11 +24,15 @@ is a softmax over k ≤ q, so for a fixed set of terms the cross-entropy
    current token
    (``[k == 0] * sink_after(q)``, ``[k == q] * self_after(q)``: after these
    words the head parks on the first token, or stays on itself, more or
-   less than usual); and by context, since a key's vector carries the words
-   before it and a query's the words before it: ``after_words(k - 1)`` and
-   ``after2_words(k - 2)`` (the head prefers keys that follow these words —
-   the noun after "the", whatever the noun), ``sink_after_prev(q - 1)`` and
-   ``self_after_prev(q - 1)``.  Each word's logit is one more convex weight (sparse
+   less than usual); and, where asked for (`CONTEXT_LEXICONS`; by default
+   while every sequence has at most 64 tokens), by context, since a key's
+   vector carries the words before it and a query's the words before it —
+   ``[k > 0] * after_words(k - 1)`` (the head prefers keys that follow these
+   words: the noun after "the", whatever the noun) and ``[k == 0] *
+   sink_after_prev(q - 1)`` — and by query word, ``[k == q - 1] *
+   prev_after(q)`` and ``[k > 0] * log(d + 1) * reach_after(q)`` (after these
+   words the head reads the previous token, or looks further back, more or
+   less than usual).  Each word's logit is one more convex weight (sparse
    indicator columns, a stronger L2 penalty than the terms'); each table
    keeps its ``entries`` largest weights, they are refitted, and the tables
    are kept only if together they raise the IoU by more than ``tie``; words
@@ -104,7 +108,6 @@ LEXICON_CONDITIONS = {
     "": lambda q, k: np.ones(len(q), dtype=bool),
     "[k == 0]": lambda q, k: k == 0,
     "[k > 0]": lambda q, k: k > 0,
-    "[k > 1]": lambda q, k: k > 1,
     "[k > 0] * log(d + 1)": lambda q, k: (k > 0) * np.log1p(q - k),
     "[k == q]": lambda q, k: k == q,
     "[k == q - 1]": lambda q, k: k == q - 1,
