@@ -195,6 +195,16 @@ def _search_one(truth, tables, settings):
     return result, source
 
 
+def _printed_iou(source_text, source, tables):
+    """Held-in IoU of the printed program ``source_text`` against the head of ``source`` on ``tables``."""
+    return score([compile_program(source_text)], source, TokenBatch.from_tables(tables)).iou[0, 0, 0]
+
+
+def _learned_tables(source_text):
+    """The lexicons of a printed program: name → {word: weight}, in printed order."""
+    return {lex.name: {e.key: e.weight for e in lex.entries} for lex in parse(source_text).programs[0].lexicons}
+
+
 def test_softmax_fit_recovers_a_softmax_head():
     """A head that *is* a softmax program: the softmax fit finds its terms and scores what it says."""
     tables = _tables(24, seed=1)
@@ -204,10 +214,10 @@ def test_softmax_fit_recovers_a_softmax_head():
     program = compile_program(result.softmax_source)
     assert program.form == "softmax" and len(program.terms) <= 4
     assert format_module(parse(result.softmax_source)) == result.softmax_source
-    iou = score([program], source, TokenBatch.from_tables(tables)).iou[0, 0, 0]
+    iou = _printed_iou(result.softmax_source, source, tables)
     assert iou > 0.95
     assert abs(iou - result.softmax_fit_iou) < 0.01  # rounded weights score what the fit said
-    assert iou > score([compile_program(result.source)], source, TokenBatch.from_tables(tables)).iou[0, 0, 0]
+    assert iou > _printed_iou(result.source, source, tables)
     again = search.SearchResult.from_dict(result.as_dict())
     assert again == result
 
@@ -241,14 +251,12 @@ def test_softmax_fit_learns_a_far_key_word_table():
     )
     settings = search.SearchSettings(max_terms=2, screen_sequences=48, seed=0, softmax_terms=3)
     result, source = _search_one(truth, tables, settings)
-    module = parse(result.softmax_source)
-    tables_by_name = {lex.name: {e.key: e.weight for e in lex.entries} for lex in module.programs[0].lexicons}
+    tables_by_name = _learned_tables(result.softmax_source)
     assert "[k > 0] * [d >= 8] * far_words(k)" in result.softmax_source
     far = tables_by_name["far_words"]
     assert far.get("dog", 0) > 1 and far.get("max", 0) > 1
     assert abs(tables_by_name.get("key_words", {}).get("dog", 0)) < 0.5 * far["dog"]
-    iou = score([compile_program(result.softmax_source)], source, TokenBatch.from_tables(tables)).iou[0, 0, 0]
-    assert iou > 0.97
+    assert _printed_iou(result.softmax_source, source, tables) > 0.97
 
 
 def test_softmax_fit_gates_a_base_term_by_the_query():
@@ -257,12 +265,10 @@ def test_softmax_fit_gates_a_base_term_by_the_query():
     tables = _tables(32, seed=5)
     truth = compile_program("program p {\n combine softmax\n 5 * [cap(q)] * [k == q - 1] + 2 * [k == 0]\n}")
     common = dict(max_terms=2, screen_sequences=16, seed=0, softmax_terms=4, softmax_lexicons=False)
-    batch = TokenBatch.from_tables(tables)
     ious = {}
     for gates in (True, False):
         result, source = _search_one(truth, tables, search.SearchSettings(softmax_gates=gates, **common))
-        program = compile_program(result.softmax_source)
-        ious[gates] = score([program], source, batch).iou[0, 0, 0]
+        ious[gates] = _printed_iou(result.softmax_source, source, tables)
         if gates:
             assert "[cap(q)] * [k == q - 1]" in result.softmax_source
             assert format_module(parse(result.softmax_source)) == result.softmax_source
@@ -313,14 +319,12 @@ def test_softmax_fit_learns_a_key_word_table():
         'program p {\n combine softmax\n lexicon fav {\n "dog": 3,\n "ball": 3,\n "park": 2.5\n }\n'
         ' 2 * [k == q - 1] + 1 * fav(k)\n}'
     )
-    batch = TokenBatch.from_tables(tables)
     common = dict(max_terms=2, screen_sequences=48, seed=0, softmax_terms=3)
     ious = {}
     for lexicons in (True, False):
         settings = search.SearchSettings(softmax_lexicons=lexicons, **common)
         result, source = _search_one(truth, tables, settings)
-        program = compile_program(result.softmax_source)
-        ious[lexicons] = score([program], source, batch).iou[0, 0, 0]
+        ious[lexicons] = _printed_iou(result.softmax_source, source, tables)
         if lexicons:
             assert format_module(parse(result.softmax_source)) == result.softmax_source
             (table,) = [lex for lex in parse(result.softmax_source).programs[0].lexicons if lex.name == "key_words"]
@@ -346,19 +350,16 @@ def test_softmax_fit_learns_a_word_pair_table():
         ' lexicon names {\n "max": 4,\n "tom": 4,\n "sue": 4\n }\n'
         ' 1.5 * [k == q - 1] + 1 * [k > 0] * [k < q] * who(q) * names(k)\n}'
     )
-    batch = TokenBatch.from_tables(tables)
     common = dict(max_terms=2, screen_sequences=48, seed=0, softmax_terms=3)
     ious = {}
     for pairs in (2, 0):
         result, source = _search_one(truth, tables, search.SearchSettings(word_pairs=pairs, **common))
-        program = compile_program(result.softmax_source)
-        ious[pairs] = score([program], source, batch).iou[0, 0, 0]
+        ious[pairs] = _printed_iou(result.softmax_source, source, tables)
         if pairs:
             assert "[k > 0] * [k < q] * asks(q) * offers(k)" in result.softmax_source
             assert format_module(parse(result.softmax_source)) == result.softmax_source
             assert abs(ious[pairs] - result.softmax_fit_iou) < 0.01  # rounded tables score what the fit said
-            lexicons = {lex.name: {e.key: e.weight for e in lex.entries}
-                        for lex in parse(result.softmax_source).programs[0].lexicons}
+            lexicons = _learned_tables(result.softmax_source)
             assert all(len(table) <= 64 for table in lexicons.values())
             # what the head reads is the sum over pair terms of weight × query word × key word
             import re
@@ -386,12 +387,10 @@ def test_softmax_fit_learns_which_words_the_preferred_keys_follow():
     result, source = _search_one(truth, tables, search.SearchSettings(**common))
     assert "[k > 0] * after_words(k - 1)" in result.softmax_source
     assert format_module(parse(result.softmax_source)) == result.softmax_source
-    lexicons = {lex.name: {e.key: e.weight for e in lex.entries}
-                for lex in parse(result.softmax_source).programs[0].lexicons}
-    after = lexicons["after_words"]
+    after = _learned_tables(result.softmax_source)["after_words"]
     assert after.get("the", 0) > 1.5 and after.get("a", 0) > 1.5, after
     assert list(after)[:2] in (["the", "a"], ["a", "the"])  # the largest weights come first
-    iou = score([compile_program(result.softmax_source)], source, TokenBatch.from_tables(tables)).iou[0, 0, 0]
+    iou = _printed_iou(result.softmax_source, source, tables)
     assert iou > 0.97 and abs(iou - result.softmax_fit_iou) < 0.01
 
 
