@@ -344,14 +344,18 @@ class WordData:
 
     def side(self, spec: LexiconSpec) -> np.ndarray:
         """Each entry's word id at the spec's side (−1 for none)."""
-        match spec.side:
+        return self.words_at(spec.side)
+
+    def words_at(self, side: str) -> np.ndarray:
+        """Each entry's word id at ``side`` ("q", "k" or a `context` offset; −1 for none)."""
+        match side:
             case "q":
                 return self.q_word
             case "k":
                 return self.k_word
-            case _ if spec.side in self.context:
-                return self.context[spec.side]
-        raise ValueError(f"word table side {spec.side!r} is not one these words know")
+            case _ if side in self.context:
+                return self.context[side]
+        raise ValueError(f"word table side {side!r} is not one these words know")
 
     def candidates(self, spec: LexiconSpec, settings: SoftmaxSettings) -> list[str]:
         """The ``lexicon_candidates`` most frequent usable words at the spec's side (each token
@@ -368,13 +372,8 @@ class WordData:
     def columns(self, spec: LexiconSpec, chosen: Sequence[str]) -> "sparse.csr_matrix":
         """[len(chosen), E]: entry e has word j at the spec's side, valued ``where`` there (1 for a
         condition that holds)."""
-        index = {w: j for j, w in enumerate(self.words)}
-        ids = np.asarray([index.get(w, -2) for w in chosen], dtype=np.int64)
         side = self.side(spec)
-        lookup = np.full(len(self.words) + 1, -1, dtype=np.int64)
-        known = ids >= 0
-        lookup[ids[known]] = np.flatnonzero(known)
-        row = np.where(side >= 0, lookup[np.maximum(side, 0)], -1)
+        row = self.positions(side, chosen)
         factor = self.factor(spec.where)
         row[factor == 0] = -1
         entries = np.flatnonzero(row >= 0)
@@ -385,13 +384,22 @@ class WordData:
         index = {w: j for j, w in enumerate(self.words)}
         return np.asarray([index.get(w, -2) for w in chosen], dtype=np.int64)
 
+    def positions(self, word_of_entry: np.ndarray, chosen: Sequence[str]) -> np.ndarray:
+        """int64 [E]: the index in ``chosen`` of each entry's word id ``word_of_entry`` (−1 for a
+        word not chosen, or none)."""
+        ids = self.ids(chosen)
+        known = ids >= 0
+        lookup = np.full(len(self.words) + 1, -1, dtype=np.int64)  # the last: an entry without a word
+        lookup[ids[known]] = np.flatnonzero(known)
+        return lookup[np.where(word_of_entry >= 0, word_of_entry, len(self.words))]
+
     def table_values(self, side: str, table: dict[str, float]) -> np.ndarray:
         """float64 [E]: each entry's weight in ``table`` of its word at ``side`` (0 for other words)."""
         full = np.zeros(len(self.words) + 1)
         ids = self.ids(list(table))
         known = ids >= 0
         full[ids[known]] = np.asarray(list(table.values()), dtype=np.float64)[known]
-        word = self.q_word if side == "q" else self.k_word
+        word = self.words_at(side)
         return full[np.where(word >= 0, word, len(self.words))]
 
     def scaled_columns(self, side: str, chosen: Sequence[str], where: str, scale: np.ndarray) -> "sparse.csr_matrix":
@@ -466,13 +474,7 @@ def _fit_pair(V: np.ndarray, A: np.ndarray, rows: _Rows, w: np.ndarray, iou: flo
     St = None if S is None else S.T.tocsr()
     residual = (rows.softmax(_logits(V, w, St, n)) - A) * mask
 
-    def positions(word_of_entry: np.ndarray, cands: Sequence[str]) -> np.ndarray:
-        lookup = np.full(len(words.words) + 1, -1, dtype=np.int64)
-        ids = words.ids(cands)
-        lookup[ids[ids >= 0]] = np.flatnonzero(ids >= 0)
-        return lookup[np.where(word_of_entry >= 0, word_of_entry, len(words.words))]
-
-    qpos, kpos = positions(words.q_word, q_cands), positions(words.k_word, k_cands)
+    qpos, kpos = words.positions(words.q_word, q_cands), words.positions(words.k_word, k_cands)
     both = mask & (qpos >= 0) & (kpos >= 0)
     gradient = np.zeros((len(q_cands), len(k_cands)))
     np.add.at(gradient, (qpos[both], kpos[both]), residual[both])
@@ -675,14 +677,17 @@ def softmax_source(name: str, specs_text: Sequence[str], weights: Sequence[float
     printed = [(_round_sig(w * sc), text) for w, sc, text in zip(weights, scales, specs_text)]
     printed = [(w, text) for w, text in printed if w != 0.0]
     printed.sort(key=lambda item: -abs(item[0]))
+    def declaration(name: str, entries) -> str:
+        rows = ",\n        ".join(f"{format_string(word)}: {format_number(x)}" for word, x in entries)
+        return f"lexicon {name} {{\n        {rows}\n    }}"
+
     declarations = []
     for lexicon in lexicons:
         entries = [(word, _round_sig(x, 2)) for word, x in lexicon.entries]
         entries = sorted([(word, x) for word, x in entries if abs(x) >= MIN_WORD_WEIGHT], key=lambda e: -abs(e[1]))
         if not entries:
             continue
-        rows = ",\n        ".join(f"{format_string(word)}: {format_number(x)}" for word, x in entries)
-        declarations.append(f"lexicon {lexicon.spec.name} {{\n        {rows}\n    }}")
+        declarations.append(declaration(lexicon.spec.name, entries))
         where = f"{lexicon.spec.where} * " if lexicon.spec.where else ""
         printed.append((1.0, f"{where}{lexicon.spec.name}({lexicon.spec.side})"))
     for pair in pairs:
@@ -692,9 +697,7 @@ def softmax_source(name: str, specs_text: Sequence[str], weights: Sequence[float
         tables = [(table, [(word, x) for word, x in entries if x != 0.0]) for table, entries in tables]
         if weight == 0.0 or not all(entries for _, entries in tables):
             continue
-        for table, entries in tables:
-            rows = ",\n        ".join(f"{format_string(word)}: {format_number(x)}" for word, x in entries)
-            declarations.append(f"lexicon {table} {{\n        {rows}\n    }}")
+        declarations.extend(declaration(table, entries) for table, entries in tables)
         printed.append((weight, f"{pair.spec.where} * {pair.spec.query_name}(q) * {pair.spec.key_name}(k)"))
     if not printed:
         printed = [(1.0, "")]
