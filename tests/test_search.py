@@ -222,6 +222,40 @@ def test_softmax_fit_recovers_a_softmax_head():
     assert again == result
 
 
+def test_word_tables_stay_only_where_they_help_sequences_they_were_not_fitted_on(monkeypatch):
+    """A head that reads no words: hundreds of word weights still raise its synthesis IoU a little by
+    memorising the sequences, so tables are checked on sequences set aside while they are fitted."""
+    from attndsl.synthesis import softmax_fit
+
+    tables = _tables(24, seed=1)
+    truth = compile_program("program p {\n combine softmax\n 4 * [k == q - 1] + 3 * [k == 0]\n}")
+    settings = search.SearchSettings(max_terms=2, screen_sequences=12, seed=0, softmax_terms=4)
+    checked, _ = _search_one(truth, tables, settings)
+    assert not parse(checked.softmax_source).programs[0].lexicons
+    monkeypatch.setattr(softmax_fit, "TABLE_CHECK_EVERY", 10 ** 9)  # nothing set aside: the check is off
+    unchecked, _ = _search_one(truth, tables, settings)
+    assert "key_words" in _learned_tables(unchecked.softmax_source)
+
+
+def test_rows_split_sets_whole_sequences_aside():
+    from attndsl.synthesis.softmax_fit import _Rows
+
+    lens = [1, 2, 3, 1, 2, 1, 2, 3, 4, 1]  # rows of 4 sequences: [1 2 3] [1 2] [1 2 3 4] [1]
+    seq = [0, 0, 0, 1, 1, 2, 2, 2, 2, 3]
+    starts = np.concatenate([[0], np.cumsum(lens)[:-1]])
+    rows = _Rows(starts, lens, seq, np.array([6.0, 4.0, 8.0, 2.0]))
+    rng = np.random.default_rng(0)
+    A, P = rows.softmax(rng.normal(size=sum(lens))), rows.softmax(rng.normal(size=sum(lens)))
+    kept, kept_rows, aside, aside_rows = rows.split(2)  # sequences 1 and 3 aside
+    assert np.array_equal(kept, ~aside) and kept.sum() == 1 + 2 + 3 + 1 + 2 + 3 + 4
+    assert list(kept_rows.seq) == [0, 0, 0, 1, 1, 1, 1] and list(aside_rows.seq) == [0, 0, 1]
+    whole = rows.row_sum(np.minimum(A, P))
+    per = np.bincount(rows.seq, weights=whole) / (rows.two_n - np.bincount(rows.seq, weights=whole))
+    assert np.isclose(kept_rows.iou(A[kept], P[kept]), per[[0, 2]].mean())
+    assert np.isclose(aside_rows.iou(A[aside], P[aside]), per[[1, 3]].mean())
+    assert rows.split(4) is None  # one sequence aside is too few to judge by
+
+
 def test_lexicon_conditions_mean_what_their_source_says():
     """Each condition a word table may use (`LEXICON_CONDITIONS`): the fit's NumPy mask holds on
     exactly the entries where the DSL source, compiled and evaluated by the kernels, is non-zero."""

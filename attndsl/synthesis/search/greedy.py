@@ -85,9 +85,10 @@ class SearchSettings:
     n_words: int = 16
     seed: int = 0
     softmax_terms: int = 24  # > 0: also fit a `combine softmax` program with at most this many terms (0: off)
-    #: word tables the softmax fit may learn (`attndsl.synthesis.softmax_fit.LEXICONS`) and their size
+    #: word tables the softmax fit may learn (`attndsl.synthesis.softmax_fit.LEXICONS`) and their size (on
+    #: every 10th head of the sentence run 64 words gave 0.8221 held-out, 128 0.8246, 256 0.8252)
     softmax_lexicons: bool = True
-    lexicon_entries: int = 64
+    lexicon_entries: int = 128
     #: word-pair tables (query words × key words, `attndsl.synthesis.softmax_fit.PAIRS`) the softmax fit may
     #: learn; None (the default): `resolved_for` (2 while every sequence has ≤ `BUDGET_TOKENS` tokens, else 0)
     word_pairs: int | None = None
