@@ -515,7 +515,7 @@ def _fit_pair(V: np.ndarray, A: np.ndarray, rows: _Rows, w: np.ndarray, iou: flo
     side is fitted (with the terms) the word tables' logits are held fixed, an offset, so each
     step reads the side's few hundred columns rather than every table's; the pair's column
     is then fitted jointly with everything.  (On every 10th head of the sentence run: the
-    same held-out IoU as refitting the tables in every step, and under half the time.)
+    same held-out IoU as refitting the tables in every step, the side fits in about half the time.)
     Returns (V with the pair's column appended, weights [terms, pair, words], IoU, pair) or
     the arguments unchanged (V, w, iou, None) when the pair does not raise the IoU by more
     than ``tie``."""
