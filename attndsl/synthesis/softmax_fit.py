@@ -36,8 +36,11 @@ is a softmax over k ≤ q, so for a fixed set of terms the cross-entropy
    less than usual).  Each word's logit is one more convex weight (sparse
    indicator columns, the same L2 penalty as the terms'); each table
    keeps its ``entries`` largest weights, they are refitted, and the tables
-   are kept only if together they raise the IoU by more than ``tie``; words
-   whose logit rounds below `MIN_WORD_WEIGHT` are not printed.
+   are kept only if together they raise the IoU by more than ``tie`` on the
+   synthesis sequences set aside while they were chosen and fitted (every
+   `TABLE_CHECK_EVERY`-th; hundreds of word weights can memorise the rest),
+   then fitted on every sequence; words whose logit rounds below
+   `MIN_WORD_WEIGHT` are not printed.
 5. **Word pairs** (optional, `PairSpec`): a query-word table times a
    key-word table, ``c * [k > 0] * [k < q] * asks(q) * offers(k)`` — which
    keys *these* queries prefer, the bilinear form real attention has.  The
