@@ -408,6 +408,65 @@ def test_softmax_fit_learns_a_word_pair_table():
     assert ious[2] > 0.99 and ious[2] > ious[0] + 0.01, ious  # 0.995 against 0.977 without pairs
 
 
+def _random_syntax(tables, seed: int):
+    """``tables`` with random parts of speech, dependency labels and heads (enough of each pair)."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for t in tables:
+        n = len(t)
+        upos = [str(x) for x in rng.choice(["NOUN", "VERB", "DET", "ADJ", "PRON"], size=n)]
+        dep = [str(x) for x in rng.choice(["nsubj", "obj", "det", "amod", "ROOT"], size=n)]
+        out.append(t.with_syntax(upos, dep, [0] + [int(rng.integers(0, i)) for i in range(1, n)]))
+    return out
+
+
+def test_tag_pair_columns_mean_what_their_printed_terms_say():
+    """Each (query tag, key tag) pair's column in the fit (`WordData.tag_pair_columns`) equals its
+    printed term, compiled and evaluated by the kernels, on every causal entry."""
+    from attndsl.synthesis.search.greedy import word_data
+    from attndsl.synthesis.search.pool import TermSpec
+    from attndsl.synthesis.softmax_fit import TAG_PAIRS, SoftmaxSettings, tag_pair_factors
+
+    tables = _random_syntax(_tables(6, seed=2), seed=5)
+    for spec in TAG_PAIRS:
+        probe = search.prepare(tables, np.arange(len(tables)), [TermSpec("[k == 0]", "test")])
+        pairs = word_data(probe).tag_pair_candidates(spec, SoftmaxSettings(lexicon_min_count=1))
+        assert len(pairs) >= 10 and len(set(pairs)) == len(pairs)
+        columns = word_data(probe).tag_pair_columns(spec, pairs).toarray()
+        data = search.prepare(tables, np.arange(len(tables)), [TermSpec(tag_pair_factors(spec, a, b), "test")
+                                                               for a, b in pairs])
+        assert set(np.unique(columns)) <= {0.0, 1.0}  # indicators, as the printed 0/1 conditions
+        np.testing.assert_array_equal(columns != 0, data.values != 0)
+        assert (columns.sum(axis=0) <= 1).all()  # an entry has one pair
+
+
+def test_softmax_fit_learns_a_tag_pair_table():
+    """A head whose verbs read nouns (and nothing else reads them more): neither a query tag nor
+    a key tag alone says it; the tag-pair table does, printed as one readable term per pair,
+    and it scores above the same fit without tag pairs."""
+    tables = _random_syntax(_tables(48, seed=4), seed=6)
+    truth = compile_program(
+        'program p {\n uses syntax\n combine softmax\n 1.5 * [k == q - 1]'
+        ' + 3 * [k > 0] * [k < q] * [upos(q) == "VERB"] * [upos(k) == "NOUN"]\n}'
+    )
+    common = dict(max_terms=2, screen_sequences=24, seed=0, softmax_terms=3, word_pairs=0)
+    ious = {}
+    for entries in (48, 0):
+        result, source = _search_one(truth, tables, search.SearchSettings(tag_pair_entries=entries, **common))
+        ious[entries] = _printed_iou(result.softmax_source, source, tables)
+        pair = '[k > 0] * [k < q] * [upos(q) == "VERB"] * [upos(k) == "NOUN"]'
+        assert (pair in result.softmax_source) == bool(entries)
+        if entries:
+            assert format_module(parse(result.softmax_source)) == result.softmax_source
+            assert abs(ious[entries] - result.softmax_fit_iou) < 0.01  # rounded weights score what the fit said
+            # the IR the fit handed to the library is what compiling the printed source gives
+            from attndsl.synthesis.library import _CACHE, _compiled
+
+            assert any(program.terms == compile_program(result.softmax_source).terms for program in _CACHE.values())
+            assert _compiled(result.softmax_source, "x") == compile_source(result.softmax_source)[0]
+    assert ious[48] > 0.97 and ious[48] > ious[0] + 0.01, ious
+
+
 def test_softmax_fit_learns_which_words_the_preferred_keys_follow():
     """A head that reads the word after 'the' or 'a' (the noun of a noun phrase, whatever the noun
     is): the fit learns the table of the key's *previous* word, ``[k > 0] * after_words(k - 1)``,
@@ -448,9 +507,10 @@ def test_softmax_fits_on_worker_threads_equal_the_fits_one_head_at_a_time(synthe
 
 
 def test_long_sequences_get_the_smaller_search_unless_asked_otherwise():
-    """The automatic choices (`SearchSettings.resolved_for`): word pairs and context tables on and
-    eight scale steps while every sequence has at most `BUDGET_TOKENS` tokens, off and four
-    beyond; a value asked for is kept either way, and the manifest records the choice made."""
+    """The automatic choices (`SearchSettings.resolved_for`): word pairs (unless the sequences carry
+    syntax), tag-pair tables and context tables on and eight scale steps while every sequence has
+    at most `BUDGET_TOKENS` tokens, off and four beyond; a value asked for is kept either way, and
+    the manifest records the choice made."""
     from attndsl.synthesis.search.greedy import BUDGET_TOKENS, FRACTIONS, LONG_FRACTIONS
 
     auto = search.SearchSettings()
@@ -462,3 +522,7 @@ def test_long_sequences_get_the_smaller_search_unless_asked_otherwise():
     assert long.resolved_for([5]) == long  # resolving twice changes nothing
     assert short.as_dict()["word_pairs"] == 2 and "context_tables" not in short.as_dict()
     assert long.as_dict()["word_pairs"] == 0 and long.as_dict()["context_tables"] is False
+    # tag-pair tables while short; with syntax they take the word pairs' place
+    parsed = auto.resolved_for([5, BUDGET_TOKENS], syntax=True)
+    assert (parsed.word_pairs, parsed.tag_pair_entries, short.tag_pair_entries, long.tag_pair_entries) == (0, 48, 48, 0)
+    assert search.SearchSettings(word_pairs=2).resolved_for([5], syntax=True).word_pairs == 2

@@ -49,7 +49,13 @@ def register(subparsers) -> None:
     parser.add_argument("--word-pairs", type=integer(0), default=defaults.word_pairs, metavar="N",
                         help="word-pair tables (a query-word table times a key-word table: which keys these "
                              "queries prefer) the softmax program may learn (default: 2 while every sequence has "
-                             "at most 64 tokens, else 0; 0: none)")
+                             "at most 64 tokens and the run has no syntax, else 0; 0: none)")
+    parser.add_argument("--tag-pairs", type=integer(0), default=defaults.tag_pair_entries, metavar="N",
+                        help="(query tag, key tag) pairs each of the softmax program's tag-pair tables (part of "
+                             "speech and dependency label: which kinds of key each kind of query reads) keeps at "
+                             "most (twice as many where one side is a word: printed as word tables, one per tag); "
+                             "learned where the run has syntax (default: 48 while every sequence has at most 64 "
+                             "tokens, else 0; 0: none)")
     parser.add_argument("--library-cap", type=integer(1), default=1000, metavar="N", help="most programs in the library")
     parser.add_argument("--seed", type=integer(0), default=defaults.seed, help="search seed (default 0)")
     add_option(parser, "progress")
@@ -76,6 +82,7 @@ def run(args: argparse.Namespace) -> int:
                               softmax_terms=max(args.softmax_terms, 0),
                               softmax_lexicons=args.lexicon_entries > 0,
                               lexicon_entries=max(args.lexicon_entries, 1), word_pairs=args.word_pairs,
+                              tag_pair_entries=args.tag_pairs,
                               max_screen_entries=args.max_screen_entries, max_full_entries=args.max_full_entries)
     report = synthesize(args.run_dir, heads=args.heads, search=settings, llm_config=llm_config,
                         use_search=use_search, cap=args.library_cap, progress=not args.no_progress)

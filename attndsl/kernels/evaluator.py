@@ -257,9 +257,15 @@ def run_term(code, start, stop, pool, base, n, q0, q1, m, qv, kv,
             src = kv if code[pc, 3] == VAR_K else qv
             off = code[pc, 4]
             tcol = text_ids[code[pc, 5]]
+            # read as a factor of a product (``[upos(q) == "NOUN"] * noun_reads(k)``): where the
+            # product so far is 0 the read cannot change it (a weight is finite), so it is not searched
+            gated = sp > 0 and pc + 1 < stop and code[pc + 1, 0] == OP_MUL
+            below = stack[sp - 1] if sp > 0 else stack[sp]
             for e in range(m):
                 i = src[e] + off
                 r = 0.0
+                if gated and below[e] == 0.0:
+                    i = -1
                 if i >= 0 and i < n and count > 0:
                     v = np.float64(tcol[base + i])
                     lo = a1

@@ -43,7 +43,7 @@ FORMS = tuple(f.name for f in ops.FORMS)
 LOGIT_BOUND = 1e4
 #: bounds on lexicons: entries per lexicon, lexicons per program, characters per key
 MAX_LEXICON_ENTRIES = 256
-MAX_LEXICONS = 16
+MAX_LEXICONS = 48
 MAX_LEXICON_KEY = 64
 
 ALL_FEATURES = (

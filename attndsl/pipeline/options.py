@@ -102,7 +102,8 @@ class ExplainOptions:
         "tables; 0: linear programs only)", stages=("synthesize",), cli={"type": integer(0), "metavar": "N"})
     word_pairs: int | None = option(
         None, "word-pair tables (a query-word table times a key-word table) each head's softmax program may learn "
-        "(default: 2 while every sequence has at most 64 tokens, else 0; 0: none)", stages=("synthesize",),
+        "(default: 2 while every sequence has at most 64 tokens and the run has no syntax, else 0; 0: none)",
+        stages=("synthesize",),
         cli={"type": integer(0), "metavar": "N"})
     report_examples: int = option(3, "held-out sequences shown per head in the report", stages=("report",),
                                   rename={"report": "examples"}, cli={"type": integer(0)})

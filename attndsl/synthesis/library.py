@@ -51,10 +51,11 @@ splitting it would pass that state between modules.
 from __future__ import annotations
 
 import csv
-import functools
 import hashlib
 import io
 import math
+import threading
+from collections import OrderedDict
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Sequence
@@ -123,9 +124,38 @@ def _compiled(source: str, name: str) -> ir.Program:
 _ANONYMOUS = "anonymous_library_program"
 
 
-@functools.lru_cache(maxsize=1 << 13)
+#: IR by anonymised source (`_compiled`), oldest first; at most `_CACHE_SIZE`
+_CACHE: "OrderedDict[str, ir.Program]" = OrderedDict()
+_CACHE_SIZE = 1 << 13
+_CACHE_LOCK = threading.Lock()
+
+
 def _compiled_text(source: str) -> ir.Program:
-    return compile_source(source, "<library>")[0]
+    with _CACHE_LOCK:
+        program = _CACHE.get(source)
+    if program is None:
+        program = compile_source(source, "<library>")[0]
+        _cache(source, program)
+    return program
+
+
+def _cache(source: str, program: ir.Program) -> None:
+    with _CACHE_LOCK:
+        _CACHE[source] = program
+        while len(_CACHE) > _CACHE_SIZE:
+            _CACHE.popitem(last=False)
+
+
+def remember_compiled(source: str, program: ir.Program) -> None:
+    """Tell the library the IR of ``source`` (one program), which its writer has just compiled:
+    the library then need not parse it again (a softmax program with its word tables takes about
+    a tenth of a second).  Thread-safe: the search's softmax fits run on worker threads."""
+    from attndsl.synthesis.prompts import program_name, rename_program
+
+    if program_name(source) is None:
+        _cache(source, program)
+    else:
+        _cache(rename_program(source, _ANONYMOUS), replace(program, name=_ANONYMOUS))
 
 
 def is_short(program: ir.Program) -> bool:

@@ -52,7 +52,17 @@ is a softmax over k ≤ q, so for a fixed set of terms the cross-entropy
    side keeps its ``lexicon_entries`` largest words; the pair stays only if it
    raises the IoU by more than ``tie``.  A second pair is fitted on top of
    the first.
-6. **Printing**: weights (times the term's scale) are rounded to three
+6. **Tag pairs** (optional, `TagPairSpec`, where the sequences carry syntax): a weight per
+   (query tag, key tag) pair on the keys before the query — part of speech or dependency
+   label at q times the same at k, ``w * [k > 0] * [k < q] * [upos(q) == "VERB"] *
+   [upos(k) == "NOUN"]``: which kinds of key each kind of query reads, the interaction that
+   single-side syntax terms cannot express (tags are few and frequent, so each pair's weight
+   is seen often).  A table with a word on one side (``lower``) is the same fit over (query
+   tag, key word) pairs and prints as one word table per tag, ``[k > 0] * [k < q] *
+   [upos(q) == "PRON"] * pron_reads(k)`` (or over (query word, key tag) pairs, ``[upos(k) ==
+   "NOUN"] * noun_readers(q)``).  They are fitted with the word tables (the same
+   indicator columns, penalty and set-aside check), each keeping its largest weights.
+7. **Printing**: weights (times the term's scale) are rounded to three
    significant digits; terms whose rounded weight is 0 are dropped; the
    program is canonical ``.attn`` source that compiles back (its IoU is
    whatever the compiled program scores when the library re-scores it).
@@ -109,6 +119,47 @@ CONTEXT_LEXICONS = (
     LexiconSpec("prev_after", "q", "[k == q - 1]"),
     LexiconSpec("reach_after", "q", "[k > 0] * log(d + 1)"),
 )
+
+@dataclass(frozen=True)
+class TagPairSpec:
+    """A full table over (query tag, key tag) pairs: one term per kept pair,
+    ``w * where * [query_feature(q) == a] * [key_feature(k) == b]``.
+
+    Parts of speech and dependency labels are few and occur everywhere, so every pair's weight
+    is seen many times (unlike a word's): the table says which kinds of key each kind of query
+    reads, the interaction that single-side syntax terms cannot express."""
+
+    query_feature: str  # "upos", "dep" or "lower" (`WORD_FEATURE`: the table prints as word tables)
+    key_feature: str
+    where: str = "[k > 0] * [k < q]"
+
+    def entries(self, settings: "SoftmaxSettings") -> int:
+        """Pairs the table keeps at most: ``tag_pair_entries``, twice as many where one side is a word
+        (they print as word tables, an entry each, not a term each)."""
+        words = WORD_FEATURE in (self.query_feature, self.key_feature)
+        return settings.tag_pair_entries * (2 if words else 1)
+
+
+#: the feature whose values are words: a tag-pair table over it prints as word tables, one per tag
+WORD_FEATURE = "lower"
+
+
+def tag_pair_factors(spec: TagPairSpec, query_tag: str, key_tag: str) -> str:
+    """DSL source of one pair's term (without its weight)."""
+    from attndsl.language.printer import format_string
+
+    return (f"{spec.where} * [{spec.query_feature}(q) == {format_string(query_tag)}] * "
+            f"[{spec.key_feature}(k) == {format_string(key_tag)}]")
+
+
+#: the tag-pair tables `fit_softmax` learns with the word tables when the sequences carry syntax
+TAG_PAIRS = (
+    TagPairSpec("upos", "upos"),
+    TagPairSpec("upos", "dep"),
+    TagPairSpec("upos", WORD_FEATURE),  # per query part of speech, the key words it reads: ``pron_reads(k)``
+    TagPairSpec(WORD_FEATURE, "upos"),  # per key part of speech, the query words that read it: ``noun_readers(q)``
+)
+
 
 #: the conditions a `LexiconSpec` may use, as DSL source and as a mask over (q, k) positions
 LEXICON_CONDITIONS = {
@@ -178,6 +229,8 @@ class SoftmaxSettings:
     #: 3e-4 0.8217, 1e-4 0.8221 and 3e-5 0.8216 (64 words a table)
     lexicon_l2: float = 1e-4
     pairs: tuple[PairSpec, ...] = ()  # word-pair tables to learn after the word tables (`PAIRS`)
+    tag_pairs: tuple["TagPairSpec", ...] = ()  # tag-pair tables learned with the word tables (`TAG_PAIRS`)
+    tag_pair_entries: int = 48  # pairs each tag-pair table keeps at most (each is a printed term)
     #: alternating rounds (key side, then query side) before each pair table's key side is fitted
     #: (0: the query side stays the gradient's rank-1 direction)
     pair_rounds: int = 0
@@ -365,6 +418,9 @@ class WordData:
     #: lower-cased token ids at offsets before q or k, by side ("q - 1", "k - 1", "k - 2" …;
     #: −1 where the offset falls before the sequence)
     context: Mapping[str, np.ndarray] = field(default_factory=dict)
+    #: ids (into ``words``) of each entry's syntax tags, by feature and side ("upos(q)", "dep(k)" …);
+    #: empty without syntax
+    tags: Mapping[str, np.ndarray] = field(default_factory=dict)
 
     def factor(self, where: str) -> np.ndarray:
         """float64 [E]: a `LexiconSpec`'s ``where`` at every entry (one of `LEXICON_CONDITIONS`)."""
@@ -391,6 +447,48 @@ class WordData:
             case _ if side in self.context:
                 return self.context[side]
         raise ValueError(f"word table side {side!r} is not one these words know")
+
+    def tag_pair_ids(self, spec: "TagPairSpec") -> np.ndarray | None:
+        """int64 [E]: each entry's (query tag, key tag) pair as one id (−1 where ``where`` does
+        not hold or a tag is missing); None without these tags."""
+        qt, kt = self.tags.get(f"{spec.query_feature}(q)"), self.tags.get(f"{spec.key_feature}(k)")
+        if qt is None or kt is None:
+            return None
+        n = len(self.words) + 1
+        ok = self.mask(spec.where) & (qt >= 0) & (kt >= 0)
+        return np.where(ok, qt * n + kt, -1)
+
+    def tag_pair_candidates(self, spec: "TagPairSpec", settings: SoftmaxSettings) -> list[tuple[str, str]]:
+        """Pairs of tags seen on at least ``lexicon_min_count`` entries, most frequent first."""
+        ids = self.tag_pair_ids(spec)
+        if ids is None:
+            return []
+        values, counts = np.unique(ids[ids >= 0], return_counts=True)
+        n = len(self.words) + 1
+        pairs = [((self.words[v // n], self.words[v % n]), c) for v, c in zip(values, counts)
+                 if c >= settings.lexicon_min_count]
+        words = [spec.query_feature == WORD_FEATURE, spec.key_feature == WORD_FEATURE]
+        pairs = [(pair, c) for pair, c in pairs if all(pair)  # words as word tables take them
+                 and all(not is_word or (len(x) <= 64 and x == x.lower()) for x, is_word in zip(pair, words))]
+        pairs.sort(key=lambda item: (-item[1], item[0]))
+        return [pair for pair, _ in pairs]
+
+    def tag_pair_columns(self, spec: "TagPairSpec", chosen: Sequence[tuple[str, str]]) -> "sparse.csr_matrix":
+        """[len(chosen), E]: 1 where the entry's tag pair is chosen[j]."""
+        ids = self.tag_pair_ids(spec)
+        n = len(self.words) + 1
+        index = {w: j for j, w in enumerate(self.words)}
+        lookup = {index[a] * n + index[b]: j for j, (a, b) in enumerate(chosen) if a in index and b in index}
+        row = _lookup_rows(ids, lookup)
+        entries = np.flatnonzero(row >= 0)
+        factor = self.factor(spec.where)
+        return sparse.csr_matrix((factor[entries], (row[entries], entries)), shape=(len(chosen), len(ids)))
+
+    def any_candidates(self, spec, settings: SoftmaxSettings) -> list:
+        return self.tag_pair_candidates(spec, settings) if isinstance(spec, TagPairSpec) else self.candidates(spec, settings)
+
+    def any_columns(self, spec, chosen) -> "sparse.csr_matrix":
+        return self.tag_pair_columns(spec, chosen) if isinstance(spec, TagPairSpec) else self.columns(spec, chosen)
 
     def candidates(self, spec: LexiconSpec, settings: SoftmaxSettings) -> list[str]:
         """The ``lexicon_candidates`` most frequent usable words at the spec's side (each token
@@ -444,6 +542,17 @@ class WordData:
         return indicators.multiply(scale[None, :]).tocsr()
 
 
+def _lookup_rows(ids: np.ndarray, lookup: dict[int, int]) -> np.ndarray:
+    """int64 [E]: lookup[ids[e]] (−1 for ids not in it)."""
+    keys = np.fromiter(lookup.keys(), dtype=np.int64, count=len(lookup))
+    vals = np.fromiter(lookup.values(), dtype=np.int64, count=len(lookup))
+    order = np.argsort(keys)
+    keys, vals = keys[order], vals[order]
+    at = np.clip(np.searchsorted(keys, ids), 0, max(len(keys) - 1, 0))
+    hit = (len(keys) > 0) & (keys[at] == ids) if len(keys) else np.zeros(len(ids), dtype=bool)
+    return np.where(hit, vals[at] if len(keys) else -1, -1)
+
+
 def _stack(blocks: Sequence["sparse.csr_matrix"]) -> "sparse.csr_matrix | None":
     blocks = [b for b in blocks if b.shape[0]]
     return sparse.vstack(blocks, format="csr") if blocks else None
@@ -462,13 +571,13 @@ def _fit_lexicons(V: np.ndarray, A: np.ndarray, rows: _Rows, w: np.ndarray, iou:
     n = len(A)
     m = len(V)
     tables = []
-    for spec in s.lexicons:
-        cands = words.candidates(spec, s)
+    for spec in s.lexicons + s.tag_pairs:
+        cands = words.any_candidates(spec, s)
         if cands:
             tables.append((spec, cands))
     if not tables:
         return w, iou, (), None
-    S = _stack([words.columns(spec, cands) for spec, cands in tables])
+    S = _stack([words.any_columns(spec, cands) for spec, cands in tables])
     split = rows.split(TABLE_CHECK_EVERY)
     if split is not None:
         fit_entries, fit_rows, check_entries, check_rows = split
@@ -484,11 +593,12 @@ def _fit_lexicons(V: np.ndarray, A: np.ndarray, rows: _Rows, w: np.ndarray, iou:
         at += len(cands)
         order = [j for j in np.argsort(-np.abs(weights), kind="stable") if abs(weights[j]) >= MIN_WORD_WEIGHT]
         if order:
-            kept.append((spec, [cands[j] for j in order[: s.lexicon_entries]]))
+            limit = spec.entries(s) if isinstance(spec, TagPairSpec) else s.lexicon_entries
+            kept.append((spec, [cands[j] for j in order[:limit]]))
     best = (w, iou, (), None)
     if not kept:
         return best
-    S = _stack([words.columns(spec, chosen) for spec, chosen in kept])
+    S = _stack([words.any_columns(spec, chosen) for spec, chosen in kept])
     start = np.concatenate([w, np.zeros(S.shape[0])])
     if split is not None:  # the words' gain on the sequences set aside, against the terms alone
         w_fit = _fit_ce(V_fit, A_fit, fit_rows, start, s, S[:, fit_entries])
@@ -660,7 +770,7 @@ def fit_softmax(values: np.ndarray, attention: np.ndarray, row_start, row_len, r
     iou = rows.iou(A, rows.softmax(w @ V))
     lexicons: tuple[LearnedLexicon, ...] = ()
     S = None
-    if settings.lexicons and words is not None:
+    if (settings.lexicons or settings.tag_pairs) and words is not None:
         w, iou, lexicons, S = _fit_lexicons(V, A, rows, w, iou, words, settings)
     pairs: tuple[LearnedPair, ...] = ()
     if settings.pairs and words is not None:
@@ -692,20 +802,20 @@ def refit(values: np.ndarray, attention: np.ndarray, row_start, row_len, row_seq
     if fit.gates and gates is None:
         raise ValueError("the fit has gated terms: pass the gates of these entries")
     V = _columns(values, fit.specs, fit.gates or [-1] * len(fit.specs), gates)
-    learn = learn_lexicons and bool(settings.lexicons or settings.pairs) and words is not None
+    learn = learn_lexicons and bool(settings.lexicons or settings.pairs or settings.tag_pairs) and words is not None
     lexicons = fit.lexicons if words is not None and not learn else ()
     pairs = fit.pairs if words is not None and not learn else ()
     if pairs:  # kept tables: each pair is one column, its weight refitted
         V = np.vstack([V] + [_pair_value(words, p.spec, dict(p.query), dict(p.key))[None, :] for p in pairs])
     kept = [(lex.spec, [word for word, _ in lex.entries]) for lex in lexicons]
-    S = _stack([words.columns(spec, chosen) for spec, chosen in kept]) if kept else None
+    S = _stack([words.any_columns(spec, chosen) for spec, chosen in kept]) if kept else None
     start = np.concatenate([np.asarray(fit.weights), [p.weight for p in pairs]]
                            + [np.asarray([x for _, x in lex.entries]) for lex in lexicons])
     warm = replace(settings, max_iter=settings.refit_iter)
     w = _fit_ce(V, A, rows, start, warm, S)
     iou = rows.iou(A, rows.softmax(_logits(V, w, None if S is None else S.T.tocsr(), len(A))))
     if learn:
-        if settings.lexicons:
+        if settings.lexicons or settings.tag_pairs:
             w, iou, learned, S = _fit_lexicons(V, A, rows, w, iou, words, settings)
             kept = [(lex.spec, [word for word, _ in lex.entries]) for lex in learned]
         if settings.pairs:
@@ -721,6 +831,22 @@ def refit(values: np.ndarray, attention: np.ndarray, row_start, row_len, row_seq
                       fit.gates, _with_weights(pairs, w[m:at]))
 
 
+def _table_name(tag: str, role: str, spec: TagPairSpec, taken: set[str]) -> str:
+    """A lexicon name, unique among ``taken``: the key words a query tag reads (``noun_reads``), or
+    the query words that read a key tag (``noun_readers``)."""
+    import re
+
+    stem = re.sub(r"[^a-z0-9]+", "_", tag.lower()).strip("_") or "tag"
+    feature = spec.key_feature if role == "readers" else spec.query_feature
+    name = f"{stem}_{role}" if feature == "upos" else f"{feature}_{stem}_{role}"
+    if name[0].isdigit():
+        name = f"t_{name}"
+    out, n = name, 2
+    while out in taken:
+        out, n = f"{name}{n}", n + 1
+    return out
+
+
 def _round_sig(x: float, digits: int = 3) -> float:
     return float(f"{x:.{digits}g}") if x else 0.0
 
@@ -728,10 +854,18 @@ def _round_sig(x: float, digits: int = 3) -> float:
 def softmax_source(name: str, specs_text: Sequence[str], weights: Sequence[float], scales: Sequence[float],
                    lexicons: Sequence[LearnedLexicon] = (), pairs: Sequence[LearnedPair] = ()) -> str:
     """Canonical ``.attn`` source of a softmax fit (terms by decreasing |weight|, then one term
-    per word table, then one per word-pair table)."""
+    per word table, then the tag-pair tables, then one term per word-pair table)."""
+    return softmax_program(name, specs_text, weights, scales, lexicons, pairs)[0]
+
+
+def softmax_program(name: str, specs_text: Sequence[str], weights: Sequence[float], scales: Sequence[float],
+                    lexicons: Sequence[LearnedLexicon] = (), pairs: Sequence[LearnedPair] = ()) -> tuple[str, ir.Program]:
+    """`softmax_source` and its IR (what compiling that source gives: the source is parsed once here,
+    and a program with its tables takes about a tenth of a second to parse)."""
     from attndsl.language.parser import parse
     from attndsl.language.printer import format_module, format_number, format_string
-    from attndsl.language.validate import compile_source
+    from attndsl.errors import AttnError
+    from attndsl.language.validate import check
     from attndsl.synthesis.search.pool import needs_syntax
 
     printed = [(_round_sig(w * sc), text) for w, sc, text in zip(weights, scales, specs_text)]
@@ -742,7 +876,7 @@ def softmax_source(name: str, specs_text: Sequence[str], weights: Sequence[float
         return f"lexicon {name} {{\n        {rows}\n    }}"
 
     declarations = []
-    for lexicon in lexicons:
+    for lexicon in [lex for lex in lexicons if not isinstance(lex.spec, TagPairSpec)]:
         entries = [(word, _round_sig(x, 2)) for word, x in lexicon.entries]
         entries = sorted([(word, x) for word, x in entries if abs(x) >= MIN_WORD_WEIGHT], key=lambda e: -abs(e[1]))
         if not entries:
@@ -750,6 +884,28 @@ def softmax_source(name: str, specs_text: Sequence[str], weights: Sequence[float
         declarations.append(declaration(lexicon.spec.name, entries))
         where = f"{lexicon.spec.where} * " if lexicon.spec.where else ""
         printed.append((1.0, f"{where}{lexicon.spec.name}({lexicon.spec.side})"))
+    names = {lexicon.spec.name for lexicon in lexicons if isinstance(lexicon.spec, LexiconSpec)}
+    names |= {name for pair in pairs for name in (pair.spec.query_name, pair.spec.key_name)}
+    for lexicon in [lex for lex in lexicons if isinstance(lex.spec, TagPairSpec)]:
+        spec = lexicon.spec
+        terms = [(_round_sig(x, 2), a, b) for (a, b), x in lexicon.entries]
+        terms = sorted([t for t in terms if abs(t[0]) >= MIN_WORD_WEIGHT], key=lambda t: (-abs(t[0]), t[1], t[2]))
+        if WORD_FEATURE not in (spec.query_feature, spec.key_feature):
+            printed.extend((x, tag_pair_factors(spec, a, b)) for x, a, b in terms)
+            continue
+        # one word table per tag: ``where * [upos(q) == "NOUN"] * noun_reads(k)`` (or per key tag, read at q)
+        by_key = spec.key_feature == WORD_FEATURE
+        groups: dict[str, list[tuple[str, float]]] = {}
+        for x, a, b in terms:
+            tag, word = (a, b) if by_key else (b, a)
+            groups.setdefault(tag, []).append((word, x))
+        for tag, entries in groups.items():
+            name = _table_name(tag, "reads" if by_key else "readers", spec, names)
+            names.add(name)
+            declarations.append(declaration(name, entries))
+            side, other = ("q", "k") if by_key else ("k", "q")
+            feature = spec.query_feature if by_key else spec.key_feature
+            printed.append((1.0, f"{spec.where} * [{feature}({side}) == {format_string(tag)}] * {name}({other})"))
     for pair in pairs:
         weight = _round_sig(pair.weight)
         tables = [(pair.spec.query_name, pair.query), (pair.spec.key_name, pair.key)]
@@ -770,5 +926,8 @@ def softmax_source(name: str, specs_text: Sequence[str], weights: Sequence[float
         declarations.insert(0, "uses syntax")
     head = "".join(f"    {d}\n" for d in ["combine softmax", *declarations])
     source = f"program {name} {{\n{head}    " + "\n    ".join(lines) + "\n}\n"
-    compile_source(source, f"<{name}>")  # must validate
-    return format_module(parse(source, f"<{name}>"))
+    module = parse(source, f"<{name}>")
+    programs, problems = check(module, source)
+    if problems:  # must validate
+        raise AttnError(problems)
+    return format_module(module), programs[0]

@@ -37,7 +37,7 @@ from typing import Sequence
 
 import numpy as np
 
-from attndsl.errors import UserError
+from attndsl.errors import AttnError, UserError
 from attndsl.explanations.naming import rename_library
 from attndsl.synthesis.library import HeadChoice, LibraryProgram, build_library, choose_best, read_library, score_lines, write_library
 from attndsl.pipeline.layout import RunLayout
@@ -180,7 +180,13 @@ def _run_search(run: Run, store: Store, heads, settings: SearchSettings, tables,
         previous = _previous_candidates(run, result.layer, result.head, exclude="search")
         records = _previous_records(run, result.layer, result.head)
         records["search"] = {"path": list(result.path), "path_iou": list(result.path_iou), "seconds": result.seconds}
-        _save_head(run, result.layer, result.head, previous + _search_candidates(result), records)
+        candidates = _search_candidates(result)
+        _save_head(run, result.layer, result.head, previous + candidates, records)
+        for candidate in candidates:  # parsed now, for the library, while the softmax fits of the next heads
+            try:  # run (a softmax program with its word tables takes about a tenth of a second to parse)
+                candidate.program()
+            except AttnError:
+                pass  # the library reports it
 
     search_heads(store, tables, synth, heads, settings, on_result=save, progress=progress)
 
@@ -344,7 +350,7 @@ def synthesize(
                         f"(have {len(synth)} and {len(held)}); extract more sequences")
     tables = store.tables(synth)
     if search is not None:  # the manifest records the choices made for these sequences' lengths
-        search = search.resolved_for([len(t) for t in tables])
+        search = search.resolved_for([len(t) for t in tables], syntax=all(t.has_syntax for t in tables))
     run = open_run(run_dir, STAGE, stage_settings(search, llm_config, cap), create=False)
     if isinstance(heads, str) or heads is None:
         heads = parse_heads(heads, store.n_layers, store.n_heads)

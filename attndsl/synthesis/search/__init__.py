@@ -45,7 +45,9 @@ synthesis sequences (the normative metric, not a surrogate of it):
    softmax`` program (`attndsl.synthesis.softmax_fit`: greedy selection by the
    cross-entropy gradient, convex L-BFGS fits, learned word tables for
    preferred key words and for query words before the sink / the current
-   token, soft-IoU refinement, the shortest near-tie wins).  Terms are chosen
+   token, and, where the sequences carry syntax, tag-pair tables — which
+   kinds of key (part of speech, dependency label, word) each kind of
+   query reads —, soft-IoU refinement, the shortest near-tie wins).  Terms are chosen
    on the screening subsample; the word tables are learned, and every weight
    refitted, on all synthesis sequences (a table needs each word several
    times, and 96 short sentences hold too few).  It is a further
