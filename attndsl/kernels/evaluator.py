@@ -67,6 +67,15 @@ TILE = 1024
 
 
 @njit(**_FLAGS)
+def tile_size(n):
+    """Entries a tile of a sequence of n tokens may hold: `TILE`, or the whole causal triangle
+    when that is smaller, and at least one row.  Buffers are sized by it, not by `TILE`: a
+    sentence's per-term buffers of `TILE` floats touched a fresh page per term, and scoring a
+    library of thousands of distinct terms spent much of its time in page faults."""
+    return max(min(TILE, n * (n + 1) // 2), n)
+
+
+@njit(**_FLAGS)
 def next_tile(n, q0):
     """End row q1 of the tile starting at row q0: rows q0..q1-1 hold at most TILE entries (≥ 1 row)."""
     q1 = q0 + 1
@@ -436,7 +445,7 @@ def evaluate_terms_kernel(code, term_ptr, pool, depth, lengths, offsets, tri_off
         n = lengths[s]
         if n == 0:
             continue
-        size = max(TILE, n)
+        size = tile_size(n)
         qv = np.empty(size, dtype=np.int64)
         kv = np.empty(size, dtype=np.int64)
         stack = np.empty((depth, size))
@@ -463,7 +472,7 @@ def combine_kernel(term_values, prog_ptr, term_idx, coef, fallback, lengths, tri
         n = lengths[s]
         if n == 0:
             continue
-        size = max(TILE, n)
+        size = tile_size(n)
         values = np.empty((n_terms, size))
         total = np.empty(size)
         ahat = np.empty(size)
@@ -493,7 +502,7 @@ def evaluate_programs_kernel(code, term_ptr, pool, depth, prog_ptr, term_idx, co
         n = lengths[s]
         if n == 0:
             continue
-        size = max(TILE, n)
+        size = tile_size(n)
         qv = np.empty(size, dtype=np.int64)
         kv = np.empty(size, dtype=np.int64)
         stack = np.empty((depth, size))
@@ -577,7 +586,7 @@ def score_kernel(seqs, a_offsets, block,
         n = lengths[s]
         if n == 0:
             continue
-        size = max(TILE, n)
+        size = tile_size(n)
         qv = np.empty(size, dtype=np.int64)
         kv = np.empty(size, dtype=np.int64)
         stack = np.empty((depth, size))

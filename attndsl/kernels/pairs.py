@@ -21,7 +21,7 @@ import numpy as np
 from numba import njit, prange
 
 from attndsl.kernels.evaluator import (
-    _FLAGS, TILE, attention_k1, combine_row_block, eval_terms_tile, fill_positions, next_tile, row_start,
+    _FLAGS, attention_k1, combine_row_block, eval_terms_tile, fill_positions, next_tile, row_start, tile_size,
 )
 
 
@@ -67,7 +67,7 @@ def score_pairs_kernel(seqs, a_offsets, block,
         n = lengths[s]
         if n == 0:
             continue
-        size = max(TILE, n)
+        size = tile_size(n)
         qv = np.empty(size, dtype=np.int64)
         kv = np.empty(size, dtype=np.int64)
         stack = np.empty((depth, size))
