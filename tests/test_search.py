@@ -440,6 +440,31 @@ def test_tag_pair_columns_mean_what_their_printed_terms_say():
         assert (columns.sum(axis=0) <= 1).all()  # an entry has one pair
 
 
+def test_tag_tables_beyond_the_lexicon_limit_print_as_terms():
+    """More tags than a program may declare lexicons: the first tags get word tables, the rest
+    one term per (tag, word) pair, so the printed program still compiles and says every pair."""
+    from attndsl.language import ir
+    from attndsl.synthesis.softmax_fit import (
+        PAIRS, TAG_PAIRS, LearnedLexicon, LearnedPair, softmax_source,
+    )
+
+    reads, readers = TAG_PAIRS[2], TAG_PAIRS[3]
+    many = [(f"T{i}", w) for i in range(30) for w in ("dog", "cat")]
+    lexicons = (LearnedLexicon(reads, tuple(((tag, word), 1.0 + i / 100) for i, (tag, word) in enumerate(many))),
+                LearnedLexicon(readers, tuple(((word, tag), -0.5) for tag, word in many)))
+    pair = LearnedPair(PAIRS[0], (("he", 1.0),), (("max", 2.0),), 1.5)
+    source = softmax_source("p", ["[k == 0]"], [1.0], [1.0], lexicons, (pair,))
+    compile_program(source)  # valid
+    program = parse(source).programs[0]
+    assert len(program.lexicons) == ir.MAX_LEXICONS
+    assert source.startswith("program p {")
+    assert '[k > 0] * [k < q] * [lower(q) == "dog"] * [upos(k) == "T9"]' in source  # the last tags
+    assert "asks(q) * offers(k)" in source  # the word pair keeps its two tables
+    declared = sum(len(lex.entries) for lex in program.lexicons if lex.name.endswith(("_reads", "_readers")))
+    as_terms = source.count("[lower(")
+    assert declared + as_terms == 2 * len(many)
+
+
 def test_softmax_fit_learns_a_tag_pair_table():
     """A head whose verbs read nouns (and nothing else reads them more): neither a query tag nor
     a key tag alone says it; the tag-pair table does, printed as one readable term per pair,
@@ -457,6 +482,7 @@ def test_softmax_fit_learns_a_tag_pair_table():
         pair = '[k > 0] * [k < q] * [upos(q) == "VERB"] * [upos(k) == "NOUN"]'
         assert (pair in result.softmax_source) == bool(entries)
         if entries:
+            assert parse(result.softmax_source).programs[0].name == "L0_H0_softmax"
             assert format_module(parse(result.softmax_source)) == result.softmax_source
             assert abs(ious[entries] - result.softmax_fit_iou) < 0.01  # rounded weights score what the fit said
             # the IR the fit handed to the library is what compiling the printed source gives

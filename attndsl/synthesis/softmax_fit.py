@@ -544,13 +544,14 @@ class WordData:
 
 def _lookup_rows(ids: np.ndarray, lookup: dict[int, int]) -> np.ndarray:
     """int64 [E]: lookup[ids[e]] (−1 for ids not in it)."""
+    if not lookup:
+        return np.full(len(ids), -1, dtype=np.int64)
     keys = np.fromiter(lookup.keys(), dtype=np.int64, count=len(lookup))
     vals = np.fromiter(lookup.values(), dtype=np.int64, count=len(lookup))
     order = np.argsort(keys)
     keys, vals = keys[order], vals[order]
-    at = np.clip(np.searchsorted(keys, ids), 0, max(len(keys) - 1, 0))
-    hit = (len(keys) > 0) & (keys[at] == ids) if len(keys) else np.zeros(len(ids), dtype=bool)
-    return np.where(hit, vals[at] if len(keys) else -1, -1)
+    at = np.minimum(np.searchsorted(keys, ids), len(keys) - 1)
+    return np.where(keys[at] == ids, vals[at], -1)
 
 
 def _stack(blocks: Sequence["sparse.csr_matrix"]) -> "sparse.csr_matrix | None":
@@ -885,7 +886,7 @@ def softmax_program(name: str, specs_text: Sequence[str], weights: Sequence[floa
         where = f"{lexicon.spec.where} * " if lexicon.spec.where else ""
         printed.append((1.0, f"{where}{lexicon.spec.name}({lexicon.spec.side})"))
     names = {lexicon.spec.name for lexicon in lexicons if isinstance(lexicon.spec, LexiconSpec)}
-    names |= {name for pair in pairs for name in (pair.spec.query_name, pair.spec.key_name)}
+    names |= {table for pair in pairs for table in (pair.spec.query_name, pair.spec.key_name)}
     for lexicon in [lex for lex in lexicons if isinstance(lex.spec, TagPairSpec)]:
         spec = lexicon.spec
         terms = [(_round_sig(x, 2), a, b) for (a, b), x in lexicon.entries]
@@ -900,12 +901,16 @@ def softmax_program(name: str, specs_text: Sequence[str], weights: Sequence[floa
             tag, word = (a, b) if by_key else (b, a)
             groups.setdefault(tag, []).append((word, x))
         for tag, entries in groups.items():
-            name = _table_name(tag, "reads" if by_key else "readers", spec, names)
-            names.add(name)
-            declarations.append(declaration(name, entries))
+            if len(declarations) + 2 * len(pairs) >= ir.MAX_LEXICONS:  # no room for another table: a term a pair
+                printed.extend((x, tag_pair_factors(spec, *((tag, word) if by_key else (word, tag))))
+                               for word, x in entries)
+                continue
+            table = _table_name(tag, "reads" if by_key else "readers", spec, names)
+            names.add(table)
+            declarations.append(declaration(table, entries))
             side, other = ("q", "k") if by_key else ("k", "q")
             feature = spec.query_feature if by_key else spec.key_feature
-            printed.append((1.0, f"{spec.where} * [{feature}({side}) == {format_string(tag)}] * {name}({other})"))
+            printed.append((1.0, f"{spec.where} * [{feature}({side}) == {format_string(tag)}] * {table}({other})"))
     for pair in pairs:
         weight = _round_sig(pair.weight)
         tables = [(pair.spec.query_name, pair.query), (pair.spec.key_name, pair.key)]
