@@ -182,8 +182,8 @@ def _run_search(run: Run, store: Store, heads, settings: SearchSettings, tables,
         records["search"] = {"path": list(result.path), "path_iou": list(result.path_iou), "seconds": result.seconds}
         candidates = _search_candidates(result)
         _save_head(run, result.layer, result.head, previous + candidates, records)
-        for candidate in candidates:  # parsed now, for the library, while the softmax fits of the next heads
-            try:  # run (a softmax program with its word tables takes about a tenth of a second to parse)
+        for candidate in candidates:  # compiled now for the library, while the next heads' softmax fits run
+            try:  # (the softmax program is cached already: its fit compiled it, `remember_compiled`)
                 candidate.program()
             except AttnError:
                 pass  # the library reports it
