@@ -477,9 +477,9 @@ class WordData:
         """[len(chosen), E]: 1 where the entry's tag pair is chosen[j]."""
         ids = self.tag_pair_ids(spec)
         n = len(self.words) + 1
-        index = {w: j for j, w in enumerate(self.words)}
-        lookup = {index[a] * n + index[b]: j for j, (a, b) in enumerate(chosen) if a in index and b in index}
-        row = _lookup_rows(ids, lookup)
+        query, key = self.ids([a for a, _ in chosen]), self.ids([b for _, b in chosen])
+        known = np.flatnonzero((query >= 0) & (key >= 0))
+        row = _lookup_rows(ids, dict(zip((query[known] * n + key[known]).tolist(), known.tolist())))
         entries = np.flatnonzero(row >= 0)
         factor = self.factor(spec.where)
         return sparse.csr_matrix((factor[entries], (row[entries], entries)), shape=(len(chosen), len(ids)))
