@@ -425,10 +425,11 @@ def test_tag_pair_columns_mean_what_their_printed_terms_say():
     printed term, compiled and evaluated by the kernels, on every causal entry."""
     from attndsl.synthesis.search.greedy import word_data
     from attndsl.synthesis.search.pool import TermSpec
-    from attndsl.synthesis.softmax_fit import TAG_PAIRS, SoftmaxSettings, tag_pair_factors
+    from attndsl.synthesis.softmax_fit import SENTENCE_TAG_PAIRS, TAG_PAIRS, SoftmaxSettings, tag_pair_factors
 
     tables = _random_syntax(_tables(6, seed=2), seed=5)
-    for spec in TAG_PAIRS:
+    assert all(t.sent.max() > 0 for t in tables)  # several sentences: the same-sentence condition matters
+    for spec in TAG_PAIRS + SENTENCE_TAG_PAIRS:
         probe = search.prepare(tables, np.arange(len(tables)), [TermSpec("[k == 0]", "test")])
         pairs = word_data(probe).tag_pair_candidates(spec, SoftmaxSettings(lexicon_min_count=1))
         assert len(pairs) >= 10 and len(set(pairs)) == len(pairs)
@@ -552,3 +553,22 @@ def test_long_sequences_get_the_smaller_search_unless_asked_otherwise():
     parsed = auto.resolved_for([5, BUDGET_TOKENS], syntax=True)
     assert (parsed.word_pairs, parsed.tag_pair_entries, short.tag_pair_entries, long.tag_pair_entries) == (0, 48, 48, 0)
     assert search.SearchSettings(word_pairs=2).resolved_for([5], syntax=True).word_pairs == 2
+    # on running text (several sentences a sequence) larger tag tables and the same-sentence tables
+    running = auto.resolved_for([5, BUDGET_TOKENS], syntax=True, running=True)
+    assert (running.tag_pair_entries, running.sentence_tables, parsed.sentence_tables) == (96, True, False)
+    assert running.as_dict()["sentence_tables"] is True and "sentence_tables" not in parsed.as_dict()
+    assert auto.resolved_for([BUDGET_TOKENS + 1], syntax=True, running=True).sentence_tables is False
+    assert auto.resolved_for([5], syntax=False, running=True).sentence_tables is False  # no tags to pair
+    assert search.SearchSettings(sentence_tables=False).resolved_for([5], syntax=True, running=True).sentence_tables is False
+
+
+def test_running_text_means_most_sequences_hold_several_sentences():
+    from attndsl.synthesis.search import running_text
+
+    single = [s for s in SENTENCES if "?" not in s]  # a question inside quotes ends a sentence of its own
+    one = [table_from_words(s.split()) for s in single[:5]]
+    packed = [table_from_words(" ".join(single[i:i + 2]).split()) for i in range(5)]
+    assert all(t.sent.max() == 0 for t in one) and all(t.sent.max() > 0 for t in packed)
+    assert not running_text(one) and running_text(packed)
+    assert not running_text(one[:3] + packed[:2]) and running_text(one[:2] + packed[:3])
+    assert not running_text([])

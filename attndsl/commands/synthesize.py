@@ -55,7 +55,11 @@ def register(subparsers) -> None:
                              "speech and dependency label: which kinds of key each kind of query reads) keeps at "
                              "most (twice as many where one side is a word: printed as word tables, one per tag); "
                              "learned where the run has syntax (default: 48 while every sequence has at most 64 "
-                             "tokens, else 0; 0: none)")
+                             "tokens, 96 if most sequences also hold several sentences, else 0; 0: none)")
+    parser.add_argument("--sentence-tables", choices=("auto", "on", "off"), default="auto",
+                        help="also learn a tag-pair table of what each part of speech reads within its own "
+                             "sentence (default auto: on where most sequences hold several sentences and every "
+                             "sequence has at most 64 tokens)")
     parser.add_argument("--library-cap", type=integer(1), default=1000, metavar="N", help="most programs in the library")
     parser.add_argument("--seed", type=integer(0), default=defaults.seed, help="search seed (default 0)")
     add_option(parser, "progress")
@@ -83,6 +87,7 @@ def run(args: argparse.Namespace) -> int:
                               softmax_lexicons=args.lexicon_entries > 0,
                               lexicon_entries=max(args.lexicon_entries, 1), word_pairs=args.word_pairs,
                               tag_pair_entries=args.tag_pairs,
+                              sentence_tables={"auto": None, "on": True, "off": False}[args.sentence_tables],
                               max_screen_entries=args.max_screen_entries, max_full_entries=args.max_full_entries)
     report = synthesize(args.run_dir, heads=args.heads, search=settings, llm_config=llm_config,
                         use_search=use_search, cap=args.library_cap, progress=not args.no_progress)

@@ -174,6 +174,21 @@ LEXICON_CONDITIONS = {
     "[k > 0] * [k < q]": lambda q, k: (k > 0) & (k < q),
 }
 
+#: an earlier key in the query's own sentence
+SAME_SENTENCE = "[k > 0] * [k < q] * [same_sent(q, k)]"
+
+#: conditions that also read each entry's sentence index at q and at k (`WordData.sentences`)
+SENTENCE_CONDITIONS = {
+    SAME_SENTENCE: lambda q, k, sq, sk: (k > 0) & (k < q) & (sq == sk),
+}
+
+#: tag-pair tables learned beside `TAG_PAIRS` on running text (several sentences a sequence): which
+#: kinds of key each kind of query reads within its own sentence, on top of what it reads anywhere
+#: (on sentences the table would repeat the upos × upos one)
+SENTENCE_TAG_PAIRS = (
+    TagPairSpec("upos", "upos", SAME_SENTENCE),
+)
+
 
 @dataclass(frozen=True)
 class PairSpec:
@@ -421,13 +436,20 @@ class WordData:
     #: ids (into ``words``) of each entry's syntax tags, by feature and side ("upos(q)", "dep(k)" …);
     #: empty without syntax
     tags: Mapping[str, np.ndarray] = field(default_factory=dict)
+    #: each entry's ``sent`` (sentence index) at q and at k, for the conditions that read it
+    #: (`SENTENCE_CONDITIONS`); None where the sequences do not say
+    sentences: tuple[np.ndarray, np.ndarray] | None = None
 
     def factor(self, where: str) -> np.ndarray:
-        """float64 [E]: a `LexiconSpec`'s ``where`` at every entry (one of `LEXICON_CONDITIONS`)."""
+        """float64 [E]: a `LexiconSpec`'s ``where`` at every entry (one of `LEXICON_CONDITIONS` or
+        `SENTENCE_CONDITIONS`)."""
         condition = LEXICON_CONDITIONS.get(where)
-        if condition is None:
-            raise ValueError(f"lexicon condition {where!r} is not one the fit knows")
-        return np.asarray(condition(self.q, self.k), dtype=np.float64)
+        if condition is not None:
+            return np.asarray(condition(self.q, self.k), dtype=np.float64)
+        condition = SENTENCE_CONDITIONS.get(where)
+        if condition is not None and self.sentences is not None:
+            return np.asarray(condition(self.q, self.k, *self.sentences), dtype=np.float64)
+        raise ValueError(f"lexicon condition {where!r} is not one the fit knows for these sequences")
 
     def mask(self, where: str) -> np.ndarray:
         """The entries where a `LexiconSpec`'s ``where`` is not 0."""

@@ -78,11 +78,12 @@ from attndsl.synthesis.search.data import Component, SearchData, prepare
 from attndsl.synthesis.search.gates import HeadGate, head_gates
 from attndsl.synthesis.search.printing import program_source
 from attndsl.synthesis.search.greedy import (
-    SearchResult, SearchSettings, _HeadFit, _short_program, _sink_index, search_head, search_heads,
+    SearchResult, SearchSettings, _HeadFit, _short_program, _sink_index, running_text, search_head,
+    search_heads,
 )
 
 __all__ = [
     "GATES", "KEY_CONDITIONS", "TermSpec", "compile_terms", "frequent_words", "gated", "term_pool",
     "Component", "SearchData", "prepare", "HeadGate", "head_gates", "program_source",
-    "SearchResult", "SearchSettings", "search_head", "search_heads",
+    "SearchResult", "SearchSettings", "running_text", "search_head", "search_heads",
 ]

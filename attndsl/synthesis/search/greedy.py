@@ -44,6 +44,14 @@ FRACTIONS = (0.03, 0.08, 0.15, 0.3, 0.5, 0.7, 0.85, 0.95)
 LONG_FRACTIONS = (0.05, 0.2, 0.5, 0.9)
 
 
+def running_text(tables) -> bool:
+    """Whether most of these sequences hold more than one sentence (text packed from several
+    sentences, as against one sentence a sequence, where a stray sentence break is rare)."""
+    tables = list(tables)
+    several = sum(1 for t in tables if len(t) and int(np.max(t.sent)) > 0)
+    return 2 * several > len(tables)
+
+
 def entries_budget(budget: int | None, default: int, lengths) -> int:
     """The causal entries a search set may hold: ``budget`` when one is given, else ``default``
     while every sequence has at most `BUDGET_TOKENS` tokens, and ``default · 64 / longest``
@@ -105,7 +113,15 @@ class SearchSettings:
     #: else 0).  On every 10th head of the sentence run (held-out IoU, word pairs off): 0.8252 without,
     #: 0.8280 with the upos × word table alone, 0.8310 with upos × upos and upos × dep beside it, 0.8319
     #: with the default four tables (24 / 32 pairs: 0.8313 / 0.8315); on all 270 heads 0.8212.
+    #: On running text (`running_text`) 96: on every 10th head of text packed to 64 tokens, 0.7076
+    #: held-out with 48, 0.7096 with 96 (on sentences the 96 cost more time than the 5-minute budget has).
     tag_pair_entries: int | None = None
+    #: the tag-pair tables of `attndsl.synthesis.softmax_fit.SENTENCE_TAG_PAIRS` (which kinds of key
+    #: each kind of query reads in its own sentence) beside the others; None (the default): on for
+    #: running text of ≤ `BUDGET_TOKENS` tokens with syntax (`resolved_for`).  On every 10th head of
+    #: text packed to 64 tokens: 0.7076 held-out without, 0.7097 with (0.7077 with upos × upos and
+    #: upos × dep replaced by their same-sentence versions instead).
+    sentence_tables: bool | None = None
     #: the softmax fit may also use the shared gates on a few base terms
     #: (`attndsl.synthesis.softmax_fit.GATED_BASES`: sink, self, previous tokens, recency)
     softmax_gates: bool = True
@@ -123,7 +139,7 @@ class SearchSettings:
     #: sequences fit)
     max_full_entries: int | None = None
 
-    def resolved_for(self, lengths, syntax: bool = False) -> "SearchSettings":
+    def resolved_for(self, lengths, syntax: bool = False, running: bool = False) -> "SearchSettings":
         """These settings with the automatic choices made for sequences of ``lengths`` tokens.
 
         Beyond `BUDGET_TOKENS` tokens, like the search budgets (`entries_budget`), the
@@ -134,11 +150,16 @@ class SearchSettings:
         the 4 `LONG_FRACTIONS` instead of the 8 default `FRACTIONS` (its screening is most of a head's time there; the softmax
         programs, which win almost every head, do not depend on it).  Where every sequence
         carries ``syntax``, word pairs are off too: the tag-pair tables say most of what they
-        said, at a fraction of the cost."""
+        said, at a fraction of the cost.  On ``running`` text (`running_text`: sequences of several
+        sentences, where the 5-minute budget for 500 sentences does not bind) the tag-pair
+        tables keep 96 pairs instead of 48, and the same-sentence tables join them."""
         short = int(max(lengths, default=0)) <= BUDGET_TOKENS
         auto_pairs = 2 if short and not syntax else 0
+        auto_entries = (96 if running else 48) if short else 0
+        auto_sentence = short and syntax and running
         return replace(self, word_pairs=auto_pairs if self.word_pairs is None else self.word_pairs,
-                       tag_pair_entries=(48 if short else 0) if self.tag_pair_entries is None else self.tag_pair_entries,
+                       tag_pair_entries=auto_entries if self.tag_pair_entries is None else self.tag_pair_entries,
+                       sentence_tables=auto_sentence if self.sentence_tables is None else self.sentence_tables,
                        context_tables=short if self.context_tables is None else self.context_tables,
                        fractions=LONG_FRACTIONS if not short and self.fractions == FRACTIONS else self.fractions)
 
@@ -149,8 +170,10 @@ class SearchSettings:
         del out["softmax_workers"]  # how the work is spread, not what it computes
         if not out["softmax_terms"]:  # off: no softmax settings in the manifest
             for key in ("softmax_terms", "softmax_lexicons", "lexicon_entries", "word_pairs", "context_tables",
-                        "softmax_gates", "tag_pair_entries"):
+                        "softmax_gates", "tag_pair_entries", "sentence_tables"):
                 del out[key]
+        if not out.get("sentence_tables", True):  # off, as before the setting existed: manifests stay as they were
+            del out["sentence_tables"]
         for key in ("max_screen_entries", "max_full_entries"):
             if out[key] is None:  # at their defaults: manifests stay as they were
                 del out[key]
@@ -450,8 +473,8 @@ def softmax_for_head(result: SearchResult, screen_data: SearchData, screen_atten
 def _softmax_program(name: str, screen_data: SearchData, screen_attention: np.ndarray, settings: SearchSettings,
                      full_data: SearchData | None, full_attention: np.ndarray | None) -> tuple[str, float]:
     from attndsl.synthesis.softmax_fit import (
-        CONTEXT_LEXICONS, GATED_BASES, LEXICONS, PAIRS, TAG_PAIRS, GatedPool, SoftmaxSettings, fit_softmax, refit,
-        softmax_program,
+        CONTEXT_LEXICONS, GATED_BASES, LEXICONS, PAIRS, SENTENCE_TAG_PAIRS, TAG_PAIRS, GatedPool, SoftmaxSettings,
+        fit_softmax, refit, softmax_program,
     )
     from attndsl.synthesis.library import remember_compiled
 
@@ -461,7 +484,8 @@ def _softmax_program(name: str, screen_data: SearchData, screen_attention: np.nd
     s = SoftmaxSettings(max_terms=settings.softmax_terms, lexicons=tables if settings.softmax_lexicons else (),
                         lexicon_entries=settings.lexicon_entries,
                         pairs=PAIRS[: settings.word_pairs] if settings.softmax_lexicons else (),
-                        tag_pairs=TAG_PAIRS if settings.softmax_lexicons and settings.tag_pair_entries > 0 else (),
+                        tag_pairs=(TAG_PAIRS + (SENTENCE_TAG_PAIRS if settings.sentence_tables else ())
+                                   if settings.softmax_lexicons and settings.tag_pair_entries > 0 else ()),
                         tag_pair_entries=max(settings.tag_pair_entries, 1))
     d = screen_data
     gated = None
@@ -485,7 +509,7 @@ def _softmax_program(name: str, screen_data: SearchData, screen_attention: np.nd
 
 def word_data(data: SearchData):
     """The `attndsl.synthesis.softmax_fit.WordData` of a search set (cached on it: every head shares it)."""
-    from attndsl.extraction.batch import TEXT_COLUMNS
+    from attndsl.extraction.batch import NUMBER_COLUMNS, TEXT_COLUMNS
     from attndsl.synthesis.softmax_fit import WordData
 
     cached = data.__dict__.get("_word_data")
@@ -507,7 +531,9 @@ def word_data(data: SearchData):
             for feature in ("upos", "dep", "lower"):
                 ids = data.batch.text_ids[TEXT_COLUMNS.index(feature)]
                 tags[f"{feature}(q)"], tags[f"{feature}(k)"] = ids[tq], ids[tk]
-        cached = data.__dict__["_word_data"] = WordData(q, k, lower[tq], lower[tk], words, context, tags)
+        sent = data.batch.numbers[NUMBER_COLUMNS.index("sent")]
+        cached = data.__dict__["_word_data"] = WordData(q, k, lower[tq], lower[tk], words, context, tags,
+                                                        (sent[tq], sent[tk]))
     return cached
 
 
@@ -549,7 +575,7 @@ def search_heads(
     gate_names = gate_conditions(tables) if settings.use_gates else ()
     screen_tables = [tables[i] for i in chosen]
     lengths = [len(t) for t in tables]
-    settings = settings.resolved_for(lengths, syntax=all(t.has_syntax for t in tables))
+    settings = settings.resolved_for(lengths, syntax=all(t.has_syntax for t in tables), running=running_text(tables))
     screen = prepare(screen_tables, seq_indices[chosen], specs, gate_names,
                      max_entries=screen_budget(settings.max_screen_entries, lengths),
                      seed=settings.seed)
@@ -618,3 +644,4 @@ def search_heads(
         while pending:
             finish(pending.popleft().result())
     return results
+
