@@ -110,11 +110,11 @@ class SearchSettings:
     #: (`attndsl.synthesis.softmax_fit.TAG_PAIRS`; a pair of tags is a printed term, and a table with words
     #: on one side keeps twice as many, printed as word tables; 0: none), learned where the sequences carry
     #: syntax; None (the default): `resolved_for` (48 while every sequence has ≤ `BUDGET_TOKENS` tokens,
-    #: else 0).  On every 10th head of the sentence run (held-out IoU, word pairs off): 0.8252 without,
+    #: 96 if the text is also running text, else 0).  On every 10th head of the sentence run (held-out IoU, word pairs off): 0.8252 without,
     #: 0.8280 with the upos × word table alone, 0.8310 with upos × upos and upos × dep beside it, 0.8319
     #: with the default four tables (24 / 32 pairs: 0.8313 / 0.8315); on all 270 heads 0.8212.
-    #: On running text (`running_text`) 96: on every 10th head of text packed to 64 tokens, 0.7076
-    #: held-out with 48, 0.7096 with 96 (on sentences the 96 cost more time than the 5-minute budget has).
+    #: On running text (`running_text`), every 10th head of text packed to 64 tokens: 0.7076 held-out
+    #: with 48, 0.7096 with 96 (on sentences the 96 cost more time than the 5-minute budget has).
     tag_pair_entries: int | None = None
     #: the tag-pair tables of `attndsl.synthesis.softmax_fit.SENTENCE_TAG_PAIRS` (which kinds of key
     #: each kind of query reads in its own sentence) beside the others; None (the default): on for
