@@ -42,7 +42,7 @@ from attndsl.explanations.naming import rename_library
 from attndsl.synthesis.library import HeadChoice, LibraryProgram, build_library, choose_best, read_library, score_lines, write_library
 from attndsl.pipeline.layout import RunLayout
 from attndsl.pipeline.rundir import Run, atomic_write_json, atomic_write_text, open_run, read_json
-from attndsl.synthesis.search import SearchResult, SearchSettings, running_text, search_heads
+from attndsl.synthesis.search import SearchResult, SearchSettings, search_heads
 from attndsl.extraction.store import Store, open_store
 
 STAGE = "synthesize"
@@ -350,8 +350,7 @@ def synthesize(
                         f"(have {len(synth)} and {len(held)}); extract more sequences")
     tables = store.tables(synth)
     if search is not None:  # the manifest records the choices made for these sequences' lengths
-        search = search.resolved_for([len(t) for t in tables], syntax=all(t.has_syntax for t in tables),
-                                     running=running_text(tables))
+        search = search.resolved_for_tables(tables)
     run = open_run(run_dir, STAGE, stage_settings(search, llm_config, cap), create=False)
     if isinstance(heads, str) or heads is None:
         heads = parse_heads(heads, store.n_layers, store.n_heads)

@@ -110,8 +110,8 @@ class SearchSettings:
     #: (`attndsl.synthesis.softmax_fit.TAG_PAIRS`; a pair of tags is a printed term, and a table with words
     #: on one side keeps twice as many, printed as word tables; 0: none), learned where the sequences carry
     #: syntax; None (the default): `resolved_for` (48 while every sequence has ≤ `BUDGET_TOKENS` tokens,
-    #: 96 if the text is also running text, else 0).  On every 10th head of the sentence run (held-out IoU, word pairs off): 0.8252 without,
-    #: 0.8280 with the upos × word table alone, 0.8310 with upos × upos and upos × dep beside it, 0.8319
+    #: 96 if the text is also running text, else 0).  On every 10th head of the sentence run (held-out
+    #: IoU, word pairs off): 0.8252 without, 0.8280 with the upos × word table alone, 0.8310 with upos × upos and upos × dep beside it, 0.8319
     #: with the default four tables (24 / 32 pairs: 0.8313 / 0.8315); on all 270 heads 0.8212.
     #: On running text (`running_text`), every 10th head of text packed to 64 tokens: 0.7076 held-out
     #: with 48, 0.7096 with 96 (on sentences the 96 cost more time than the 5-minute budget has).
@@ -162,6 +162,12 @@ class SearchSettings:
                        sentence_tables=auto_sentence if self.sentence_tables is None else self.sentence_tables,
                        context_tables=short if self.context_tables is None else self.context_tables,
                        fractions=LONG_FRACTIONS if not short and self.fractions == FRACTIONS else self.fractions)
+
+    def resolved_for_tables(self, tables) -> "SearchSettings":
+        """`resolved_for` the lengths, syntax and running text of these token tables."""
+        tables = list(tables)
+        return self.resolved_for([len(t) for t in tables], syntax=all(t.has_syntax for t in tables),
+                                 running=running_text(tables))
 
     def as_dict(self) -> dict:
         from dataclasses import asdict
@@ -575,7 +581,7 @@ def search_heads(
     gate_names = gate_conditions(tables) if settings.use_gates else ()
     screen_tables = [tables[i] for i in chosen]
     lengths = [len(t) for t in tables]
-    settings = settings.resolved_for(lengths, syntax=all(t.has_syntax for t in tables), running=running_text(tables))
+    settings = settings.resolved_for_tables(tables)
     screen = prepare(screen_tables, seq_indices[chosen], specs, gate_names,
                      max_entries=screen_budget(settings.max_screen_entries, lengths),
                      seed=settings.seed)
@@ -644,4 +650,3 @@ def search_heads(
         while pending:
             finish(pending.popleft().result())
     return results
-
