@@ -96,9 +96,21 @@ def resolve(threads: int | str | None = None) -> int:
     return value
 
 
+#: the count `configure` last applied (None before it runs)
+_configured: int | None = None
+
+
+def configured() -> int:
+    """The cores attndsl's stages may use: what `configure` last applied (``--threads``), else `resolve`'s
+    count (also how many softmax fits the synthesis runs at once, `attndsl.synthesis.search.fit_workers`)."""
+    return _configured if _configured is not None else resolve()
+
+
 def configure(threads: int | str | None = None) -> int:
     """Size torch's and Numba's thread pools to one number (see the module docstring); returns it."""
+    global _configured
     n = resolve(threads)
+    _configured = n
     if "torch" in sys.modules:
         import torch
 

@@ -1,6 +1,9 @@
 """The enumerative search: its objective kernel, its term pool, and that it finds known structure."""
 from __future__ import annotations
 
+import sys
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -514,23 +517,60 @@ def test_softmax_fit_learns_which_words_the_preferred_keys_follow():
     assert iou > 0.97 and abs(iou - result.softmax_fit_iou) < 0.01
 
 
-def test_softmax_fits_on_worker_threads_equal_the_fits_one_head_at_a_time(synthetic):
-    """`search_heads` fits softmax programs on worker threads beside the next head's search; each
-    head's result is the same whatever the number of workers, and results come back (and are
-    saved) in head order."""
+def test_softmax_fits_in_worker_processes_equal_the_fits_on_one_thread(synthetic):
+    """`search_heads` fits softmax programs beside the next head's search, in forked worker
+    processes (`fit_workers`) or on threads; each head's result is the same whichever and however
+    many, results come back (and are saved) in head order, and the parent learns each program's IR
+    (the library does not parse it again)."""
+    from attndsl.synthesis import library
+    from attndsl.synthesis.prompts import rename_program
+    from attndsl.synthesis.search.fit_workers import can_fork
+
     tables, source, _ = synthetic
     settings = search.SearchSettings(max_terms=3, screen_sequences=12, seed=0, softmax_terms=4, softmax_workers=2)
     heads = [(0, 0), (0, 1), (0, 0)]
     seen = []
-    threaded = search.search_heads(source, tables, list(range(len(tables))), heads, settings,
-                                   on_result=seen.append, progress=False)
-    assert [(r.layer, r.head) for r in threaded] == heads and seen == threaded
+    library._CACHE.clear()
+    spread = search.search_heads(source, tables, list(range(len(tables))), heads, settings,
+                                 on_result=seen.append, progress=False)
+    assert [(r.layer, r.head) for r in spread] == heads and seen == spread
+    for r in spread:
+        assert rename_program(r.softmax_source, library._ANONYMOUS) in library._CACHE
     one = search.search_heads(source, tables, list(range(len(tables))), heads,
-                              search.SearchSettings(**{**settings.__dict__, "softmax_workers": 1}), progress=False)
-    for a, b in zip(threaded, one):
+                              replace(settings, softmax_workers=1, fit_processes=False), progress=False)
+    for a, b in zip(spread, one):
         assert a.softmax_source and a.softmax_source == b.softmax_source and a.source == b.source
         assert a.softmax_fit_iou == b.softmax_fit_iou
     assert "softmax_workers" not in settings.as_dict()  # how the work is spread is not a run setting
+    assert "fit_processes" not in settings.as_dict()
+    assert can_fork() == sys.platform.startswith("linux")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="fits run in forked processes on Linux only")
+def test_a_fit_worker_that_dies_is_a_clear_error_and_the_heads_before_it_are_kept(synthetic, monkeypatch):
+    """A worker process killed mid-fit (the out-of-memory killer, say) ends the search with a
+    `UserError` that says what happened and how to resume; the heads whose fits had come back
+    were saved before it."""
+    import os
+
+    from attndsl.errors import UserError
+    from attndsl.synthesis.search import fit_workers
+
+    tables, source, _ = synthetic
+    settings = search.SearchSettings(max_terms=2, screen_sequences=12, seed=0, softmax_terms=3, softmax_workers=1)
+    real_fit = fit_workers.FitJob.fit
+
+    def fit_or_die(job, result, col):  # forked workers inherit this: the second head's fit kills its process
+        if result.head == 1:
+            os._exit(9)
+        return real_fit(job, result, col)
+
+    monkeypatch.setattr(fit_workers.FitJob, "fit", fit_or_die)
+    saved = []
+    with pytest.raises(UserError, match="worker process ended abruptly.*rerun the same command to resume"):
+        search.search_heads(source, tables, list(range(len(tables))), [(0, 0), (0, 1), (0, 0)], settings,
+                            on_result=saved.append, progress=False)
+    assert [(r.layer, r.head) for r in saved] == [(0, 0)] and saved[0].softmax_source
 
 
 def test_long_sequences_get_the_smaller_search_unless_asked_otherwise():

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, replace
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 
@@ -26,6 +26,9 @@ from attndsl.synthesis.search.pool import gate_conditions, term_pool
 from attndsl.synthesis.search.pool import gated as gated_spec
 from attndsl.synthesis.search.printing import program_source
 from attndsl.headnames import head_file_stem
+
+if TYPE_CHECKING:
+    from attndsl.language import ir
 
 
 #: causal entries of one 64-token sequence
@@ -125,11 +128,14 @@ class SearchSettings:
     #: the softmax fit may also use the shared gates on a few base terms
     #: (`attndsl.synthesis.softmax_fit.GATED_BASES`: sink, self, previous tokens, recency)
     softmax_gates: bool = True
-    #: worker threads fitting softmax programs while the next heads are searched (`search_heads`);
-    #: results do not depend on it.  One: the fits hold the GIL often enough that two of them
-    #: beside the search took more time on two cores (SmolLM2's layers 0–2 at 256 tokens: 37.7 s
-    #: against 30.9 s with one; 22.9 s against 23.9 s on sentences)
-    softmax_workers: int = 1
+    #: softmax fits run at once, beside the search of the next heads (`search_heads`); results do not
+    #: depend on it.  None (the default): in worker processes, one per core attndsl may use
+    #: (`attndsl.threads.configured`, ``attndsl --threads N``); on threads (`fit_processes` off, or a
+    #: platform that does not fork), one, as a second fit thread waits for the GIL (sentence run, all
+    #: 270 heads on two cores: 4 min 25 s on one thread, 2 min 54 s in two processes, 3 min 1 s in three)
+    softmax_workers: int | None = None
+    #: fit in worker processes where the platform forks (`attndsl.synthesis.search.fit_workers`), else on threads
+    fit_processes: bool = True
     #: causal entries the screening set may hold; beyond it a seeded subset of whole rows is kept
     #: (`attndsl.synthesis.search.data.row_subsample`).  None (the default): `entries_budget` of
     #: `SCREEN_ENTRIES`, the most a screen of 96 sequences of ≤ 64 tokens holds, so runs of short
@@ -173,7 +179,7 @@ class SearchSettings:
         from dataclasses import asdict
 
         out = asdict(self)
-        del out["softmax_workers"]  # how the work is spread, not what it computes
+        del out["softmax_workers"], out["fit_processes"]  # how the work is spread, not what it computes
         if not out["softmax_terms"]:  # off: no softmax settings in the manifest
             for key in ("softmax_terms", "softmax_lexicons", "lexicon_entries", "word_pairs", "context_tables",
                         "softmax_gates", "tag_pair_entries", "sentence_tables"):
@@ -388,7 +394,8 @@ def search_head(
     """Greedy search for one head (``*_attention``: the head's column of the causal block).
 
     ``softmax=False`` leaves the softmax program out (``softmax_source`` empty): `search_heads`
-    fits it on a worker thread (`softmax_for_head`) while the next head's search runs."""
+    fits it in a worker (`softmax_for_head`, `attndsl.synthesis.search.fit_workers`) while the
+    next head's search runs."""
     start = time.perf_counter()
     name = name or head_file_stem(layer, head)
     gates = head_gates(screen_data, screen_attention) if settings.use_gates else []
@@ -457,32 +464,38 @@ def _search_softmax(name: str, screen_data: SearchData, screen_attention: np.nda
     # One BLAS thread: the fit is thousands of small matrix-vector products and L-BFGS updates, where
     # OpenBLAS's thread pool costs more than it gives (measured on 2 cores: the softmax fit of three
     # heads of the default run took 7.5 s with the default pool and 0.7 s with one thread).
+    from attndsl.synthesis.library import remember_compiled
+
     with threadpool_limits(limits=1, user_api="blas"):
-        return _softmax_program(name, screen_data, screen_attention, settings, full_data, full_attention)
+        source, iou, program = _softmax_program(name, screen_data, screen_attention, settings, full_data, full_attention)
+    remember_compiled(source, program)  # the library need not parse it again
+    return source, iou
 
 
 def softmax_for_head(result: SearchResult, screen_data: SearchData, screen_attention: np.ndarray,
                      settings: SearchSettings, full_data: SearchData | None,
-                     full_attention: np.ndarray | None) -> SearchResult:
-    """``result`` (from ``search_head(..., softmax=False)``) with its softmax program fitted.
+                     full_attention: np.ndarray | None) -> "tuple[SearchResult, ir.Program]":
+    """``result`` (from ``search_head(..., softmax=False)``) with its softmax program fitted,
+    and that program's IR (for `attndsl.synthesis.library.remember_compiled`, which the caller
+    does: a worker process's memory is not the library's).
 
-    Only NumPy and SciPy run here (no Numba kernels, whose threading layer may not take
-    calls from two threads at once), so `search_heads` can run it beside the next head's
-    search; the caller limits BLAS to one thread for the whole loop."""
+    Only NumPy, SciPy and the parser run here (no Numba kernels, whose threading layer may not
+    take calls from two threads at once, nor survive a fork), so `search_heads` can run it beside
+    the next head's search (`attndsl.synthesis.search.fit_workers`); the caller limits BLAS to
+    one thread."""
     start = time.perf_counter()
-    source, iou = _softmax_program(f"{result.name}_softmax", screen_data, screen_attention, settings,
-                                   full_data, full_attention)
+    source, iou, program = _softmax_program(f"{result.name}_softmax", screen_data, screen_attention, settings,
+                                            full_data, full_attention)
     return replace(result, softmax_source=source, softmax_fit_iou=iou,
-                   seconds=result.seconds + time.perf_counter() - start)
+                   seconds=result.seconds + time.perf_counter() - start), program
 
 
 def _softmax_program(name: str, screen_data: SearchData, screen_attention: np.ndarray, settings: SearchSettings,
-                     full_data: SearchData | None, full_attention: np.ndarray | None) -> tuple[str, float]:
+                     full_data: SearchData | None, full_attention: np.ndarray | None) -> "tuple[str, float, ir.Program]":
     from attndsl.synthesis.softmax_fit import (
         CONTEXT_LEXICONS, GATED_BASES, LEXICONS, PAIRS, SENTENCE_TAG_PAIRS, TAG_PAIRS, GatedPool, SoftmaxSettings,
         fit_softmax, refit, softmax_program,
     )
-    from attndsl.synthesis.library import remember_compiled
 
     # `search_heads` has made the automatic choices already; a direct call gets the short-sequence ones
     settings = settings.resolved_for([BUDGET_TOKENS], syntax=screen_data.batch.has_syntax)
@@ -509,8 +522,7 @@ def _softmax_program(name: str, screen_data: SearchData, screen_attention: np.nd
              for j, i in enumerate(fit.specs)]
     scales = [float(d.scales[i]) for i in fit.specs]
     source, program = softmax_program(name, texts, fit.weights, scales, fit.lexicons, fit.pairs)
-    remember_compiled(source, program)  # the library need not parse it again
-    return source, float(fit.iou)
+    return source, float(fit.iou), program
 
 
 def word_data(data: SearchData):
@@ -564,8 +576,9 @@ def search_heads(
     ``source`` is an `attndsl.synthesis.scoring.AttentionSource`; ``tables[i]`` is the
     token table of sequence ``seq_indices[i]``.  ``on_result`` is called as
     each head finishes, in head order (the synthesis stage saves it there, for
-    resuming).  Softmax programs are fitted on ``settings.softmax_workers``
-    threads beside the search of the next heads; the results are the same.
+    resuming).  Softmax programs are fitted in ``settings.softmax_workers`` worker
+    processes (or threads, `attndsl.synthesis.search.fit_workers`) beside the search of
+    the next heads; the results are the same.
     """
     from tqdm.auto import tqdm
 
@@ -615,38 +628,47 @@ def search_heads(
             finish(search_head(layer, head, screen, screen_block[:, col], settings,
                                full, full_block[:, col] if full_block is not None else None))
         return results
-    # The softmax fit (NumPy / SciPy, most of a head's time on long sequences) runs on worker
-    # threads while the main thread searches the next heads (Numba kernels, which stay on this
-    # thread); results are still saved in head order.  Every head's fit is the same as when run
-    # alone: BLAS is held to one thread for the whole loop, and nothing is shared but read-only data.
+    # The softmax fit (NumPy / SciPy, most of a head's time) runs in worker processes (threads where
+    # the platform does not fork: `fit_workers`) while the main thread searches the next heads (Numba
+    # kernels, which stay in this process); results are still saved in head order.  Every head's fit is
+    # the same as when run alone: BLAS is held to one thread, and nothing is shared but read-only data.
     from collections import deque
-    from concurrent.futures import ThreadPoolExecutor
 
     from threadpoolctl import threadpool_limits
 
-    for data in (screen, full):  # built here, once: the workers only read them
+    from attndsl.synthesis.library import remember_compiled
+    from attndsl.synthesis.search.fit_workers import FitJob, FitWorkers
+
+    for data in (screen, full):  # built here, once, before the workers start: they only read them
         if data is not None:
             word_data(data)
+
+    def fitted(future) -> SearchResult:
+        result, program = pool.result(future)
+        remember_compiled(result.softmax_source, program)  # the library need not parse it again
+        return result
+
     pending: deque = deque()
-    workers = max(1, settings.softmax_workers)
-    with threadpool_limits(limits=1, user_api="blas"), ThreadPoolExecutor(max_workers=workers) as pool:
+    job = FitJob(screen, screen_block, full, full_block, settings)
+    with threadpool_limits(limits=1, user_api="blas"), FitWorkers(job, settings.softmax_workers,
+                                                                   settings.fit_processes) as pool:
+        workers = pool.workers
         try:
             for layer, head in tqdm(heads, desc="search", unit="head", disable=not progress):
                 col = layer * n_heads + head
-                screen_col = screen_block[:, col]
                 full_col = full_block[:, col] if full_block is not None else None
                 result = search_head(layer, head, linear, linear_block[:, col], settings, full, full_col,
                                      softmax=False)
-                pending.append(pool.submit(softmax_for_head, result, screen, screen_col, settings, full, full_col))
+                pending.append(pool.submit(result, col))
                 while pending and (len(pending) > workers or pending[0].done()):
-                    finish(pending.popleft().result())
+                    finish(fitted(pending.popleft()))
         except BaseException:  # Ctrl-C or an error: the heads already searched are finished and saved first
             for future in pending:
                 try:
-                    finish(future.result())
+                    finish(fitted(future))
                 except Exception:
                     break
             raise
         while pending:
-            finish(pending.popleft().result())
+            finish(fitted(pending.popleft()))
     return results
