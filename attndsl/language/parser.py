@@ -242,12 +242,51 @@ class _Build(Transformer):
 
     def lexicon(self, meta, children):
         name_token, *entries = children
-        entries = tuple(e for e in entries if isinstance(e, ast.LexiconEntry))
+        if len(entries) == 1 and isinstance(entries[0], Token) and entries[0].type == "LEXICON_BODY":
+            entries = _lexicon_entries(entries[0])
+        else:
+            entries = tuple(e for e in entries if isinstance(e, ast.LexiconEntry))
         return ("lexicon", ast.Lexicon(str(name_token), entries, _span(name_token)))
 
     def lex_entry(self, meta, children):
         key, weight = children
         return ast.LexiconEntry(_decode_string(key), weight.value, _span(key))
+
+
+@lru_cache(maxsize=1)
+def _entry_scanner() -> "re.Pattern":
+    """Finds a `LEXICON_BODY`'s entries and comments, left to right: a comment, or an entry's
+    STRING, optional minus and NUMBER (built from the grammar's own terminals)."""
+    lark = _lark()
+    string, number, comment = (lark.get_terminal(name).pattern.to_regexp() for name in ("STRING", "NUMBER", "COMMENT"))
+    gap = f"(?:[ \\t\\f\\r\\n]|{comment}\\n)*"
+    return re.compile(f"{comment}|(?P<key>{string}){gap}:{gap}(?P<minus>-)?{gap}(?P<number>{number})")
+
+
+#: a string the fast path may take as it stands (JSON would need to decode an escape or refuse a control character)
+_PLAIN_STRING = re.compile('[\\\\\x00-\x1f]')
+
+
+def _lexicon_entries(body: Token) -> tuple:
+    """The entries of a lexicon read as one `LEXICON_BODY` token: what the ``lex_entry`` rule
+    builds from the same text, spans included."""
+    text = str(body)
+    entries = []
+    for match in _entry_scanner().finditer(text):
+        key = match.group("key")
+        if key is None:  # a comment
+            continue
+        at = match.start()
+        newlines = text.count("\n", 0, at)
+        line = body.line + newlines
+        column = at - text.rfind("\n", 0, at) if newlines else body.column + at
+        if _PLAIN_STRING.search(key) is None:
+            word = key[1:-1]
+        else:
+            word = _decode_string(Token("STRING", key, start_pos=body.start_pos + at, line=line, column=column))
+        value = float(match.group("number"))
+        entries.append(ast.LexiconEntry(word, -value if match.group("minus") else value, ast.Span(line, column)))
+    return tuple(entries)
 
 
 class _Declarations:
@@ -429,6 +468,12 @@ def _surrogate_problem(text: str, path: str) -> Diagnostic | None:
 
 def parse(source: str, path: str = "<string>") -> ast.Module:
     """Parse program source.  Raises `AttnError` (and nothing else) on bad input."""
+    return parse_with(_lark(), source, path)
+
+
+def parse_with(lark: Lark, source: str, path: str = "<string>") -> ast.Module:
+    """`parse` with another Lark parser of the same grammar's rules (the tests read lexicons
+    without the fast path with it)."""
     if not isinstance(source, str):
         raise AttnError([Diagnostic(path, 1, 1, "program source must be text")])
     text = normalise_newlines(source)
@@ -436,7 +481,7 @@ def parse(source: str, path: str = "<string>") -> ast.Module:
     if problem is not None:
         raise AttnError([problem])
     try:
-        tree = _lark().parse(text)
+        tree = lark.parse(text)
         problems = limit_problems(tree, text, path)
         if problems:
             raise AttnError(problems)

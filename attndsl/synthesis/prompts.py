@@ -191,12 +191,15 @@ def stripped_grammar() -> str:
     """The grammar as a program writer needs it: no comments, blank lines or Lark tree notation.
 
     It accepts exactly the same programs as the parser's grammar (only names
-    of tree nodes and anonymous terminals are rewritten).
+    of tree nodes and anonymous terminals are rewritten, and the lines marked
+    ``// fast path``, a second way to read the same lexicons, are left out).
     """
     from attndsl.language.parser import grammar_text
 
     lines = []
     for line in grammar_text().splitlines():
+        if line.rstrip().endswith("// fast path") or "// fast path (" in line:
+            continue
         code = line.split("//", 1)[0].rstrip() if not line.lstrip().startswith("//") else ""
         code = _TREE_ALIAS.sub("", code)
         if re.match(r"\s*(_STAR|_SLASH)\s*:", code):
