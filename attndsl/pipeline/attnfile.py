@@ -14,7 +14,7 @@ it, keeping the problems instead of raising them, so each caller decides:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
 
 from attndsl.errors import AttnError
@@ -22,13 +22,21 @@ from attndsl.errors import AttnError
 
 @dataclass(frozen=True)
 class AttnFile:
-    """A parsed and checked ``.attn`` file."""
+    """A parsed and checked ``.attn`` file (parsed on demand where its IR came from the cache,
+    `attndsl.pipeline.ircache`)."""
 
     path: Path
     text: str
-    module: object  # attndsl.language.ast.Module
     programs: tuple  # compiled `ir.Program`s of the programs that check, in file order
     problems: tuple  # `Diagnostic`s found by the checker
+    cached_sources: dict | None = None  # name → canonical source, from the cache
+
+    @cached_property
+    def module(self):
+        """The syntax tree (`attndsl.language.ast.Module`)."""
+        from attndsl.language.parser import parse
+
+        return parse(self.text, str(self.path))
 
     def compiled(self) -> list:
         """Every program compiled; an `AttnError` with all problems if any."""
@@ -44,6 +52,8 @@ class AttnFile:
         """Program name → canonical source text, for every program of the file."""
         from attndsl.language.printer import format_program
 
+        if self.cached_sources is not None:
+            return dict(self.cached_sources)
         return {program.name: format_program(program) for program in self.module.programs}
 
 
@@ -51,8 +61,9 @@ def read_attn(path: str | Path) -> AttnFile:
     """Read, parse and check ``path`` (see the module docstring).
 
     Text read before is not parsed again (the last few files are kept by
-    content): a library of 961 programs with 64-word tables takes seconds to
-    parse, and the report and the explanations read it several times."""
+    content), and a file with an up-to-date IR cache beside it
+    (`attndsl.pipeline.ircache`: the synthesis stage writes one for its library) is not parsed at
+    all unless its syntax tree is asked for."""
     from attndsl.language.parser import read_source
 
     text = read_source(str(path))
@@ -63,7 +74,14 @@ def read_attn(path: str | Path) -> AttnFile:
 def _parsed(path: str, text: str) -> AttnFile:
     from attndsl.language.parser import parse
     from attndsl.language.validate import check
+    from attndsl.pipeline import ircache
 
+    cached = ircache.load(path, text)
+    if cached is not None:
+        programs, sources = cached
+        return AttnFile(Path(path), text, programs, (), sources)
     module = parse(text, path)
     programs, problems = check(module, text)
-    return AttnFile(Path(path), text, module, tuple(programs), tuple(problems))
+    attn = AttnFile(Path(path), text, tuple(programs), tuple(problems))
+    attn.__dict__["module"] = module  # parsed already
+    return attn

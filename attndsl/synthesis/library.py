@@ -551,11 +551,18 @@ def buckets_csv(rows) -> str:
 
 def write_library(directory: str | Path, programs: Sequence[LibraryProgram], choices: Sequence[HeadChoice] | None,
                   best_name: str = layout.BEST_CSV) -> None:
-    """``library.attn`` + ``library.json`` (+ ``best_name`` and ``buckets.csv`` when choices are given), atomically."""
+    """``library.attn`` (and its IR cache, `attndsl.pipeline.ircache`) + ``library.json`` (+ ``best_name``
+    and ``buckets.csv`` when choices are given), atomically."""
     from attndsl.pipeline.records import write_best_csv
 
+    from attndsl.pipeline import ircache
+
     directory = Path(directory)
-    atomic_write_text(directory / layout.LIBRARY_ATTN, library_source(programs))
+    text = library_source(programs)
+    atomic_write_text(directory / layout.LIBRARY_ATTN, text)
+    # the IR and canonical sources beside it: the later stages then need not parse 10+ MB of tables
+    ircache.write(directory / layout.LIBRARY_ATTN, text, [p.program() for p in programs],
+                  [p.source.strip() for p in programs])
     atomic_write_json(directory / layout.LIBRARY_JSON, {"programs": [p.meta() for p in programs]})
     if choices is not None:
         write_best_csv(directory / best_name, choices)
@@ -625,29 +632,28 @@ def read_library(attn_path: str | Path, meta_path: str | Path | None = None) -> 
     Any ``.attn`` file works (e.g. someone's own programs): without metadata
     every program has origin ``"user"``.
     """
-    from attndsl.language.printer import format_program
     from attndsl.pipeline.attnfile import read_attn
 
     attn_path = Path(attn_path)
     if not attn_path.exists():
         raise UserError(f"{attn_path} does not exist")
     attn = read_attn(attn_path)
-    attn.compiled()  # every problem, as an AttnError
-    module = attn.module
-    if not module.programs:
+    compiled = attn.compiled()  # every problem, as an AttnError; else one per program, in file order
+    if not compiled:
         raise UserError(f"{attn_path} holds no programs")
+    sources = attn.sources()  # canonical text (from the IR cache where there is one: no parse)
     meta: dict[str, dict] = {}
     meta_path = Path(meta_path) if meta_path else attn_path.with_suffix(".json")
     if meta_path.exists():
         meta = {m["name"]: m for m in read_json(meta_path, LIBRARY_META_SCHEMA)["programs"]}
     out = []
     names = set()
-    for prog in module.programs:
+    for prog in compiled:
         if prog.name in names:
             raise UserError(f"{attn_path}: program name '{prog.name}' is used twice")
         names.add(prog.name)
         m = meta.get(prog.name, {})
-        out.append(LibraryProgram(prog.name, format_program(prog) + "\n", m.get("origin", "user"), m.get("layer"),
+        out.append(LibraryProgram(prog.name, sources[prog.name] + "\n", m.get("origin", "user"), m.get("layer"),
                                   m.get("head"), m.get("synthesis_iou"), m.get("writer"), m.get("rationale"),
                                   m.get("tier")))
     return out
