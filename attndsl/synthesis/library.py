@@ -553,9 +553,8 @@ def write_library(directory: str | Path, programs: Sequence[LibraryProgram], cho
                   best_name: str = layout.BEST_CSV) -> None:
     """``library.attn`` (and its IR cache, `attndsl.pipeline.ircache`) + ``library.json`` (+ ``best_name``
     and ``buckets.csv`` when choices are given), atomically."""
-    from attndsl.pipeline.records import write_best_csv
-
     from attndsl.pipeline import ircache
+    from attndsl.pipeline.records import write_best_csv
 
     directory = Path(directory)
     text = library_source(programs)
