@@ -37,7 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--threads", default=None, metavar="N",
-        help="threads for torch and Numba together (default: $ATTNDSL_THREADS, else every core this process may use; 0 = every core)",
+        help="threads for torch and Numba together, and softmax fits the synthesis runs at once (default: "
+             "$ATTNDSL_THREADS, else every core this process may use; 0 = every core)",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
