@@ -263,8 +263,8 @@ def _entry_scanner() -> "re.Pattern":
     return re.compile(f"{comment}|(?P<key>{string}){gap}:{gap}(?P<minus>-)?{gap}(?P<number>{number})")
 
 
-#: a string the fast path may take as it stands (JSON would need to decode an escape or refuse a control character)
-_PLAIN_STRING = re.compile('[\\\\\x00-\x1f]')
+#: what makes a string need JSON's decoder (an escape to decode, or a control character it refuses)
+_NEEDS_JSON = re.compile('[\\\\\x00-\x1f]')
 
 
 def _lexicon_entries(body: Token) -> tuple:
@@ -280,7 +280,7 @@ def _lexicon_entries(body: Token) -> tuple:
         newlines = text.count("\n", 0, at)
         line = body.line + newlines
         column = at - text.rfind("\n", 0, at) if newlines else body.column + at
-        if _PLAIN_STRING.search(key) is None:
+        if _NEEDS_JSON.search(key) is None:
             word = key[1:-1]
         else:
             word = _decode_string(Token("STRING", key, start_pos=body.start_pos + at, line=line, column=column))

@@ -148,9 +148,12 @@ def load(attn_path: str | Path, text: str) -> tuple[tuple[ir.Program, ...], dict
     try:
         if not target.is_file():
             return None
+        fingerprint = front_end()
+        if fingerprint is None:
+            return None
         payload = json.loads(target.read_text(encoding="utf-8"))
         if (payload.get("format") != FORMAT or payload.get("text_sha256") != text_hash(text)
-                or payload.get("front_end") != front_end() or front_end() is None):
+                or payload.get("front_end") != fingerprint):
             return None
         nodes = _decode_nodes(payload["nodes"])
         programs = tuple(nodes[i] for i in payload["programs"])
